@@ -1,0 +1,165 @@
+"""System checks for everything about the configuration that can be known offline.
+
+Ids are stable (``openai_batches.E00n`` errors, ``openai_batches.W00n`` warnings) and every
+message carries a hint saying exactly what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import (
+    DEFAULTS,
+    PROVIDER_MAX_FILE_BYTES,
+    PROVIDER_MAX_REQUESTS,
+    SETTING_NAME,
+    app_settings,
+)
+from .exceptions import ConfigurationError
+
+_ACCOUNT_KEYS = {"API_KEY", "BASE_URL", "ORGANIZATION", "PROJECT", "TIMEOUT"}
+
+
+def _number_problem(key: str, value: Any, low: float, high: float | None) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, not {type(value).__name__}"
+    if value < low or (high is not None and value > high):
+        upper = f" and at most {high:,}" if high is not None else ""
+        return f"is {value!r}; it must be at least {low}{upper}"
+    return None
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    try:
+        user = app_settings.user_settings
+    except ConfigurationError as err:
+        return [
+            Error(
+                str(err),
+                hint=f"Set {SETTING_NAME} = {{...}} in settings.",
+                id="openai_batches.E001",
+            )
+        ]
+
+    for key in app_settings.unknown_keys():
+        messages.append(
+            Warning(
+                f"{SETTING_NAME}[{key!r}] is not a setting this app knows; it is ignored.",
+                hint=f"Check the spelling. Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="openai_batches.W001",
+            )
+        )
+
+    ranges: dict[str, tuple[float, float | None]] = {
+        "TIMEOUT": (0.1, None),
+        "MAX_RETRIES": (0, 20),
+        "POLL_INTERVAL": (1, None),
+        "POLL_MAX_INTERVAL": (1, None),
+        "POLL_BACKOFF": (1, 10),
+        "MAX_REQUESTS_PER_BATCH": (1, PROVIDER_MAX_REQUESTS),
+        "MAX_FILE_BYTES": (1, PROVIDER_MAX_FILE_BYTES),
+        "INGEST_CHUNK_SIZE": (1, 100_000),
+    }
+    for key, (low, high) in ranges.items():
+        if key in user:
+            problem = _number_problem(key, user[key], low, high)
+            if problem:
+                messages.append(
+                    Error(
+                        f"{SETTING_NAME}[{key!r}] {problem}.",
+                        hint=f"Use a value in range, or remove the key to use the default ({DEFAULTS[key]!r}).",
+                        id="openai_batches.E002",
+                    )
+                )
+    if not messages and user.get("POLL_MAX_INTERVAL", DEFAULTS["POLL_MAX_INTERVAL"]) < user.get(
+        "POLL_INTERVAL", DEFAULTS["POLL_INTERVAL"]
+    ):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['POLL_MAX_INTERVAL'] is smaller than POLL_INTERVAL.",
+                hint="POLL_MAX_INTERVAL is the ceiling of the polling backoff; make it >= POLL_INTERVAL.",
+                id="openai_batches.E002",
+            )
+        )
+
+    accounts = user.get("ACCOUNTS", {})
+    if not isinstance(accounts, dict):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['ACCOUNTS'] must be a dict of account name -> settings.",
+                hint='For example {"azure": {"API_KEY": "...", "BASE_URL": "https://.../openai/v1"}}.',
+                id="openai_batches.E003",
+            )
+        )
+        accounts = {}
+    for name, conf in accounts.items():
+        bad = set(conf) - _ACCOUNT_KEYS if isinstance(conf, dict) else {"<not a dict>"}
+        if bad:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['ACCOUNTS'][{name!r}] has unknown keys: {', '.join(sorted(bad))}.",
+                    hint=f"An account takes {', '.join(sorted(_ACCOUNT_KEYS))}.",
+                    id="openai_batches.E003",
+                )
+            )
+
+    for name in app_settings.account_names():
+        try:
+            account = app_settings.account(name)
+        except ConfigurationError:
+            continue
+        if not account.api_key and not account.is_local:
+            where = (
+                f"{SETTING_NAME}['API_KEY'] or the OPENAI_API_KEY environment variable"
+                if name == "default"
+                else f"{SETTING_NAME}['ACCOUNTS'][{name!r}]['API_KEY']"
+            )
+            messages.append(
+                Error(
+                    f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
+                    hint=f"Set {where}. (A local emulator URL needs no key.)",
+                    id="openai_batches.E004",
+                )
+            )
+        if not account.base_url.startswith(("http://", "https://")):
+            messages.append(
+                Error(
+                    f"The {name!r} account's BASE_URL {account.base_url!r} is not an http(s) URL.",
+                    hint="Use the SDK convention, including /v1, e.g. https://api.openai.com/v1.",
+                    id="openai_batches.E005",
+                )
+            )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_rq(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    if not apps.is_installed("django_rq"):
+        return [
+            Error(
+                "django_rq is not in INSTALLED_APPS; the app's background jobs run on RQ.",
+                hint="Add 'django_rq' to INSTALLED_APPS and configure RQ_QUEUES.",
+                id="openai_batches.E006",
+            )
+        ]
+    try:
+        queue = app_settings.QUEUE
+    except ConfigurationError:
+        return []
+    queues = getattr(settings, "RQ_QUEUES", {}) or {}
+    if queue not in queues:
+        return [
+            Error(
+                f"{SETTING_NAME}['QUEUE'] is {queue!r}, which is not a key of RQ_QUEUES.",
+                hint=f"Add RQ_QUEUES[{queue!r}] = {{'URL': 'redis://localhost:6379/0'}}, or set QUEUE to one of: "
+                f"{', '.join(queues) or '(none defined)'}.",
+                id="openai_batches.E007",
+            )
+        ]
+    return []

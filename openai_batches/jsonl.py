@@ -1,0 +1,189 @@
+"""Streaming JSONL for batch input: validation with the provider's limits, reading, writing.
+
+The same serialization (:func:`dumps_line`) is used to count bytes while validating and to
+write the upload, so the 200 MB check measures exactly what is sent. Nothing here holds a
+whole file: readers yield one line at a time and writers append one line at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .exceptions import Problem
+
+MAX_CUSTOM_ID_LENGTH = 255
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_LENGTH = 64
+MAX_METADATA_VALUE_LENGTH = 512
+#: Stop collecting after this many problems: enough to fix a file, bounded in memory.
+MAX_PROBLEMS = 1000
+
+
+def dumps_line(obj: Mapping[str, Any]) -> str:
+    """One compact JSON line without the newline (what goes into the upload)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def iter_jsonl(
+    stream: IO[bytes] | IO[str] | Iterable[bytes] | Iterable[str],
+) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield ``(line_number, parsed_object_or_None, error_message_or_None)`` per non-blank line.
+
+    Line numbers are 1-based and count blank lines too, so they match an editor's.
+    """
+    for number, raw in enumerate(stream, start=1):
+        text: str = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        if not text.strip():
+            continue
+        try:
+            yield number, json.loads(text), None
+        except ValueError as err:
+            yield number, None, f"not valid JSON ({err})"
+
+
+def validate_metadata(metadata: Any) -> list[Problem]:
+    """Check OpenAI's metadata rules: at most 16 string pairs, keys <= 64, values <= 512."""
+    if metadata in (None, {}):
+        return []
+    if not isinstance(metadata, dict):
+        return [Problem(None, "metadata", "must be an object of string keys and values")]
+    problems: list[Problem] = []
+    if len(metadata) > MAX_METADATA_PAIRS:
+        problems.append(
+            Problem(
+                None,
+                "metadata",
+                f"has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS} are allowed",
+            )
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or len(key) > MAX_METADATA_KEY_LENGTH:
+            problems.append(
+                Problem(
+                    None,
+                    f"metadata.{key}",
+                    f"keys must be strings of at most {MAX_METADATA_KEY_LENGTH} characters",
+                )
+            )
+        if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE_LENGTH:
+            problems.append(
+                Problem(
+                    None,
+                    f"metadata.{key}",
+                    f"values must be strings of at most {MAX_METADATA_VALUE_LENGTH} characters",
+                )
+            )
+    return problems
+
+
+@dataclass
+class ItemValidator:
+    """Validates request items one at a time, keeping only what cross-item rules need.
+
+    ``existing_ids``/``existing_count``/``existing_bytes`` describe items already in the job,
+    so adding in several calls still respects uniqueness and the provider's limits.
+    """
+
+    endpoint: str
+    model: str = ""
+    max_requests: int = 50_000
+    max_bytes: int = 200 * 1024 * 1024
+    existing_count: int = 0
+    existing_bytes: int = 0
+    seen_ids: set[str] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+    count: int = 0
+    nbytes: int = 0
+    truncated: bool = False
+    _limit_reported: set[str] = field(default_factory=set)
+
+    def add_problem(self, index: int | None, field_name: str | None, message: str) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.truncated = True
+            return
+        self.problems.append(Problem(index, field_name, message))
+
+    def check(self, index: int, item: Any) -> dict[str, Any] | None:
+        """Validate item ``index``; return its normalized input line, or None if it is invalid."""
+        if not isinstance(item, Mapping):
+            self.add_problem(index, None, f"must be an object, not {type(item).__name__}")
+            return None
+        before = len(self.problems)
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id.strip():
+            self.add_problem(index, "custom_id", "is required and must be a non-empty string")
+        elif len(custom_id) > MAX_CUSTOM_ID_LENGTH:
+            self.add_problem(
+                index,
+                "custom_id",
+                f"is {len(custom_id)} characters; at most {MAX_CUSTOM_ID_LENGTH} are allowed",
+            )
+        elif custom_id in self.seen_ids:
+            self.add_problem(index, "custom_id", f"{custom_id!r} is used more than once in the job")
+        else:
+            self.seen_ids.add(custom_id)
+        method = item.get("method", "POST")
+        if method != "POST":
+            self.add_problem(index, "method", f"must be 'POST', not {method!r}")
+        url = item.get("url", self.endpoint)
+        if url != self.endpoint:
+            self.add_problem(
+                index, "url", f"{url!r} does not match the job's endpoint {self.endpoint!r}"
+            )
+        body = item.get("body")
+        if not isinstance(body, Mapping):
+            kind = "missing" if body is None else f"a {type(body).__name__}"
+            self.add_problem(index, "body", f"must be a JSON object, got {kind}")
+        else:
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                self.add_problem(index, "body.model", "is required and must be a non-empty string")
+            elif not self.model:
+                self.model = model
+            elif model != self.model:
+                self.add_problem(
+                    index,
+                    "body.model",
+                    f"{model!r} differs from {self.model!r}: a batch takes one model",
+                )
+        self.count += 1
+        if (
+            self.existing_count + self.count > self.max_requests
+            and "count" not in self._limit_reported
+        ):
+            self._limit_reported.add("count")
+            self.add_problem(
+                index,
+                None,
+                f"the job would exceed {self.max_requests:,} requests, the most one batch takes",
+            )
+        if len(self.problems) != before:
+            return None
+        line = {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}  # type: ignore[arg-type]
+        self.nbytes += len(dumps_line(line).encode("utf-8")) + 1
+        if (
+            self.existing_bytes + self.nbytes > self.max_bytes
+            and "bytes" not in self._limit_reported
+        ):
+            self._limit_reported.add("bytes")
+            self.add_problem(
+                index,
+                None,
+                f"the job's JSONL would exceed {self.max_bytes:,} bytes, the most one batch takes",
+            )
+            return None
+        return line
+
+
+def write_jsonl(lines: Iterable[Mapping[str, Any]], fp: IO[bytes]) -> tuple[int, int]:
+    """Write ``lines`` to a binary file, one per line; return ``(count, bytes)``."""
+    count = nbytes = 0
+    for line in lines:
+        data = dumps_line(line).encode("utf-8") + b"\n"
+        fp.write(data)
+        count += 1
+        nbytes += len(data)
+    return count, nbytes
