@@ -1,0 +1,357 @@
+"""Deterministic, valid response bodies for every batch endpoint, plus token estimates.
+
+The same request body always yields the same reply text, embedding vector and ``usage``, so
+tests can assert on results. Tokens are estimated as one token per four characters of the
+text in the request (rounded up, at least one); that is not tiktoken, but it is stable and
+grows with the input, which is what budgets and usage accounting need.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from .ids import stable_hex
+
+#: Models used when a body does not name one (the endpoints where ``model`` is optional).
+DEFAULT_MODELS = {
+    "/v1/moderations": "omni-moderation-latest",
+    "/v1/images/generations": "dall-e-2",
+    "/v1/images/edits": "dall-e-2",
+    "/v1/videos": "sora-2",
+}
+
+_EMBEDDING_DIMS = {"text-embedding-3-large": 3072}
+_DEFAULT_EMBEDDING_DIMS = 1536
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+# A 1x1 transparent PNG: a real image the SDK and users can decode.
+_PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (message contents, inputs, prompts ...)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def count_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _prompt_part(endpoint: str, body: dict[str, Any]) -> Any:
+    if endpoint == "/v1/chat/completions":
+        return body.get("messages", [])
+    if endpoint == "/v1/responses":
+        return [body.get("instructions"), body.get("input")]
+    if endpoint in ("/v1/embeddings", "/v1/moderations"):
+        return body.get("input")
+    return body.get("prompt")
+
+
+def estimate_input_tokens(endpoint: str, body: dict[str, Any]) -> int:
+    """Input tokens a request would consume (what the enqueued-token budget counts)."""
+    part = _prompt_part(endpoint, body)
+    total = sum(count_tokens(s) for s in _strings(part))
+    if endpoint == "/v1/chat/completions" and isinstance(part, list):
+        total += 3 * len(part) + 3  # per-message framing, like the real tokenizer adds
+    return max(1, total)
+
+
+def embedding_input_count(body: dict[str, Any]) -> int:
+    """How many embedding inputs one ``/v1/embeddings`` body carries."""
+    inp = body.get("input")
+    if isinstance(inp, list) and inp and not isinstance(inp[0], int):
+        return len(inp)
+    return 1
+
+
+def _last_user_text(endpoint: str, body: dict[str, Any]) -> str:
+    texts = list(_strings(_prompt_part(endpoint, body)))
+    return texts[-1] if texts else ""
+
+
+def reply_text(endpoint: str, body: dict[str, Any]) -> str:
+    """The deterministic assistant reply for a request body."""
+    digest = stable_hex(json.dumps(body, sort_keys=True), length=8)
+    prompt = " ".join(_last_user_text(endpoint, body).split())[:80]
+    return f"Emulated reply {digest} to: {prompt}"
+
+
+def _output_limit(body: dict[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _reply_and_tokens(endpoint: str, body: dict[str, Any]) -> tuple[str, int, str]:
+    text = reply_text(endpoint, body)
+    tokens = count_tokens(text)
+    limit = _output_limit(body)
+    if limit is not None and tokens > limit:
+        return text[: limit * 4], limit, "length"
+    return text, tokens, "stop"
+
+
+def embedding_vector(text: str, model: str, dimensions: int | None) -> list[float]:
+    """A unit-length vector derived from a hash of (model, text): same input, same vector."""
+    dims = dimensions or _EMBEDDING_DIMS.get(model, _DEFAULT_EMBEDDING_DIMS)
+    raw = hashlib.shake_256(f"{model}\x00{text}".encode()).digest(2 * dims)
+    ints = struct.unpack(f"<{dims}h", raw)
+    norm = math.sqrt(sum(i * i for i in ints)) or 1.0
+    return [round(i / norm, 8) for i in ints]
+
+
+def _count(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
+    text, out_tokens, finish = _reply_and_tokens("/v1/chat/completions", body)
+    n = _count(body)
+    in_tokens = estimate_input_tokens("/v1/chat/completions", body)
+    return {
+        "id": "chatcmpl-" + stable_hex("chat", key, length=29),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            for i in range(n)
+        ],
+        "usage": {
+            "prompt_tokens": in_tokens,
+            "completion_tokens": out_tokens * n,
+            "total_tokens": in_tokens + out_tokens * n,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_emulator",
+    }
+
+
+def _responses(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
+    text, out_tokens, finish = _reply_and_tokens("/v1/responses", body)
+    in_tokens = estimate_input_tokens("/v1/responses", body)
+    return {
+        "id": "resp_" + stable_hex("resp", key, length=48),
+        "object": "response",
+        "created_at": created,
+        "status": "completed" if finish == "stop" else "incomplete",
+        "background": False,
+        "error": None,
+        "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_" + stable_hex("msg", key, length=48),
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": True,
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": in_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": out_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": in_tokens + out_tokens,
+        },
+        "user": None,
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def _embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
+    inp = body.get("input")
+    inputs: list[Any] = (
+        inp if isinstance(inp, list) and inp and not isinstance(inp[0], int) else [inp]
+    )
+    dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else None
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    tokens = 0
+    for index, item in enumerate(inputs):
+        text = item if isinstance(item, str) else json.dumps(item)
+        tokens += len(item) if isinstance(item, list) else count_tokens(text)
+        vector = embedding_vector(text, model, dims)
+        embedding: Any = (
+            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            if as_base64
+            else vector
+        )
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _completions(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
+    text, out_tokens, finish = _reply_and_tokens("/v1/completions", body)
+    in_tokens = estimate_input_tokens("/v1/completions", body)
+    return {
+        "id": "cmpl-" + stable_hex("cmpl", key, length=29),
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_emulator",
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": in_tokens,
+            "completion_tokens": out_tokens,
+            "total_tokens": in_tokens + out_tokens,
+        },
+    }
+
+
+def _moderations(body: dict[str, Any], model: str, key: str) -> dict[str, Any]:
+    inp = body.get("input")
+    inputs = inp if isinstance(inp, list) else [inp]
+    results = []
+    for item in inputs:
+        text = " ".join(_strings(item)).lower()
+        # Deterministic and documented: text containing "emulator-flag" is flagged as violence.
+        flagged = "emulator-flag" in text
+        kind = ["image"] if isinstance(item, dict) and item.get("type") == "image_url" else ["text"]
+        results.append(
+            {
+                "flagged": flagged,
+                "categories": {c: flagged and c == "violence" for c in _MODERATION_CATEGORIES},
+                "category_scores": {
+                    c: (0.97 if flagged and c == "violence" else 0.0001)
+                    for c in _MODERATION_CATEGORIES
+                },
+                "category_applied_input_types": dict.fromkeys(_MODERATION_CATEGORIES, kind),
+            }
+        )
+    return {"id": "modr-" + stable_hex("modr", key, length=32), "model": model, "results": results}
+
+
+def _images(body: dict[str, Any], created: int) -> dict[str, Any]:
+    n = _count(body)
+    in_tokens = estimate_input_tokens("/v1/images/generations", body)
+    return {
+        "created": created,
+        "data": [{"b64_json": _PNG_1X1, "revised_prompt": body.get("prompt")} for _ in range(n)],
+        "usage": {
+            "input_tokens": in_tokens,
+            "input_tokens_details": {"text_tokens": in_tokens, "image_tokens": 0},
+            "output_tokens": 272 * n,
+            "total_tokens": in_tokens + 272 * n,
+        },
+    }
+
+
+def _videos(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
+    return {
+        "id": "video_" + stable_hex("video", key, length=32),
+        "object": "video",
+        "created_at": created,
+        "completed_at": created,
+        "expires_at": created + 86400,
+        "status": "completed",
+        "model": model,
+        "progress": 100,
+        "prompt": body.get("prompt"),
+        "seconds": str(body.get("seconds", "4")),
+        "size": body.get("size", "720x1280"),
+        "remixed_from_video_id": None,
+        "error": None,
+    }
+
+
+def response_body(
+    endpoint: str, body: dict[str, Any], model: str, created: int, key: str
+) -> dict[str, Any]:
+    """The synchronous response body ``endpoint`` would return for ``body``.
+
+    ``key`` (batch id + custom_id) makes generated object ids unique yet reproducible.
+    """
+    if endpoint == "/v1/chat/completions":
+        return _chat(body, model, created, key)
+    if endpoint == "/v1/responses":
+        return _responses(body, model, created, key)
+    if endpoint == "/v1/embeddings":
+        return _embeddings(body, model)
+    if endpoint == "/v1/completions":
+        return _completions(body, model, created, key)
+    if endpoint == "/v1/moderations":
+        return _moderations(body, model, key)
+    if endpoint.startswith("/v1/images/"):
+        return _images(body, created)
+    return _videos(body, model, created, key)
+
+
+def usage_of(endpoint: str, body: dict[str, Any]) -> tuple[int, int, int]:
+    """(input, output, reasoning) tokens of a generated response body, for batch ``usage``."""
+    usage = body.get("usage") or {}
+    if "prompt_tokens" in usage:
+        return usage["prompt_tokens"], usage.get("completion_tokens", 0), 0
+    if "input_tokens" in usage:
+        details = usage.get("output_tokens_details") or {}
+        return usage["input_tokens"], usage["output_tokens"], details.get("reasoning_tokens", 0)
+    return 0, 0, 0
