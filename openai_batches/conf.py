@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RETRIES": 5,
     # RQ queue the background jobs go to (must be a key of RQ_QUEUES).
     "QUEUE": "default",
+    # A submission attempt older than this (seconds) is presumed dead and may be taken over.
+    "SUBMIT_LEASE": 900,
     # Polling: start at POLL_INTERVAL seconds, back off up to POLL_MAX_INTERVAL.
     "POLL_INTERVAL": 30,
     "POLL_MAX_INTERVAL": 600,

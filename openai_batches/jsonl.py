@@ -16,6 +16,8 @@ from .exceptions import Problem
 
 MAX_CUSTOM_ID_LENGTH = 255
 MAX_METADATA_PAIRS = 16
+#: The metadata key that carries the job's UUID to the provider (to find the batch after a crash).
+METADATA_JOB_KEY = "openai_batches_job"
 MAX_METADATA_KEY_LENGTH = 64
 MAX_METADATA_VALUE_LENGTH = 512
 #: Stop collecting after this many problems: enough to fix a file, bounded in memory.

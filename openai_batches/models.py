@@ -370,6 +370,14 @@ class BatchJob(ProviderBatchFields):
         blank=True,
         help_text=_("When someone asked to submit the job."),
     )
+    submit_attempt_at = models.DateTimeField(
+        _("submission attempt started"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When a worker last started uploading/creating; a lease against double submits."
+        ),
+    )
     submitted_at = models.DateTimeField(
         _("submitted"), null=True, blank=True, help_text=_("When the provider accepted the batch.")
     )

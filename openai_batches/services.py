@@ -6,16 +6,48 @@ functions here; none of them writes a ``BatchJob`` or ``RequestItem`` field itse
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import IO, Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import connection, models, transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
+from . import signals
+from .client import BatchProvider, get_client, retry_delay
 from .conf import app_settings
-from .exceptions import InvalidStateError, LimitExceeded, Problem, ValidationError
-from .jsonl import ItemValidator, iter_jsonl, validate_metadata
-from .models import BatchJob, CompletionWindow, Endpoint, JobState, RequestItem
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    ConfigurationError,
+    InvalidStateError,
+    LimitExceeded,
+    NotFoundError,
+    Problem,
+    ProviderError,
+    ValidationError,
+)
+from .jsonl import METADATA_JOB_KEY, ItemValidator, dumps_line, iter_jsonl, validate_metadata
+from .models import (
+    PROVIDER_TIMESTAMPS,
+    STATUS_RANK,
+    BatchJob,
+    BatchStatus,
+    CompletionWindow,
+    Endpoint,
+    ItemState,
+    JobState,
+    RequestItem,
+)
 
 #: Rows per INSERT when adding items.
 _INSERT_CHUNK = 2000
@@ -188,3 +220,995 @@ def _insert(buffer: list[tuple[int, RequestItem]], validator: ItemValidator, job
             return
     RequestItem.objects.bulk_create([item for _, item in buffer], batch_size=_INSERT_CHUNK)
     buffer.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# The life of a batch: submit, refresh, ingest, announce, cancel.
+# ---------------------------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait between create attempts when the outcome is known not to have created a
+#: batch (429, or the "Cannot find file" race right after an upload).
+_CREATE_ATTEMPTS = 4
+#: A batch found by metadata must have been created after the intent, less this slack (s).
+_LOOKUP_SLACK = 600
+#: Above this many active batches per account, one list call per 100 beats one GET each.
+LIST_REFRESH_THRESHOLD = 5
+#: Items announced per transaction.
+_ANNOUNCE_CHUNK = 500
+
+_sleep = time.sleep  # patched in tests that must not wait
+
+
+def _get(job: BatchJob | int) -> BatchJob:
+    return BatchJob.objects.get(pk=job.pk if isinstance(job, BatchJob) else job)
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+def _status_signal(job: BatchJob, old_state: str, old_status: str) -> None:
+    """Send ``job_status_changed`` after commit when the state or status moved."""
+    if (old_state, old_status) == (job.state, job.provider_status):
+        return
+    new_state, new_status = job.state, job.provider_status
+    transaction.on_commit(
+        lambda: signals.job_status_changed.send(
+            sender=BatchJob,
+            job=job,
+            old_state=old_state,
+            new_state=new_state,
+            old_status=old_status,
+            new_status=new_status,
+        )
+    )
+
+
+def _record_error(job: BatchJob, err: BaseException, **extra: Any) -> None:
+    """Store a local error on the job without touching any provider field."""
+    now = timezone.now()
+    message = f"{type(err).__name__}: {err}"[:4000]
+    BatchJob.objects.filter(pk=job.pk).update(last_error=message, last_error_at=now, **extra)
+    job.last_error, job.last_error_at = message, now
+    for key, value in extra.items():
+        setattr(job, key, value)
+    logger.warning("openai_batches job %s: %s", job.pk, message)
+
+
+def can_submit(job: BatchJob) -> tuple[bool, str]:
+    if job.state not in (JobState.DRAFT, JobState.SUBMIT_FAILED):
+        return (
+            False,
+            f"it is {job.get_state_display().lower()}; only a draft (or a failed submission) can be submitted",
+        )
+    if job.item_count == 0:
+        return False, "it has no items"
+    return True, ""
+
+
+def can_cancel(job: BatchJob) -> tuple[bool, str]:
+    if job.state in (JobState.DRAFT, JobState.SUBMIT_REQUESTED, JobState.SUBMIT_FAILED):
+        return True, ""
+    if (
+        job.state == JobState.SUBMITTED
+        and not job.is_terminal
+        and job.provider_status != BatchStatus.CANCELLING
+    ):
+        return True, ""
+    if job.state == JobState.SUBMITTING:
+        return False, "its submission is under way; try again in a moment"
+    return (
+        False,
+        f"it is {job.get_state_display().lower()} ({job.provider_status or 'not at the provider'})",
+    )
+
+
+def can_refresh(job: BatchJob) -> tuple[bool, str]:
+    if not job.provider_batch_id:
+        return False, "the provider does not know it yet"
+    if job.state == JobState.FINISHED:
+        return False, "its results are already ingested"
+    return True, ""
+
+
+def request_submit(job: BatchJob | int) -> BatchJob:
+    """Record the intent to submit (before any I/O) and enqueue the submit job on commit."""
+    from . import jobs
+
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=_get(job).pk)
+        allowed, reason = can_submit(locked)
+        if not allowed:
+            raise InvalidStateError(
+                f"Job {locked.pk} cannot be submitted: {reason}.",
+                job_id=locked.pk,
+                state=locked.state,
+            )
+        old = (locked.state, locked.provider_status)
+        locked.state = JobState.SUBMIT_REQUESTED
+        locked.submit_requested_at = timezone.now()
+        locked.save(update_fields=["state", "submit_requested_at", "updated_at"])
+        _status_signal(locked, *old)
+        jobs.enqueue_submit(locked.pk)
+    return locked
+
+
+def submit(job: BatchJob | int) -> BatchJob:
+    """Upload the job's items and create the provider batch, exactly once.
+
+    Safe to call from several workers at once: the row lock plus the ``SUBMITTING`` lease let
+    one of them do the I/O; the others return at once. An attempt whose outcome is unknown
+    (timeout, reset, 5xx on create) looks the batch up by its metadata before creating again.
+    """
+    pk = _get(job).pk
+    now = timezone.now()
+    lease = timedelta(seconds=float(app_settings.SUBMIT_LEASE))
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+        if locked is None:  # another worker holds the row right now
+            return BatchJob.objects.get(pk=pk)
+        fresh_attempt = (
+            locked.submit_attempt_at is not None and now - locked.submit_attempt_at < lease
+        )
+        if locked.state == JobState.SUBMITTING and fresh_attempt:
+            return locked
+        if locked.state not in (JobState.SUBMIT_REQUESTED, JobState.SUBMITTING):
+            return locked
+        recovering = locked.state == JobState.SUBMITTING
+        old = (locked.state, locked.provider_status)
+        locked.state = JobState.SUBMITTING
+        locked.submit_attempt_at = now
+        locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+        _status_signal(locked, *old)
+    client = get_client(locked.account)
+    try:
+        return _submit_io(locked, client, recovering=recovering)
+    finally:
+        client.close()
+
+
+def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> BatchJob:
+    if recovering or job.input_file_id:
+        # A previous attempt may have created the batch without recording it.
+        try:
+            found = _find_batch(client, job)
+        except ProviderError as err:
+            return _submit_unknown(job, err)
+        if found is not None:
+            return _adopt(job, found)
+    if not job.input_file_id:
+        try:
+            uploaded = _upload(job, client)
+        except APIError as err:
+            if err.retryable:
+                return _submit_unknown(job, err)
+            return _submit_failed(job, client, err)
+        except ProviderError as err:
+            return _submit_unknown(job, err)
+        BatchJob.objects.filter(pk=job.pk).update(input_file_id=uploaded["id"])
+        job.input_file_id = uploaded["id"]
+    metadata = {**job.metadata, METADATA_JOB_KEY: str(job.uuid)}
+    unknown: ProviderError | None = None
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            batch = client.create_batch(
+                input_file_id=job.input_file_id,
+                endpoint=job.endpoint,
+                completion_window=job.completion_window,
+                metadata=metadata,
+            )
+            return _adopt(job, batch)
+        except APIError as err:
+            file_race = err.status_code == 400 and err.param == "file_id"
+            if (file_race or err.status_code == 429) and attempt < _CREATE_ATTEMPTS - 1:
+                # Nothing was created: a 400/429 is a refusal, so creating again is safe.
+                _sleep(retry_delay(attempt, None))
+                continue
+            if not err.retryable:
+                return _submit_failed(job, client, err)
+            unknown = err
+        except APIConnectionError as err:
+            unknown = err
+        # Unknown outcome: the batch may exist. Look before creating again.
+        try:
+            found = _find_batch(client, job)
+        except ProviderError as err:
+            return _submit_unknown(job, err)
+        if found is not None:
+            return _adopt(job, found)
+        if attempt < _CREATE_ATTEMPTS - 1:
+            _sleep(retry_delay(attempt, None))
+    assert unknown is not None
+    return _submit_unknown(job, unknown)
+
+
+def _upload(job: BatchJob, client: BatchProvider) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(prefix="openai_batches-", suffix=".jsonl") as tmp:
+        for chunk in iter_input_jsonl(job):
+            tmp.write(chunk)
+        tmp.flush()
+        return client.upload_file(Path(tmp.name), filename=f"openai_batches-{job.uuid}.jsonl")
+
+
+def _find_batch(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
+    """The provider batch carrying this job's UUID in its metadata, if one exists.
+
+    Batches come newest first, so the scan stops at the first one created well before the
+    submission was requested.
+    """
+    since = (job.submit_requested_at or job.created_at).timestamp() - _LOOKUP_SLACK
+    after: str | None = None
+    while True:
+        page = client.list_batches(after=after, limit=100)
+        data = page.get("data") or []
+        for batch in data:
+            if (batch.get("metadata") or {}).get(METADATA_JOB_KEY) == str(job.uuid):
+                return dict(batch)
+        if not page.get("has_more") or not data or (data[-1].get("created_at") or 0) < since:
+            return None
+        after = data[-1]["id"]
+
+
+def _adopt(job: BatchJob, batch: Mapping[str, Any]) -> BatchJob:
+    """Record the provider batch on the job: it is submitted from now on."""
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        if locked.provider_batch_id and locked.provider_batch_id != batch["id"]:
+            raise ProviderError(
+                f"Job {locked.pk} already has batch {locked.provider_batch_id}; refusing to adopt {batch['id']}"
+            )
+        old = (locked.state, locked.provider_status)
+        now = timezone.now()
+        locked.provider_batch_id = batch["id"]
+        locked.input_file_id = batch.get("input_file_id") or locked.input_file_id
+        locked.state = JobState.SUBMITTED
+        locked.submitted_at = locked.submitted_at or now
+        locked.poll_interval = float(app_settings.POLL_INTERVAL)
+        locked.next_poll_at = now + timedelta(seconds=locked.poll_interval)
+        _apply_fields(locked, batch)
+        locked.save()
+        RequestItem.objects.filter(job=locked, state=ItemState.PENDING).update(
+            state=ItemState.SUBMITTED
+        )
+        _status_signal(locked, *old)
+    return locked
+
+
+def _submit_failed(job: BatchJob, client: BatchProvider, err: APIError) -> BatchJob:
+    """The provider refused the upload or the batch: record why, delete the orphan upload."""
+    file_id = job.input_file_id
+    if file_id:
+        try:
+            client.delete_file(file_id)
+        except ProviderError as delete_err:
+            logger.warning("could not delete unused upload %s: %s", file_id, delete_err)
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        old = (locked.state, locked.provider_status)
+        locked.state = JobState.SUBMIT_FAILED
+        locked.input_file_id = ""
+        locked.last_error = f"{type(err).__name__}: {err}"[:4000]
+        locked.last_error_at = timezone.now()
+        locked.save(
+            update_fields=["state", "input_file_id", "last_error", "last_error_at", "updated_at"]
+        )
+        _status_signal(locked, *old)
+    return locked
+
+
+def _submit_unknown(job: BatchJob, err: ProviderError) -> BatchJob:
+    """The outcome is unknown: go back to 'requested' so the next attempt reconciles first."""
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        old = (locked.state, locked.provider_status)
+        locked.state = JobState.SUBMIT_REQUESTED
+        locked.submit_attempt_at = None
+        locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+        _record_error(locked, err)
+        _status_signal(locked, *old)
+    return locked
+
+
+def _apply_fields(job: BatchJob, batch: Mapping[str, Any]) -> bool:
+    """Copy the provider's facts onto ``job`` (unsaved); never move backwards.
+
+    Returns whether anything the provider reports as progress changed.
+    """
+    status = batch.get("status") or ""
+    old_rank = STATUS_RANK.get(job.provider_status, -1)
+    new_rank = STATUS_RANK.get(status, -1)
+    if job.is_terminal or new_rank < old_rank:
+        # A stale answer (list caches, retries) must not undo what we already saw.
+        return False
+    counts = batch.get("request_counts") or {}
+    before = (job.provider_status, job.request_count_completed, job.request_count_failed)
+    job.provider_status = status
+    job.request_count_total = int(counts.get("total") or job.request_count_total)
+    job.request_count_completed = max(
+        int(counts.get("completed") or 0), job.request_count_completed
+    )
+    job.request_count_failed = max(int(counts.get("failed") or 0), job.request_count_failed)
+    job.provider_model = batch.get("model") or job.provider_model
+    job.output_file_id = batch.get("output_file_id") or job.output_file_id
+    job.error_file_id = batch.get("error_file_id") or job.error_file_id
+    errors = batch.get("errors") or {}
+    if errors.get("data"):
+        job.provider_errors = list(errors["data"])
+    usage = batch.get("usage") or {}
+    if usage and not job.ingested_at:
+        job.input_tokens = int(usage.get("input_tokens") or 0)
+        job.cached_tokens = int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0)
+        job.output_tokens = int(usage.get("output_tokens") or 0)
+        job.reasoning_tokens = int(
+            (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
+        )
+    for key, attr in PROVIDER_TIMESTAMPS:
+        value = _ts(batch.get(key))
+        if value is not None and getattr(job, attr) is None:
+            setattr(job, attr, value)
+    return before != (job.provider_status, job.request_count_completed, job.request_count_failed)
+
+
+def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
+    """Apply one provider batch object to its job and schedule the next poll (backoff)."""
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=_get(job).pk)
+        old = (locked.state, locked.provider_status)
+        if locked.state in (JobState.SUBMITTING, JobState.SUBMIT_REQUESTED):
+            locked.state = JobState.SUBMITTED  # found by a refresh before the submitter recorded it
+            locked.provider_batch_id = locked.provider_batch_id or batch["id"]
+        moved = _apply_fields(locked, batch)
+        now = timezone.now()
+        base = float(app_settings.POLL_INTERVAL)
+        if moved or not locked.poll_interval:
+            locked.poll_interval = base
+        else:
+            locked.poll_interval = min(
+                locked.poll_interval * float(app_settings.POLL_BACKOFF),
+                float(app_settings.POLL_MAX_INTERVAL),
+            )
+        locked.last_polled_at = now
+        locked.next_poll_at = now + timedelta(seconds=locked.poll_interval)
+        locked.save()
+        _status_signal(locked, *old)
+    return locked
+
+
+def refresh(
+    job: BatchJob | int, *, ingest: bool = True, progress: Progress | None = None
+) -> BatchJob:
+    """Ask the provider about the batch now; ingest and announce when it is terminal.
+
+    A poll error is recorded on the job (``last_error``) and re-raised; the provider's facts
+    stay as they were.
+    """
+    current = _get(job)
+    allowed, reason = can_refresh(current)
+    if not allowed:
+        raise InvalidStateError(
+            f"Job {current.pk} cannot be refreshed: {reason}.",
+            job_id=current.pk,
+            state=current.state,
+        )
+    client = get_client(current.account)
+    try:
+        batch = client.retrieve_batch(current.provider_batch_id)
+    except ProviderError as err:
+        _poll_failed(current, err)
+        raise
+    finally:
+        client.close()
+    updated = apply_batch(current, batch)
+    if ingest and updated.is_terminal and not updated.ingested_at:
+        globals()["ingest"](updated, progress=progress)
+        updated.refresh_from_db()
+    return updated
+
+
+def _poll_failed(job: BatchJob, err: BaseException) -> None:
+    """Record a poll error and back off; the provider's state is left untouched."""
+    interval = min(
+        max(job.poll_interval, float(app_settings.POLL_INTERVAL))
+        * float(app_settings.POLL_BACKOFF),
+        float(app_settings.POLL_MAX_INTERVAL),
+    )
+    now = timezone.now()
+    _record_error(
+        job,
+        err,
+        last_polled_at=now,
+        poll_interval=interval,
+        next_poll_at=now + timedelta(seconds=interval),
+    )
+
+
+def request_refresh(job: BatchJob | int) -> None:
+    """Enqueue an immediate poll of the job (webhooks and UIs use this)."""
+    from . import jobs
+
+    jobs.enqueue_poll(_get(job).pk, force=True)
+
+
+def cancel(job: BatchJob | int) -> BatchJob:
+    """Cancel a job: locally before submission, at the provider afterwards."""
+    current = _get(job)
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=current.pk)
+        allowed, reason = can_cancel(locked)
+        if not allowed:
+            raise InvalidStateError(
+                f"Job {locked.pk} cannot be cancelled: {reason}.",
+                job_id=locked.pk,
+                state=locked.state,
+            )
+        if locked.state != JobState.SUBMITTED:
+            old = (locked.state, locked.provider_status)
+            locked.state = JobState.CANCELLED
+            locked.save(update_fields=["state", "updated_at"])
+            _status_signal(locked, *old)
+            return locked
+    client = get_client(locked.account)
+    try:
+        batch = client.cancel_batch(locked.provider_batch_id)
+    except ProviderError as err:
+        _record_error(locked, err)
+        raise
+    finally:
+        client.close()
+    return apply_batch(locked, batch)
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+Progress = Callable[[int, int], None]
+_OPEN_STATES = (ItemState.PENDING, ItemState.SUBMITTED)
+_RESULT_COLUMNS = (
+    "state",
+    "status_code",
+    "response",
+    "error",
+    "provider_request_id",
+    "result_line_id",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def _usage(body: Any) -> tuple[int, int, int, int]:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0, 0, 0
+    inp = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
+    out = usage.get("output_tokens", usage.get("completion_tokens")) or 0
+    in_details = usage.get("input_tokens_details") or usage.get("prompt_tokens_details") or {}
+    out_details = usage.get("output_tokens_details") or usage.get("completion_tokens_details") or {}
+    return (
+        int(inp),
+        int(in_details.get("cached_tokens") or 0),
+        int(out),
+        int(out_details.get("reasoning_tokens") or 0),
+    )
+
+
+_NEVER_RAN = {"batch_expired": ItemState.EXPIRED, "batch_cancelled": ItemState.CANCELLED}
+
+
+def result_row(line: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+    """``(custom_id, values in _RESULT_COLUMNS order)`` for one result line, or None if unusable.
+
+    A 4xx/5xx with ``error: null`` is a request that ran and failed (the provider's error body
+    is kept as the response); ``response: null`` with an ``error`` object never ran.
+    """
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str):
+        return None
+    response = line.get("response")
+    error = line.get("error")
+    if isinstance(response, dict):
+        status = int(response.get("status_code") or 0)
+        body = response.get("body")
+        ok = 200 <= status < 300 and not error
+        state = ItemState.SUCCEEDED if ok else ItemState.FAILED
+        usage = _usage(body) if ok else (0, 0, 0, 0)
+        return custom_id, (
+            state,
+            status or None,
+            json.dumps(body),
+            json.dumps(error) if error else None,
+            str(response.get("request_id") or "")[:64],
+            str(line.get("id") or "")[:64],
+            *usage,
+        )
+    code = error.get("code") if isinstance(error, dict) else None
+    state = _NEVER_RAN.get(str(code), ItemState.FAILED)
+    return custom_id, (
+        state,
+        None,
+        None,
+        json.dumps(
+            error
+            if error is not None
+            else {
+                "code": "no_response",
+                "message": "The result line had neither a response nor an error.",
+            }
+        ),
+        "",
+        str(line.get("id") or "")[:64],
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+class _ResultWriter:
+    """Writes result rows onto their items in bulk: COPY + UPDATE ... FROM on PostgreSQL,
+    chunked ``executemany`` elsewhere. Only items still open are touched, so re-running an
+    ingest changes nothing."""
+
+    def __init__(self, job: BatchJob, now: datetime) -> None:
+        self.job = job
+        self.now = now
+        self.chunk = int(app_settings.INGEST_CHUNK_SIZE)
+        self.rows: list[tuple[Any, ...]] = []
+        self.postgres = connection.vendor == "postgresql"
+        self.table = connection.ops.quote_name(RequestItem._meta.db_table)
+        self._copy_ready = False
+
+    def add(self, custom_id: str, values: tuple[Any, ...]) -> None:
+        self.rows.append((custom_id, *values))
+        if len(self.rows) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        if self.postgres:
+            self._copy(self.rows)
+        else:
+            self._executemany(self.rows)
+        self.rows = []
+
+    def _executemany(self, rows: list[tuple[Any, ...]]) -> None:
+        sets = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in _RESULT_COLUMNS)
+        # Identifiers come from the model's metadata and a constant column list, never input.
+        where = "WHERE job_id = %s AND custom_id = %s AND state IN (%s, %s)"
+        sql = f"UPDATE {self.table} SET {sets}, completed_at = %s, announced = %s {where}"  # noqa: S608
+        params = [(*r[1:], self.now, False, self.job.pk, r[0], *_OPEN_STATES) for r in rows]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+    def _copy(self, rows: list[tuple[Any, ...]]) -> None:
+        with connection.cursor() as cursor:
+            if not self._copy_ready:
+                cursor.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS openai_batches_ingest ("
+                    "custom_id text, state text, status_code int, response jsonb, error jsonb, "
+                    "provider_request_id text, result_line_id text, input_tokens int, cached_tokens int, "
+                    "output_tokens int, reasoning_tokens int) ON COMMIT DROP"
+                )
+                self._copy_ready = True
+            raw = cursor.cursor
+            with raw.copy("COPY openai_batches_ingest FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def finish(self) -> None:
+        self.flush()
+        if not (self.postgres and self._copy_ready):
+            return
+        sets = ", ".join(f"{c} = t.{c}" for c in _RESULT_COLUMNS)
+        with connection.cursor() as cursor:
+            # Identifiers come from the model's metadata and a constant column list, never input.
+            where = "WHERE i.job_id = %s AND i.custom_id = t.custom_id AND i.state IN (%s, %s)"
+            sql = f"UPDATE {self.table} AS i SET {sets}, completed_at = %s, announced = false FROM openai_batches_ingest AS t {where}"  # noqa: S608
+            cursor.execute(sql, [self.now, self.job.pk, *_OPEN_STATES])
+            cursor.execute("DROP TABLE openai_batches_ingest")
+
+
+def ingest(job: BatchJob | int, *, progress: Progress | None = None) -> int:
+    """Store the results of a terminal batch on its items, in bulk; idempotent.
+
+    Streams the output and error files to temporary files (retrying downloads), writes every
+    result in bulk, marks the items that have no line (expired, cancelled, failed batch, or
+    missing), sums usage onto the job and, after commit, announces the results. Returns the
+    number of result lines read. A download error is recorded on the job and re-raised: the
+    transaction rolls back, so the next poll starts the ingest afresh.
+    """
+    pk = _get(job).pk
+    try:
+        with transaction.atomic():
+            locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if locked is None or locked.ingested_at or not locked.is_terminal:
+                return 0  # another process is ingesting it, or there is nothing to do
+            lines = _ingest_locked(locked, progress)
+    except ProviderError as err:
+        _record_error(_get(pk), err)
+        raise
+    return lines
+
+
+def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
+    now = timezone.now()
+    writer = _ResultWriter(job, now)
+    total = job.request_count_total or job.item_count
+    lines = 0
+    client = get_client(job.account)
+    try:
+        for file_id in (job.output_file_id, job.error_file_id):
+            if not file_id:
+                continue
+            with tempfile.TemporaryFile() as tmp:
+                client.download_file(file_id, tmp)
+                tmp.seek(0)
+                for line_no, obj, error in iter_jsonl(tmp):
+                    row = result_row(obj) if isinstance(obj, dict) else None
+                    if row is None:
+                        logger.warning(
+                            "job %s: unusable line %s in %s (%s)", job.pk, line_no, file_id, error
+                        )
+                        continue
+                    writer.add(*row)
+                    lines += 1
+                    if progress and lines % 1000 == 0:
+                        progress(lines, total)
+    finally:
+        client.close()
+    writer.finish()
+    leftover = _leftover(job)
+    RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).update(
+        state=leftover[0], error=leftover[1], completed_at=now, announced=False
+    )
+    sums = RequestItem.objects.filter(job=job).aggregate(
+        input_tokens=Sum("input_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        output_tokens=Sum("output_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
+    )
+    old = (job.state, job.provider_status)
+    for key, value in sums.items():
+        setattr(job, key, value or 0)
+    job.state = JobState.FINISHED
+    job.ingested_at = now
+    job.next_poll_at = None
+    job.save()
+    _status_signal(job, *old)
+    if progress:
+        progress(lines, total)
+    transaction.on_commit(lambda: _after_ingest(job.pk))
+    return lines
+
+
+def _leftover(job: BatchJob) -> tuple[str, dict[str, Any]]:
+    """State and error for items the result files did not mention."""
+    status = job.provider_status
+    if status == BatchStatus.EXPIRED:
+        return ItemState.EXPIRED, {
+            "code": "batch_expired",
+            "message": "The batch expired before this request ran.",
+        }
+    if status == BatchStatus.CANCELLED:
+        return ItemState.CANCELLED, {
+            "code": "batch_cancelled",
+            "message": "The batch was cancelled before this request ran.",
+        }
+    if status == BatchStatus.FAILED:
+        first = (job.provider_errors or [{}])[0]
+        return ItemState.FAILED, {
+            "code": "batch_failed",
+            "message": f"The batch failed validation: {first.get('message', 'see the job')}",
+        }
+    return ItemState.MISSING, {
+        "code": "missing_result",
+        "message": "The batch ended without a result line for this request.",
+    }
+
+
+def _after_ingest(job_pk: int) -> None:
+    announce_pending(job_pk)
+    job = BatchJob.objects.get(pk=job_pk)
+    counts = dict(job.items.values_list("state").annotate(n=Count("pk")).order_by())
+    signals.job_finished.send(
+        sender=BatchJob,
+        job=job,
+        outcome=job.provider_status,
+        succeeded=counts.get(ItemState.SUCCEEDED, 0),
+        failed=sum(n for s, n in counts.items() if s != ItemState.SUCCEEDED),
+    )
+
+
+# -- announce ----------------------------------------------------------------------------
+
+
+def _send_result(item: RequestItem) -> None:
+    signals.result_received.send(
+        sender=RequestItem,
+        job=item.job,
+        item=item,
+        custom_id=item.custom_id,
+        succeeded=item.state == ItemState.SUCCEEDED,
+        response=item.response,
+        error=item.error,
+    )
+
+
+def announce_pending(job: BatchJob | int | None = None) -> int:
+    """Send ``result_received`` for every stored result not yet announced; exactly once.
+
+    Rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` in chunks; receivers run in
+    the same transaction that sets ``announced``, so their writes and the mark commit
+    together. A receiver that raises rolls back its own item only (a savepoint), which stays
+    pending, is logged, and is retried on the next call.
+    """
+    qs = RequestItem.objects.pending_announcement()
+    if job is not None:
+        qs = qs.filter(job_id=job.pk if isinstance(job, BatchJob) else job)
+    failed: set[int] = set()
+    sent = 0
+    listening = signals.result_received.has_listeners(RequestItem)
+    while True:
+        with transaction.atomic():
+            chunk = list(
+                qs.exclude(pk__in=failed)
+                .select_for_update(skip_locked=True, of=("self",))
+                .select_related("job")
+                .order_by("pk")[:_ANNOUNCE_CHUNK]
+            )
+            if not chunk:
+                return sent
+            done = [item.pk for item in chunk]
+            if listening:
+                done = _send_chunk(chunk, failed)
+            RequestItem.objects.filter(pk__in=done).update(announced=True)
+            sent += len(done)
+
+
+def _send_chunk(chunk: list[RequestItem], failed: set[int]) -> list[int]:
+    try:
+        with transaction.atomic():  # fast path: one savepoint for the chunk
+            for item in chunk:
+                _send_result(item)
+        return [item.pk for item in chunk]
+    except Exception:
+        done = []
+        for item in chunk:
+            try:
+                with transaction.atomic():
+                    _send_result(item)
+                done.append(item.pk)
+            except Exception as err:
+                failed.add(item.pk)
+                logger.exception("a result_received receiver failed for %s", item.custom_id)
+                _record_error(item.job, err)
+        return done
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def iter_results(job: BatchJob | int, *, state: str | None = None) -> Iterator[RequestItem]:
+    """The job's items with their results, streamed from the database in pk order."""
+    qs = RequestItem.objects.filter(job_id=_get(job).pk)
+    if state:
+        qs = qs.filter(state=state)
+    return qs.order_by("pk").iterator(chunk_size=2000)
+
+
+def iter_results_jsonl(job: BatchJob | int) -> Iterator[bytes]:
+    """One JSON line per item: custom_id, state, status_code, response, error."""
+    rows = (
+        RequestItem.objects.filter(job_id=_get(job).pk)
+        .order_by("pk")
+        .values_list("custom_id", "state", "status_code", "response", "error")
+        .iterator(chunk_size=2000)
+    )
+    for custom_id, state, status_code, response, error in rows:
+        line = {
+            "custom_id": custom_id,
+            "state": state,
+            "status_code": status_code,
+            "response": response,
+            "error": error,
+        }
+        yield dumps_line(line).encode("utf-8") + b"\n"
+
+
+def iter_input_jsonl(job: BatchJob | int) -> Iterator[bytes]:
+    """The job's JSONL input exactly as it is (or was) uploaded."""
+    rows = (
+        RequestItem.objects.filter(job_id=_get(job).pk)
+        .order_by("pk")
+        .values_list("custom_id", "method", "url", "body")
+        .iterator(chunk_size=2000)
+    )
+    for custom_id, method, url, body in rows:
+        yield (
+            dumps_line({"custom_id": custom_id, "method": method, "url": url, "body": body}).encode(
+                "utf-8"
+            )
+            + b"\n"
+        )
+
+
+def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
+    """Stream one of the job's provider files: ``input``, ``output`` or ``error``."""
+    current = _get(job)
+    file_id = {
+        "input": current.input_file_id,
+        "output": current.output_file_id,
+        "error": current.error_file_id,
+    }.get(which)
+    if which not in ("input", "output", "error"):
+        raise ValueError(f"which must be input, output or error, not {which!r}")
+    if not file_id:
+        raise InvalidStateError(
+            f"Job {current.pk} has no {which} file.", job_id=current.pk, state=current.state
+        )
+    client = get_client(current.account)
+    try:
+        yield from client.iter_file_chunks(file_id)
+    finally:
+        client.close()
+
+
+def job_cost(job: BatchJob) -> Decimal | None:
+    """Cost in USD from ``OPENAI_BATCHES["PRICES"]`` (per 1M tokens, batch rates), if known."""
+    prices = (app_settings.PRICES or {}).get(job.model or job.provider_model)
+    if not prices:
+        return None
+    million = Decimal(1_000_000)
+    uncached = max(job.input_tokens - job.cached_tokens, 0)
+    cost = (
+        Decimal(uncached) * Decimal(str(prices.get("input", 0)))
+        + Decimal(job.cached_tokens)
+        * Decimal(str(prices.get("cached_input", prices.get("input", 0))))
+        + Decimal(job.output_tokens) * Decimal(str(prices.get("output", 0)))
+    ) / million
+    return cost.quantize(Decimal("0.000001"))
+
+
+# -- sync (what sync_batches runs) -------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    """What one sync pass did; ``errors`` holds ``(job_id, message)`` pairs."""
+
+    submitted: list[int] = field(default_factory=list)
+    refreshed: list[int] = field(default_factory=list)
+    ingested: list[int] = field(default_factory=list)
+    announced: int = 0
+    api_calls: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        verb = "would submit" if self.dry_run else "submitted"
+        return (
+            f"{verb} {len(self.submitted)}, refreshed {len(self.refreshed)}, ingested {len(self.ingested)}, "
+            f"announced {self.announced} result(s), {self.api_calls} API call(s), {len(self.errors)} error(s)"
+        )
+
+
+def sync(
+    *,
+    job_ids: Iterable[int] | None = None,
+    submit: bool = True,
+    dry_run: bool = False,
+    progress: Callable[[BatchJob, int, int], None] | None = None,
+) -> SyncReport:
+    """One pass: submit requested jobs, refresh active ones, ingest and announce finished ones.
+
+    Needs no RQ worker: this is what cron's ``sync_batches`` runs. Active batches of one
+    account are fetched with the list endpoint (one call per 100) when there are many.
+    """
+    report = SyncReport(dry_run=dry_run)
+    jobs_qs = BatchJob.objects.all()
+    if job_ids is not None:
+        jobs_qs = jobs_qs.filter(pk__in=list(job_ids))
+    if submit:
+        stale = timezone.now() - timedelta(seconds=float(app_settings.SUBMIT_LEASE))
+        to_submit = jobs_qs.filter(
+            Q(state=JobState.SUBMIT_REQUESTED)
+            | Q(state=JobState.SUBMITTING, submit_attempt_at__lt=stale)
+        ).order_by("pk")
+        for job in to_submit:
+            if dry_run:
+                report.submitted.append(job.pk)
+                continue
+            try:
+                result = globals()["submit"](job)
+            except (ProviderError, ConfigurationError) as err:
+                report.errors.append((job.pk, str(err)))
+                continue
+            if result.state == JobState.SUBMITTED:
+                report.submitted.append(job.pk)
+            elif result.state in (JobState.SUBMIT_FAILED, JobState.SUBMIT_REQUESTED):
+                report.errors.append((job.pk, result.last_error))
+    active = list(
+        jobs_qs.filter(state=JobState.SUBMITTED).exclude(provider_batch_id="").order_by("pk")
+    )
+    by_account: dict[str, list[BatchJob]] = {}
+    for job in active:
+        by_account.setdefault(job.account, []).append(job)
+    for account, group in by_account.items():
+        if dry_run:
+            report.refreshed += [j.pk for j in group]
+            continue
+        try:
+            batches = _fetch_batches(account, group, report)
+        except (ProviderError, ConfigurationError) as err:
+            for job in group:
+                _poll_failed(job, err)
+                report.errors.append((job.pk, str(err)))
+            continue
+        for job in group:
+            batch = batches.get(job.provider_batch_id)
+            if batch is None:
+                report.errors.append(
+                    (job.pk, f"batch {job.provider_batch_id} was not found at the provider")
+                )
+                continue
+            updated = apply_batch(job, batch)
+            report.refreshed.append(job.pk)
+            if updated.is_terminal and not updated.ingested_at:
+                try:
+                    callback = (
+                        (lambda done, total, j=updated: progress(j, done, total))
+                        if progress
+                        else None
+                    )
+                    ingest(updated, progress=callback)
+                    report.ingested.append(job.pk)
+                except ProviderError as err:
+                    report.errors.append((job.pk, str(err)))
+    if not dry_run:
+        report.announced = announce_pending(None)
+    return report
+
+
+def _fetch_batches(
+    account: str, group: list[BatchJob], report: SyncReport
+) -> dict[str, dict[str, Any]]:
+    client = get_client(account)
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        wanted = {job.provider_batch_id for job in group}
+        if len(group) > LIST_REFRESH_THRESHOLD:
+            oldest = min((j.provider_created_at or j.created_at) for j in group).timestamp()
+            after: str | None = None
+            while wanted - set(found):
+                page = client.list_batches(after=after, limit=100)
+                report.api_calls += 1
+                data = page.get("data") or []
+                for batch in data:
+                    if batch.get("id") in wanted:
+                        found[batch["id"]] = batch
+                if (
+                    not page.get("has_more")
+                    or not data
+                    or (data[-1].get("created_at") or 0) < oldest - 1
+                ):
+                    break
+                after = data[-1]["id"]
+        for batch_id in sorted(wanted - set(found)):
+            try:
+                found[batch_id] = client.retrieve_batch(batch_id)
+            except NotFoundError:
+                continue
+            finally:
+                report.api_calls += 1
+    finally:
+        client.close()
+    return found

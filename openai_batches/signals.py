@@ -1,0 +1,97 @@
+"""Signals the app sends. All go out after the transaction that stored the change commits.
+
+Senders are classes (``BatchJob`` or ``RequestItem``), as Django's own model signals do.
+``result_received`` is sent exactly once per stored result: the item's ``announced`` flag is
+the outbox, set in the same transaction the receivers run in, so a receiver's database writes
+and the mark commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from django.dispatch import Signal
+
+#: The job's local state or the provider's status changed.
+#: kwargs: ``job``, ``old_state``, ``new_state``, ``old_status``, ``new_status``.
+job_status_changed = Signal()
+
+#: The job reached a terminal provider status and its results are stored and announced.
+#: kwargs: ``job``, ``outcome`` (the provider status: completed, failed, expired, cancelled),
+#: ``succeeded`` and ``failed`` (item counts).
+job_finished = Signal()
+
+
+class _PrefixReceiver:
+    """Calls ``receiver`` only for results whose custom_id starts with ``prefix``."""
+
+    def __init__(self, receiver: Callable[..., Any], prefix: str, weak: bool) -> None:
+        self.prefix = prefix
+        self._ref: Callable[[], Callable[..., Any] | None]
+        if weak:
+            self._ref = (
+                weakref.WeakMethod(receiver)
+                if hasattr(receiver, "__self__")
+                else weakref.ref(receiver)
+            )
+        else:
+            self._ref = lambda: receiver
+
+    def __call__(self, signal: Signal, sender: Any, **kwargs: Any) -> Any:
+        receiver = self._ref()
+        if receiver is None or not str(kwargs.get("custom_id", "")).startswith(self.prefix):
+            return None
+        return receiver(signal=signal, sender=sender, **kwargs)
+
+
+class ResultSignal(Signal):
+    """A signal whose receivers may subscribe to one ``custom_id`` prefix."""
+
+    def connect(
+        self,
+        receiver: Callable[..., Any],
+        sender: object | None = None,
+        weak: bool = True,
+        dispatch_uid: str | None = None,
+        custom_id_prefix: str | None = None,
+    ) -> None:
+        if custom_id_prefix is None:
+            return super().connect(receiver, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
+        wrapper = _PrefixReceiver(receiver, custom_id_prefix, weak)
+        uid = dispatch_uid or f"{id(receiver)}:{custom_id_prefix}"
+        # The wrapper is held strongly; it holds the receiver weakly when ``weak`` is True.
+        return super().connect(wrapper, sender=sender, weak=False, dispatch_uid=uid)
+
+    def disconnect(
+        self,
+        receiver: Callable[..., Any] | None = None,
+        sender: object | None = None,
+        dispatch_uid: str | None = None,
+        custom_id_prefix: str | None = None,
+    ) -> bool:
+        if custom_id_prefix is not None and dispatch_uid is None and receiver is not None:
+            return super().disconnect(
+                sender=sender, dispatch_uid=f"{id(receiver)}:{custom_id_prefix}"
+            )
+        return super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid)
+
+
+#: One result was stored. kwargs: ``job``, ``item``, ``custom_id``, ``succeeded`` (bool),
+#: ``response`` (the endpoint's body, or its error body for a 4xx/5xx), ``error`` (the error
+#: object of a request that never ran, else None). Subscribe to a prefix with
+#: ``result_received.connect(fn, custom_id_prefix="summary:")`` or :func:`on_result`.
+result_received = ResultSignal()
+
+
+def on_result(
+    custom_id_prefix: str = "", **kwargs: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: connect a receiver to :data:`result_received` for one custom_id prefix."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        result_received.connect(fn, custom_id_prefix=custom_id_prefix or None, **kwargs)
+        return fn
+
+    return decorator
