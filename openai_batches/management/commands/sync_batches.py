@@ -1,0 +1,111 @@
+"""``manage.py sync_batches``: submit, refresh, ingest and announce, with no worker needed.
+
+Made for cron (one pass, non-zero exit when any job failed to sync) and for containers
+(``--loop``). All the work is :func:`openai_batches.services.sync`; this only parses options
+and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from openai_batches import services
+from openai_batches.models import BatchJob
+
+
+class Command(BaseCommand):
+    help = (
+        "Submit jobs whose submission was requested, refresh every active batch (one list call "
+        "per 100 when there are many), ingest finished ones and send pending result signals."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--job",
+            action="append",
+            type=int,
+            dest="jobs",
+            metavar="ID",
+            help="Only this job (by id); repeat for several.",
+        )
+        parser.add_argument(
+            "--no-submit",
+            action="store_false",
+            dest="submit",
+            help="Do not submit jobs whose submission was requested.",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Show what would be submitted and refreshed; call nothing, change nothing.",
+        )
+        parser.add_argument(
+            "--loop", action="store_true", help="Run passes forever (for a container)."
+        )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=30.0,
+            help="Seconds between passes with --loop (default 30).",
+        )
+        parser.add_argument("--max-passes", type=int, default=0, help=argparse.SUPPRESS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        passes = 0
+        while True:
+            passes += 1
+            report = self._pass(options)
+            if not options["loop"] or (options["max_passes"] and passes >= options["max_passes"]):
+                break
+            time.sleep(max(options["interval"], 0.1))
+        if not report.ok:
+            raise CommandError(f"{len(report.errors)} job(s) failed to sync (see above).")
+
+    def _pass(self, options: dict[str, Any]) -> services.SyncReport:
+        verbosity = int(options["verbosity"])
+        progress = self._progress if verbosity >= 1 else None
+        report = services.sync(
+            job_ids=options["jobs"],
+            submit=options["submit"],
+            dry_run=options["dry_run"],
+            progress=progress,
+        )
+        if self._bar_open:
+            self.stderr.write("")
+            self._bar_open = False
+        if verbosity >= 2 or options["dry_run"]:
+            for label, ids in (
+                ("submit" if options["dry_run"] else "submitted", report.submitted),
+                ("refresh" if options["dry_run"] else "refreshed", report.refreshed),
+                ("ingested", report.ingested),
+            ):
+                for pk in ids:
+                    job = BatchJob.objects.filter(pk=pk).first()
+                    status = f" [{job.state}/{job.provider_status or '-'}]" if job else ""
+                    self.stdout.write(f"  {label}: job {pk} {job or ''}{status}")
+        for pk, message in report.errors:
+            self.stderr.write(self.style.ERROR(f"  job {pk}: {message}"))
+        line = ("dry run: " if options["dry_run"] else "") + report.summary()
+        if verbosity >= 1:
+            self.stdout.write(self.style.SUCCESS(line) if report.ok else self.style.WARNING(line))
+        return report
+
+    _bar_open = False
+
+    def _progress(self, job: BatchJob, done: int, total: int) -> None:
+        """A one-line progress bar on stderr for long ingests."""
+        if total < 1000:
+            return
+        width = 30
+        filled = int(width * min(done, total) / max(total, 1))
+        end = "\n" if not sys.stderr.isatty() and done >= total else ""
+        self.stderr.write(
+            f"\r  ingesting job {job.pk}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+            ending=end,
+        )
+        self._bar_open = not end
