@@ -1,17 +1,33 @@
-"""Settings of the example project: SQLite and the bundled emulator unless told otherwise."""
+"""Settings of the example project.
+
+Defaults need nothing running: SQLite in ``example_project/db.sqlite3`` and the bundled
+OpenAI emulator at ``http://127.0.0.1:8765/v1``. Environment variables change that:
+
+- ``DATABASE_URL``: ``postgres://user:pass@host:5432/name`` or ``sqlite:////abs/path.db``.
+- ``REDIS_URL``: ``redis://host:6379/0``; the demo then runs real RQ workers.
+- ``EXAMPLE_OPENAI_BASE_URL`` / ``EXAMPLE_OPENAI_API_KEY``: where the app sends batches.
+  Deliberately not the SDK's ``OPENAI_BASE_URL``/``OPENAI_API_KEY``, so a key in your shell
+  never makes the example spend money; ``manage.py demo --openai`` is the explicit opt-in.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-secret")
-DEBUG = True
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 ROOT_URLCONF = "example_project.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+#: The DRF API is optional: installed with ``pip install django-openai-batches[api]``.
+HAS_API = importlib.util.find_spec("rest_framework") is not None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -20,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    *(["rest_framework"] if HAS_API else []),
     "django_rq",
     "openai_batches",
     "reviews",
@@ -47,15 +64,83 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "/static/"
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    """A DATABASES entry from a postgres:// or sqlite:/// URL (no extra dependency)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+        }
+    if parts.scheme == "sqlite":
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": unquote(parts.path[1:]) or str(BASE_DIR / "db.sqlite3"),
+            # The demo's RQ workers write while the demo reads; wait for the lock, don't fail.
+            "OPTIONS": {"timeout": 30},
+        }
+    raise ValueError(
+        f"Unsupported DATABASE_URL scheme {parts.scheme!r}: use postgres:// or sqlite:///"
+    )
+
+
 DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("EXAMPLE_DB", str(BASE_DIR / "db.sqlite3")),
-    }
+    "default": database_from_url(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    )
 }
+
 REDIS_URL = os.environ.get("REDIS_URL", "")
-RQ_QUEUES = {"default": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0"}}
+#: Without REDIS_URL the example uses no Redis at all: the queue points at a port where no
+#: Redis listens (so it never writes into a Redis you did not name), enqueues fail fast and
+#: are logged, and the work is done by ``sync_batches`` (``scripts/serve`` runs it in a loop;
+#: the demo runs the same passes in-process). That is also how a cron-only deployment works.
+_QUEUE_URL = REDIS_URL or "redis://127.0.0.1:1/0"
+RQ_QUEUES = {
+    "default": {"URL": _QUEUE_URL, "DEFAULT_TIMEOUT": 600},
+    "openai_batches": {"URL": _QUEUE_URL, "DEFAULT_TIMEOUT": 600},
+}
+
+EMULATOR_URL = "http://127.0.0.1:8765/v1"
 OPENAI_BATCHES = {
-    "BASE_URL": os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8765/v1"),
-    "API_KEY": os.environ.get("OPENAI_API_KEY", "sk-emulator"),
+    "BASE_URL": os.environ.get("EXAMPLE_OPENAI_BASE_URL") or EMULATOR_URL,
+    # The emulator accepts any key; the real key only comes in through ``demo --openai``.
+    "API_KEY": os.environ.get("EXAMPLE_OPENAI_API_KEY") or "sk-emulator",
+    "QUEUE": "openai_batches",
+    # Seconds: the emulator moves fast. Against the real API the defaults (30 s backing off
+    # to 10 min) are kinder to the rate limits.
+    "POLL_INTERVAL": float(os.environ.get("EXAMPLE_POLL_INTERVAL", "1")),
+    "POLL_MAX_INTERVAL": 30,
+    # USD per 1M tokens at *batch* rates (half the synchronous price), for the cost estimates.
+    "PRICES": {
+        "gpt-4o-mini": {"input": 0.075, "cached_input": 0.0375, "output": 0.30},
+        "gpt-4.1-mini": {"input": 0.20, "cached_input": 0.05, "output": 0.80},
+    },
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"short": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "short"}},
+    "loggers": {
+        "openai_batches": {
+            "handlers": ["console"],
+            "level": os.environ.get("LOG_LEVEL", "WARNING"),
+        },
+        "reviews": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    },
 }
