@@ -65,6 +65,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         "MAX_REQUESTS_PER_BATCH": (1, PROVIDER_MAX_REQUESTS),
         "MAX_FILE_BYTES": (1, PROVIDER_MAX_FILE_BYTES),
         "INGEST_CHUNK_SIZE": (1, 100_000),
+        "SUBMIT_LEASE": (30, None),
     }
     for key, (low, high) in ranges.items():
         if key in user:
@@ -77,8 +78,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                         id="openai_batches.E002",
                     )
                 )
-    if not messages and user.get("POLL_MAX_INTERVAL", DEFAULTS["POLL_MAX_INTERVAL"]) < user.get(
-        "POLL_INTERVAL", DEFAULTS["POLL_INTERVAL"]
+    poll_min = user.get("POLL_INTERVAL", DEFAULTS["POLL_INTERVAL"])
+    poll_max = user.get("POLL_MAX_INTERVAL", DEFAULTS["POLL_MAX_INTERVAL"])
+    # Compare only two valid numbers; a range error above already covers the others.
+    if (
+        _number_problem("POLL_INTERVAL", poll_min, 1, None) is None
+        and _number_problem("POLL_MAX_INTERVAL", poll_max, 1, None) is None
+        and poll_max < poll_min
     ):
         messages.append(
             Error(
@@ -109,7 +115,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
 
-    for name in app_settings.account_names():
+    try:
+        names = app_settings.account_names()
+    except ConfigurationError:
+        names = []  # reported as E003 above
+    for name in names:
         try:
             account = app_settings.account(name)
         except ConfigurationError:

@@ -115,18 +115,33 @@ class Settings:
     def unknown_keys(self) -> list[str]:
         return sorted(set(self.user_settings) - set(DEFAULTS))
 
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        """``ACCOUNTS``, checked to be a dict of dicts (a clear error instead of a crash)."""
+        accounts = self.ACCOUNTS or {}
+        if not isinstance(accounts, dict):
+            raise ConfigurationError(
+                f"{SETTING_NAME}['ACCOUNTS'] must be a dict of account name -> settings dict."
+            )
+        for name, conf in accounts.items():
+            if not isinstance(conf, dict):
+                raise ConfigurationError(
+                    f"{SETTING_NAME}['ACCOUNTS'][{name!r}] must be a dict of settings "
+                    f"(API_KEY, BASE_URL, ...), not {type(conf).__name__}."
+                )
+        return accounts
+
     def account_names(self) -> list[str]:
-        return [DEFAULT_ACCOUNT, *sorted(n for n in (self.ACCOUNTS or {}) if n != DEFAULT_ACCOUNT)]
+        return [DEFAULT_ACCOUNT, *sorted(n for n in self.accounts() if n != DEFAULT_ACCOUNT)]
 
     def account(self, name: str = DEFAULT_ACCOUNT) -> Account:
         """The resolved credentials of account ``name`` (``"default"`` = the top-level keys)."""
         merged = self._merged()
         if name == DEFAULT_ACCOUNT:
             raw: dict[str, Any] = {k: merged[k] for k in _ACCOUNT_KEYS}
-            raw.update((self.ACCOUNTS or {}).get(DEFAULT_ACCOUNT, {}))
+            raw.update(self.accounts().get(DEFAULT_ACCOUNT, {}))
             env = True
         else:
-            accounts = self.ACCOUNTS or {}
+            accounts = self.accounts()
             if name not in accounts:
                 raise ConfigurationError(
                     f"Unknown account {name!r}: add it to {SETTING_NAME}['ACCOUNTS'] "

@@ -152,19 +152,23 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
             existing_count=locked.item_count,
             existing_bytes=locked.input_bytes,
         )
-        buffer: list[tuple[int, RequestItem]] = []
+        buffer: list[RequestItem] = []
+        # custom_ids of valid items still to be checked against items stored earlier; kept
+        # even after a problem so one error lists every clash too.
+        unchecked: list[tuple[int, str]] = []
         for index, obj, parse_error in rows:
             if parse_error is not None:
                 validator.count += 1
                 validator.add_problem(index, None, parse_error)
                 continue
             line = validator.check(index, obj)
-            if line is None or validator.problems:
-                continue  # once anything is wrong we only keep validating
-            content_type, object_id = _link(obj)
-            buffer.append(
-                (
-                    index,
+            if line is None:
+                continue
+            if locked.item_count:
+                unchecked.append((index, line["custom_id"]))
+            if not validator.problems:  # once anything is wrong we only keep validating
+                content_type, object_id = _link(obj)
+                buffer.append(
                     RequestItem(
                         job=locked,
                         custom_id=line["custom_id"],
@@ -173,13 +177,11 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
                         body=line["body"],
                         content_type=content_type,
                         object_id=object_id,
-                    ),
+                    )
                 )
-            )
-            if len(buffer) >= _INSERT_CHUNK:
-                _insert(buffer, validator, locked)
-        if not validator.problems:
-            _insert(buffer, validator, locked)
+            if len(buffer) >= _INSERT_CHUNK or len(unchecked) >= _INSERT_CHUNK:
+                _flush(buffer, unchecked, validator, locked)
+        _flush(buffer, unchecked, validator, locked)
         if validator.problems:
             transaction.set_rollback(True)
             limit = any(
@@ -199,26 +201,26 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
     return validator.count
 
 
-def _insert(buffer: list[tuple[int, RequestItem]], validator: ItemValidator, job: BatchJob) -> None:
-    if not buffer:
-        return
-    if job.item_count:
-        # Items added in an earlier call: a custom_id clash must be a problem, not an IntegrityError.
-        ids = [item.custom_id for _, item in buffer]
+def _flush(
+    buffer: list[RequestItem],
+    unchecked: list[tuple[int, str]],
+    validator: ItemValidator,
+    job: BatchJob,
+) -> None:
+    """Report custom_ids already stored in the job, then insert the buffer if all is well."""
+    if unchecked:
+        ids = [custom_id for _, custom_id in unchecked]
         taken = set(
             RequestItem.objects.filter(job=job, custom_id__in=ids).values_list(
                 "custom_id", flat=True
             )
         )
-        for index, item in buffer:
-            if item.custom_id in taken:
-                validator.add_problem(
-                    index, "custom_id", f"{item.custom_id!r} is already in the job"
-                )
-        if taken:
-            buffer.clear()
-            return
-    RequestItem.objects.bulk_create([item for _, item in buffer], batch_size=_INSERT_CHUNK)
+        for index, custom_id in unchecked:
+            if custom_id in taken:
+                validator.add_problem(index, "custom_id", f"{custom_id!r} is already in the job")
+        unchecked.clear()
+    if buffer and not validator.problems:
+        RequestItem.objects.bulk_create(buffer, batch_size=_INSERT_CHUNK)
     buffer.clear()
 
 

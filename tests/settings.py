@@ -26,6 +26,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "rest_framework",
+    "drf_spectacular",
     "openai_batches",
     "tests.testapp",
 ]
@@ -90,7 +92,8 @@ RQ = {"COMMIT_MODE": "auto"}  # the app must enqueue on commit whatever the host
 
 OPENAI_BATCHES = {
     "API_KEY": "sk-test-key-never-logged",
-    "BASE_URL": "http://127.0.0.1:9/v1",  # tests point this at an emulator
+    # Tests point this at an emulator; worker subprocesses get its URL from the environment.
+    "BASE_URL": os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
     "QUEUE": "openai_batches",
     "POLL_INTERVAL": 1,
     "POLL_MAX_INTERVAL": 10,
