@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q, Sum
@@ -46,11 +45,10 @@ from openai_batches.conf import app_settings
 from openai_batches.models import BatchJob, ItemState, JobState, RequestItem
 
 from ...batching import MODEL, create_classification_job
-from ...data import generate
 from ...models import Review
+from ...seeding import DEMO_PASSWORD, DEMO_USERNAME, ensure_demo_user, ensure_reviews
 
 OPENAI_URL = "https://api.openai.com/v1"
-DEMO_USER = ("demo", "demo")
 #: Terminal local states: after these nothing more happens to the job.
 DONE_STATES = {JobState.FINISHED, JobState.SUBMIT_FAILED, JobState.CANCELLED}
 BAR_WIDTH = 30
@@ -151,7 +149,7 @@ class Command(BaseCommand):
         self.heading("django-openai-batches demo")
         self.step("Migrating the database")
         call_command("migrate", verbosity=0, interactive=False)
-        self.ensure_demo_user()
+        self.demo_user = ensure_demo_user()
         reviews = self.ensure_reviews(count)
 
         with ExitStack() as stack:
@@ -181,26 +179,10 @@ class Command(BaseCommand):
     def step(self, text: str) -> None:
         self.stdout.write(f"- {text}")
 
-    def ensure_demo_user(self) -> None:
-        user_model = get_user_model()
-        username, password = DEMO_USER
-        user, created = user_model.objects.get_or_create(
-            username=username, defaults={"is_staff": True, "is_superuser": True}
-        )
-        if created or not user.check_password(password):
-            user.set_password(password)
-            user.is_staff = user.is_superuser = True
-            user.save()
-        self.demo_user = user
-
     def ensure_reviews(self, count: int) -> list[Review]:
-        existing = Review.objects.count()
-        if existing < count:
-            # generate() is prefix-stable, so topping up keeps earlier rows as they were.
-            Review.objects.bulk_create(
-                Review(**vars(data)) for data in list(generate(count))[existing:]
-            )
-            self.step(f"Created {count - existing} product reviews (deterministic example data)")
+        created = ensure_reviews(count)
+        if created:
+            self.step(f"Created {created} product reviews (deterministic example data)")
         reviews = list(Review.objects.order_by("pk")[:count])
         # Start from a clean slate so the summary shows what *this* run wrote.
         Review.objects.filter(pk__in=[r.pk for r in reviews]).update(
@@ -491,10 +473,9 @@ class Command(BaseCommand):
 
     def admin_hint(self) -> None:
         self.heading("Look around")
-        username, password = DEMO_USER
         self.stdout.write(
             "  scripts/serve        # admin, API, emulator and a worker on http://127.0.0.1:8000\n"
-            f"  open http://127.0.0.1:8000/admin/   login {username} / {password}\n"
+            f"  open http://127.0.0.1:8000/admin/   login {DEMO_USERNAME} / {DEMO_PASSWORD}\n"
             "  (or: python example_project/manage.py runserver, same URL and login)"
         )
 

@@ -1,0 +1,131 @@
+"""``manage.py serve``: the example project with everything it needs, for clicking around.
+
+Starts, as child processes: the bundled OpenAI emulator (``python -m
+openai_batches.emulator``, timing ``fast``), a worker (``rqworker --with-scheduler`` when
+``REDIS_URL`` is set, else ``sync_batches --loop``, which needs no Redis) and ``runserver``.
+Prints the URLs and the demo login, and stops all of them on Ctrl-C or when one exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from example_project.urls import HAS_API
+
+from openai_batches.conf import app_settings
+
+from ...seeding import DEMO_PASSWORD, DEMO_USERNAME, ensure_demo_user, ensure_reviews
+
+
+class Command(BaseCommand):
+    help = "Serve the example (site, admin, API) with the emulator and a worker, until Ctrl-C."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, default=8000, help="web port (default 8000)")
+        parser.add_argument(
+            "--emulator-port", type=int, default=8765, help="emulator port (default 8765)"
+        )
+        parser.add_argument(
+            "--timing",
+            choices=["instant", "fast", "realistic"],
+            default="fast",
+            help="emulator timing (default fast)",
+        )
+        parser.add_argument(
+            "--no-emulator",
+            action="store_true",
+            help="do not start the emulator (EXAMPLE_OPENAI_BASE_URL points elsewhere)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", verbosity=0, interactive=False)
+        ensure_demo_user()
+        ensure_reviews(300)
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        py = sys.executable
+        env = os.environ.copy()
+        emulator_url = f"http://127.0.0.1:{options['emulator_port']}/v1"
+        commands: list[tuple[str, list[str]]] = []
+        if not options["no_emulator"]:
+            env["EXAMPLE_OPENAI_BASE_URL"] = emulator_url
+            emulator_cmd = [py, "-m", "openai_batches.emulator", "--host", "127.0.0.1"]
+            emulator_cmd += ["--port", str(options["emulator_port"]), "--timing", options["timing"]]
+            commands.append(("emulator", emulator_cmd))
+        queue = app_settings.QUEUE
+        if settings.REDIS_URL:
+            commands.append(("worker", [py, manage, "rqworker", queue, "--with-scheduler"]))
+        else:
+            # No Redis: admin actions' enqueues fail (logged) and this loop does the work.
+            commands.append(
+                ("sync", [py, manage, "sync_batches", "--loop", "--interval", "2", "-v", "0"])
+            )
+        commands.append(
+            ("web", [py, manage, "runserver", f"127.0.0.1:{options['port']}", "--noreload"])
+        )
+
+        procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # `kill`/`timeout` send SIGTERM: treat it like Ctrl-C so the children are stopped too.
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            for name, cmd in commands:
+                procs.append((name, subprocess.Popen(cmd, env=env)))
+            time.sleep(1.5)
+            self.banner(options, emulator_url, bool(settings.REDIS_URL))
+            while all(p.poll() is None for _, p in procs):
+                time.sleep(0.5)
+            for name, p in procs:
+                if p.poll() is not None:
+                    self.stderr.write(f"{name} exited with status {p.returncode}; stopping.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping ...")
+        finally:
+            for _, p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            for _, p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    def banner(self, options: dict[str, Any], emulator_url: str, redis: bool) -> None:
+        web = f"http://127.0.0.1:{options['port']}"
+        lines = [
+            "",
+            self.style.MIGRATE_HEADING("The example project is running"),
+            f"  Reviews     {web}/",
+            f"  Admin       {web}/admin/        login {DEMO_USERNAME} / {DEMO_PASSWORD}",
+        ]
+        if HAS_API:
+            lines.append(f"  API         {web}/api/batches/  (same login; session or basic auth)")
+        if not options["no_emulator"]:
+            lines.append(f"  Emulator    {emulator_url}  (timing {options['timing']})")
+        lines.append(
+            "  Worker      "
+            + (
+                f"rqworker {app_settings.QUEUE} --with-scheduler on {settings.REDIS_URL}"
+                if redis
+                else "sync_batches --loop (no REDIS_URL, so no Redis needed)"
+            )
+        )
+        lines += [
+            "",
+            "  Try it: Admin > Reviews, select some, action 'Classify sentiment with the Batch API';",
+            "  then watch the job under Openai batches > Batch jobs. Ctrl-C stops everything.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
