@@ -893,10 +893,29 @@ class RequestItemAdmin(admin.ModelAdmin):
         # Items are added with their job (the JSONL form, services.add_items), all-or-nothing.
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: RequestItem | None = None) -> bool:
-        # Removing one request would desynchronise the job's counts and, once submitted, the
-        # provider's batch; delete the job instead.
-        return False
+    # Removing one request would desynchronise the job's counts and, once submitted, the
+    # provider's batch: items go only with their job. has_delete_permission keeps Django's
+    # answer because deleting a job checks it for the job's items (the cascade).
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        raise PermissionDenied
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), "show_delete": False}
+        )
 
     @admin.display(description=gettext_lazy("job"), ordering="job")
     def job_link(self, item: RequestItem) -> SafeString:
