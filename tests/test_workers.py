@@ -1,0 +1,156 @@
+"""The lifecycle on real RQ worker processes, PostgreSQL and Redis (CI runs these).
+
+Two ``rqworker --with-scheduler`` processes work the app's queue against the emulator over
+HTTP. These tests need ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``: off CI they are
+skipped without them; in CI a missing service fails the run (see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from openai_batches import jobs, services
+from openai_batches.models import BatchJob, ItemState, JobState
+from openai_batches.testing import EmulatorHandle, running_emulator
+from tests.lifecycle_helpers import make_job, submitted_job
+from tests.testapp.models import ResultLog
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def emu() -> Iterator[EmulatorHandle]:
+    with running_emulator() as handle:
+        yield handle
+
+
+def _env(emu: EmulatorHandle) -> dict[str, str]:
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        # The workers must use the test database pytest-django created, not the dev one.
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "OPENAI_BASE_URL": emu.base_url,
+        "PYTHONPATH": str(REPO),
+    }
+
+
+@pytest.fixture
+def workers(emu: EmulatorHandle, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    env = _env(emu)
+    procs = []
+    for n in range(2):
+        log = open(tmp_path / f"worker{n}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "django",
+                    "rqworker",
+                    "openai_batches",
+                    "--with-scheduler",
+                    "--name",
+                    f"test-{n}-{uuid.uuid4().hex[:8]}",
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    yield procs
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for n in range(2):
+        text = (tmp_path / f"worker{n}.log").read_text(errors="replace")
+        assert "Traceback" not in text, text[-4000:]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError("timed out waiting")
+
+
+def test_a_thousand_requests_through_real_workers(
+    emu: EmulatorHandle, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    job = make_job(1000)
+    services.request_submit(job)  # enqueues submit_job after commit
+    wait_for(lambda: BatchJob.objects.get(pk=job.pk).state == JobState.FINISHED)
+    job.refresh_from_db()
+    assert job.items.filter(state=ItemState.SUCCEEDED).count() == 1000
+    wait_for(lambda: not job.items.filter(announced=False).exists(), timeout=30)
+    assert ResultLog.objects.filter(job_id=job.pk).count() == 1000
+    assert job.last_error == ""
+
+
+def test_concurrent_submits_from_two_workers_create_one_batch(
+    emu: EmulatorHandle, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    # A slow upload keeps the first worker busy while the second one arrives.
+    emu.inject_fault("POST", "/v1/files", "slow", delay=2.0, count=5)
+    job = make_job(20)
+    queue = jobs.get_queue()
+    services.request_submit(job)
+    queue.enqueue(jobs.submit_job, job.pk)
+    queue.enqueue(jobs.submit_job, job.pk)
+    wait_for(lambda: BatchJob.objects.get(pk=job.pk).state == JobState.FINISHED)
+    assert len(emu.list_batches()) == 1
+    assert len(emu.list_files(purpose="batch")["data"]) == 1
+    wait_for(lambda: not job.items.filter(announced=False).exists(), timeout=30)
+    assert ResultLog.objects.filter(job_id=job.pk).count() == 20
+
+
+def test_worker_command_and_webhook_refresh_race_without_double_signals(
+    emu: EmulatorHandle, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    job = submitted_job(3000)
+    env = _env(emu)
+    # A webhook-triggered refresh, a scheduled poll and cron's command all at once.
+    services.request_refresh(job)
+    jobs.enqueue_poll(job.pk, force=True)
+    cron = subprocess.run(
+        [sys.executable, "-m", "django", "sync_batches", "--no-submit", "-v", "0"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cron.returncode == 0, cron.stderr
+    wait_for(lambda: BatchJob.objects.get(pk=job.pk).state == JobState.FINISHED)
+    wait_for(lambda: not job.items.filter(announced=False).exists(), timeout=60)
+    job.refresh_from_db()
+    # A second delivery would have hit the unique constraint and been recorded as an error.
+    assert job.last_error == ""
+    assert ResultLog.objects.filter(job_id=job.pk).count() == 3000
