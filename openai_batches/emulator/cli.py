@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
 
 from .core import PROFILES, Emulator
 from .server import EmulatorServer
@@ -40,7 +38,7 @@ def run(
     webhook_url: str | None,
     webhook_secret: str | None,
     verbose: bool,
-    out: TextIO = sys.stdout,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until interrupted; prints the base URL first so scripts can read it."""
     if bool(webhook_url) != bool(webhook_secret):
@@ -57,7 +55,10 @@ def run(
     )
     server = EmulatorServer(emulator, host, port, verbose=verbose)
     server.start()
-    print(server.base_url, file=out, flush=True)
+    if announce is None:
+        print(server.base_url, flush=True)
+    else:
+        announce(server.base_url)
     try:
         server.serve_forever_started()
     finally:

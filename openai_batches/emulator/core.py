@@ -15,6 +15,7 @@ memory, so a 50,000-line, 200 MB batch costs a few megabytes.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import math
 import os
@@ -388,6 +389,7 @@ class Emulator:
         self._batches: dict[str, _Batch] = {}
         self._batch_order: list[str] = []  # creation order; lists read it backwards
         self._active: dict[str, _Batch] = {}
+        self._heap: list[tuple[float, int, str]] = []
         self._faults: list[Fault] = []
         self._failures: dict[str, RequestFailure] = {}
         self._stalls: set[str] = set()
@@ -742,6 +744,7 @@ class Emulator:
             self._batches[batch.id] = batch
             self._batch_order.append(batch.id)
             self._active[batch.id] = batch
+            self._schedule(batch)
             return batch.as_dict(now)
 
     def cannot_find_file(self, file_id: str) -> ApiError:
@@ -807,6 +810,7 @@ class Emulator:
                 batch.status = "cancelling"
                 batch.stamps["cancelling_at"] = int(now)
                 batch.phase_started = now
+                self._schedule(batch)
             return batch.as_dict(now)
 
     # ------------------------------------------------------------------ lifecycle
@@ -828,17 +832,23 @@ class Emulator:
             return b.phase_started + b.timing.cancel
         return math.inf
 
+    def _schedule(self, b: _Batch) -> None:
+        due = self._due(b)
+        if due != math.inf:
+            heapq.heappush(self._heap, (due, b.seq, b.id))
+
     def _run_due(self, now: float) -> None:
-        while True:
-            best: _Batch | None = None
-            best_key = (math.inf, 0)
-            for b in self._active.values():
-                key = (self._due(b), b.seq)
-                if key[0] <= now and key < best_key:
-                    best, best_key = b, key
-            if best is None:
-                return
-            self._step(best, best_key[0])
+        # A heap of (due, seq, id) with lazy invalidation: an entry whose due time no longer
+        # matches the batch (it was cancelled, or already moved on) is skipped.
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, _, batch_id = heapq.heappop(heap)
+            b = self._active.get(batch_id)
+            if b is None or self._due(b) != due:
+                continue
+            self._step(b, due)
+            if b.id in self._active:
+                self._schedule(b)
 
     def _step(self, b: _Batch, t: float) -> None:
         if b.status == "validating":
@@ -1091,52 +1101,63 @@ class Emulator:
         in_tok = out_tok = reasoning = 0
         out_bytes = err_bytes = 0
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        with (
-            open(path, "rb") as src,
-            open(out_path, "wb", buffering=1 << 20) as out,
-            open(err_path, "wb", buffering=1 << 20) as err,
-        ):
-            for rank, idx in enumerate(b.order):
-                src.seek(b.offsets[idx])
-                obj = json.loads(src.readline())
-                custom_id = obj["custom_id"]
-                line: dict[str, Any] = {
-                    "id": ids.batch_request_id(b.id, custom_id),
-                    "custom_id": custom_id,
-                    "response": None,
-                    "error": None,
-                }
-                target = err
-                if rank < done:
-                    body = obj["body"]
-                    ran_at = int(b.run_started + b.run_duration * rank / max(1, b.runnable))
-                    failure = self._failure_for(custom_id, body)
-                    if failure is not None:
-                        failed += 1
-                        payload = failure.line_body()
-                        status = failure.status_code
-                    else:
-                        completed += 1
-                        payload = response_body(
-                            b.endpoint, body, b.model or "", ran_at, b.id + custom_id
-                        )
-                        status = 200
-                        target = out
-                        i, o, r = usage_of(b.endpoint, payload)
-                        in_tok, out_tok, reasoning = in_tok + i, out_tok + o, reasoning + r
-                    line["response"] = {
-                        "status_code": status,
-                        "request_id": ids.line_request_id(b.id, custom_id),
-                        "body": payload,
+        # Result files are opened on first write: most small batches need only one of them.
+        sinks: dict[str, BinaryIO] = {}
+
+        def write(kind: str, data: bytes) -> None:
+            sink = sinks.get(kind)
+            if sink is None:
+                sink = sinks[kind] = open(  # noqa: SIM115 - closed in the finally below
+                    out_path if kind == "output" else err_path, "wb", buffering=256 * 1024
+                )
+            sink.write(data)
+
+        try:
+            with open(path, "rb") as src:
+                for rank, idx in enumerate(b.order):
+                    src.seek(b.offsets[idx])
+                    obj = json.loads(src.readline())
+                    custom_id = obj["custom_id"]
+                    line: dict[str, Any] = {
+                        "id": ids.batch_request_id(b.id, custom_id),
+                        "custom_id": custom_id,
+                        "response": None,
+                        "error": None,
                     }
-                else:
-                    line["error"] = {"code": not_run_code, "message": not_run_message}
-                data = (dumps(line) + "\n").encode()
-                target.write(data)
-                if target is out:
-                    out_bytes += len(data)
-                else:
-                    err_bytes += len(data)
+                    target = "error"
+                    if rank < done:
+                        body = obj["body"]
+                        ran_at = int(b.run_started + b.run_duration * rank / max(1, b.runnable))
+                        failure = self._failure_for(custom_id, body)
+                        if failure is not None:
+                            failed += 1
+                            payload = failure.line_body()
+                            status = failure.status_code
+                        else:
+                            completed += 1
+                            payload = response_body(
+                                b.endpoint, body, b.model or "", ran_at, b.id + custom_id
+                            )
+                            status = 200
+                            target = "output"
+                            i, o, r = usage_of(b.endpoint, payload)
+                            in_tok, out_tok, reasoning = in_tok + i, out_tok + o, reasoning + r
+                        line["response"] = {
+                            "status_code": status,
+                            "request_id": ids.line_request_id(b.id, custom_id),
+                            "body": payload,
+                        }
+                    else:
+                        line["error"] = {"code": not_run_code, "message": not_run_message}
+                    data = (dumps(line) + "\n").encode()
+                    write(target, data)
+                    if target == "output":
+                        out_bytes += len(data)
+                    else:
+                        err_bytes += len(data)
+        finally:
+            for sink in sinks.values():
+                sink.close()
         created = int(t)
         expires = created + (b.output_expires_after or THIRTY_DAYS)
         for file_id, fpath, size, kind in (
@@ -1144,7 +1165,6 @@ class Emulator:
             (err_id, err_path, err_bytes, "error"),
         ):
             if size == 0:
-                _unlink(fpath)
                 continue
             self._files[file_id] = FileRecord(
                 id=file_id,

@@ -123,3 +123,7 @@ def receiver() -> Iterator[Receiver]:
     yield rec
     httpd.shutdown()
     httpd.server_close()
+
+
+# The fixture users get with ``pytest_plugins = ["openai_batches.testing"]``.
+from openai_batches.testing import openai_emulator  # noqa: E402, F401

@@ -126,8 +126,10 @@ def test_control_api(emu: Emulator, server: EmulatorServer, client: OpenAI) -> N
 
     httpx.post(f"{root}/timing", json={"timing": "realistic"})
     httpx.post(f"{root}/stall_request", json={"custom_id": "s"})
-    httpx.post(f"{root}/fail_request", json={"custom_id": "f", "status_code": 429,
-                                             "code": "rate_limit_exceeded"})
+    httpx.post(
+        f"{root}/fail_request",
+        json={"custom_id": "f", "status_code": 429, "code": "rate_limit_exceeded"},
+    )
     batch = create_batch(client, [line("s"), line("f"), line("ok")])
     before = httpx.get(f"{root}/health").json()["now"]
     assert httpx.post(f"{root}/advance", json={"seconds": 86400}).json()["now"] == before + 86400

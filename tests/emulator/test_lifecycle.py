@@ -165,15 +165,27 @@ def test_embeddings_honour_dimensions_and_are_deterministic(client: OpenAI) -> N
     assert [len(d.embedding) for d in parsed.data] == [8, 8]
     assert math.isclose(sum(v * v for v in parsed.data[0].embedding), 1.0, rel_tol=1e-6)
     assert parsed.data[0].embedding != parsed.data[1].embedding
-    again = _run(client, "/v1/embeddings", {"model": "text-embedding-3-small", "input": "a",
-                                             "dimensions": 8})
+    again = _run(
+        client, "/v1/embeddings", {"model": "text-embedding-3-small", "input": "a", "dimensions": 8}
+    )
     assert again["data"][0]["embedding"] == body["data"][0]["embedding"]
     default = _run(client, "/v1/embeddings", {"model": "text-embedding-3-small", "input": "a"})
     assert len(default["data"][0]["embedding"]) == 1536
-    b64 = _run(client, "/v1/embeddings", {"model": "text-embedding-3-small", "input": "a",
-                                           "dimensions": 8, "encoding_format": "base64"})
+    b64 = _run(
+        client,
+        "/v1/embeddings",
+        {
+            "model": "text-embedding-3-small",
+            "input": "a",
+            "dimensions": 8,
+            "encoding_format": "base64",
+        },
+    )
     decoded = struct.unpack("<8f", base64.b64decode(b64["data"][0]["embedding"]))
-    assert all(math.isclose(x, y, abs_tol=1e-6) for x, y in zip(decoded, body["data"][0]["embedding"], strict=True))
+    assert all(
+        math.isclose(x, y, abs_tol=1e-6)
+        for x, y in zip(decoded, body["data"][0]["embedding"], strict=True)
+    )
 
 
 def test_completions_and_moderations_bodies(client: OpenAI) -> None:

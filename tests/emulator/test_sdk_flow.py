@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 from openai.types import Batch, FileObject
@@ -205,9 +206,9 @@ def test_cancel_with_sdk_keeps_finished_results(emu: Emulator, client: OpenAI) -
         f"r{i}" for i in range(100)
     }
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(openai.BadRequestError) as info:
         client.batches.cancel(batch.id)
-    assert getattr(info.value, "status_code", None) == 400
+    assert info.value.status_code == 400
 
 
 def test_fast_profile_walks_every_state_in_real_time(emu: Emulator) -> None:

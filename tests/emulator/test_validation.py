@@ -12,7 +12,9 @@ from openai_batches.emulator import Emulator, Limits
 from .conftest import create_batch, line
 
 
-def failed_errors(client: OpenAI, lines: list[Any], endpoint: str = "/v1/chat/completions") -> list[Any]:
+def failed_errors(
+    client: OpenAI, lines: list[Any], endpoint: str = "/v1/chat/completions"
+) -> list[Any]:
     batch = create_batch(client, lines, endpoint)
     done = client.batches.retrieve(batch.id)
     assert done.status == "failed"
@@ -97,8 +99,11 @@ def test_too_many_tasks_at_the_real_limit(client: OpenAI) -> None:
 def test_too_many_bytes(emu: Emulator, client: OpenAI) -> None:
     # Upload under the limit, then lower it: the batch-time check sees an oversize file.
     file_id = client.files.create(
-        file=("in.jsonl", b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
-              b'"body":{"model":"m","messages":[]}}\n'),
+        file=(
+            "in.jsonl",
+            b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
+            b'"body":{"model":"m","messages":[]}}\n',
+        ),
         purpose="batch",
     ).id
     emu.limits.max_batch_file_bytes = 10
@@ -114,8 +119,12 @@ def test_too_many_bytes(emu: Emulator, client: OpenAI) -> None:
 def test_embeddings_input_cap(emu: Emulator, client: OpenAI) -> None:
     emu.limits.max_embedding_inputs = 5
     lines = [
-        {"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
-         "body": {"model": "text-embedding-3-small", "input": ["a", "b", "c"]}}
+        {
+            "custom_id": f"e{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": ["a", "b", "c"]},
+        }
         for i in range(2)
     ]
     errors = failed_errors(client, lines, "/v1/embeddings")

@@ -20,6 +20,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_arguments(parser)
 
+    def _announce(self, base_url: str) -> None:
+        self.stdout.write(base_url)
+        self.stdout.flush()
+
     def handle(self, *args: Any, **options: Any) -> None:
         run(
             host=options["host"],
@@ -30,5 +34,5 @@ class Command(BaseCommand):
             webhook_url=options["webhook_url"],
             webhook_secret=options["webhook_secret"],
             verbose=options["verbose"],
-            out=self.stdout,
+            announce=self._announce,
         )
