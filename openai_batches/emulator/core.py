@@ -1128,7 +1128,13 @@ class Emulator:
                     if rank < done:
                         body = obj["body"]
                         ran_at = int(b.run_started + b.run_duration * rank / max(1, b.runnable))
-                        failure = self._failure_for(custom_id, body)
+                        # The flag fixed at validation decides, so live request_counts
+                        # and the final files always agree.
+                        failure = (
+                            (self._failure_for(custom_id, body) or RequestFailure())
+                            if b.flags[idx] & _FLAG_FAIL
+                            else None
+                        )
                         if failure is not None:
                             failed += 1
                             payload = failure.line_body()
