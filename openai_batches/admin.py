@@ -33,6 +33,7 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
@@ -459,7 +460,6 @@ class BatchJobAdmin(admin.ModelAdmin):
         )
         if not events:
             return mark_safe('<span class="ob-muted">—</span>')
-        from django.utils import formats, timezone
 
         rows = format_html_join(
             "",
@@ -469,7 +469,8 @@ class BatchJobAdmin(admin.ModelAdmin):
                 (
                     source,
                     name,
-                    formats.date_format(timezone.localtime(when), "DATETIME_FORMAT"),
+                    # Seconds matter here: a fast batch walks several states in a minute.
+                    formats.date_format(timezone.localtime(when), "Y-m-d H:i:s"),
                     _("provider") if source == "provider" else _("local"),
                     label,
                 )
