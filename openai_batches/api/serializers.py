@@ -1,0 +1,484 @@
+"""Serializers: the API's request and response shapes (and, through them, the OpenAPI schema).
+
+Input serializers check types only. What makes an item or a job valid (custom_id rules, one
+model per batch, metadata limits, the provider's size limits) is checked once, in
+:mod:`openai_batches.services`, which reports every problem at once; checking it here as well
+would split one input's problems over two answers and let the two rule sets drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import models
+from django.db.models import Count
+from django.urls import NoReverseMatch
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+from rest_framework.utils import html
+
+from .. import services
+from ..jsonl import MAX_CUSTOM_ID_LENGTH, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_LENGTH
+from ..models import BatchJob, BatchStatus, CompletionWindow, Endpoint, ItemState, JobState
+
+# --------------------------------------------------------------------------------------------
+# Fields
+
+
+def _enum_field(
+    choices: type[models.TextChoices], component: str, description: str
+) -> type[serializers.ChoiceField]:
+    """A ChoiceField whose choices are one named schema component.
+
+    Without it drf-spectacular names enums after field names, and ``state`` (a job's) and
+    ``state`` (an item's) would collide into hash-suffixed names.
+    """
+    field_class = type(f"{component}Field", (serializers.ChoiceField,), {})
+    schema = {"type": "string", "enum": list(choices.values), "description": description}
+    return extend_schema_field(schema, component_name=component)(field_class)
+
+
+JobStateField = _enum_field(JobState, "BatchJobState", "Where the job is on this side.")
+ItemStateField = _enum_field(ItemState, "BatchItemState", "Where the request is.")
+ProviderStatusField = _enum_field(BatchStatus, "BatchProviderStatus", "The provider's raw status.")
+EndpointField = _enum_field(Endpoint, "BatchEndpoint", "An endpoint the Batch API accepts.")
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE_LENGTH},
+        "maxProperties": MAX_METADATA_PAIRS,
+        "description": "Up to 16 string pairs sent with the batch (keys <= 64, values <= 512 characters).",
+    }
+)
+class MetadataField(serializers.Field):
+    """A JSON object; in a multipart form, the object's JSON text."""
+
+    default_error_messages = {"invalid": "Must be a JSON object of string keys and values."}
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # Forms cannot carry objects, so multipart clients send the JSON text; a JSON body
+        # must send a real object (a string there is a client bug worth reporting).
+        if isinstance(data, str) and html.is_html_input(getattr(self.parent, "initial_data", None)):
+            try:
+                data = json.loads(data) if data.strip() else {}
+            except ValueError:
+                self.fail("invalid")
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class RequestItemInputSerializer(serializers.Serializer):
+    """One request to add (documentation of ``items[]``; validated by the services)."""
+
+    custom_id = serializers.CharField(
+        max_length=MAX_CUSTOM_ID_LENGTH,
+        help_text="Your key for the request, unique within the job; results come back under it.",
+    )
+    method = serializers.ChoiceField(
+        choices=["POST"], required=False, help_text="HTTP method; only POST (the default)."
+    )
+    url = EndpointField(
+        choices=Endpoint.choices,
+        required=False,
+        help_text="The request's endpoint; must equal the job's (the default).",
+    )
+    body = serializers.DictField(
+        help_text="The request body, naming its `model` (one model per job)."
+    )
+
+
+@extend_schema_field(RequestItemInputSerializer(many=True))
+class ItemsField(serializers.ListField):
+    """A list of request items; every item is checked by the services, which name its index."""
+
+    child = serializers.JSONField()
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs: output
+
+
+class ProviderErrorSerializer(serializers.Serializer):
+    """One entry of the provider's ``errors.data`` (a validation problem of the input file)."""
+
+    code = serializers.CharField(allow_null=True, read_only=True)
+    message = serializers.CharField(allow_null=True, read_only=True)
+    param = serializers.CharField(allow_null=True, read_only=True)
+    line = serializers.IntegerField(allow_null=True, read_only=True)
+
+
+class JobCountsSerializer(serializers.Serializer):
+    items = serializers.IntegerField(source="item_count", help_text="Requests in the job.")
+    input_bytes = serializers.IntegerField(help_text="Size of the job's JSONL input in bytes.")
+    provider_total = serializers.IntegerField(
+        source="request_count_total", help_text="request_counts.total from the provider."
+    )
+    provider_completed = serializers.IntegerField(
+        source="request_count_completed", help_text="request_counts.completed from the provider."
+    )
+    provider_failed = serializers.IntegerField(
+        source="request_count_failed", help_text="request_counts.failed from the provider."
+    )
+
+
+class UsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class JobLinksSerializer(serializers.Serializer):
+    self = serializers.URLField(help_text="This job.")
+    items = serializers.URLField(help_text="The job's items.")
+    results = serializers.URLField(help_text="The job's results as JSONL.")
+
+
+class BatchJobSerializer(serializers.ModelSerializer):
+    """A batch job: what was asked, where it is, what it used and cost."""
+
+    endpoint = EndpointField(choices=Endpoint.choices, read_only=True)
+    state = JobStateField(choices=JobState.choices, read_only=True)
+    counts = JobCountsSerializer(source="*", read_only=True)
+    usage = UsageSerializer(source="*", read_only=True)
+    cost = serializers.SerializerMethodField(
+        help_text="Estimated cost in USD from OPENAI_BATCHES['PRICES'] (batch rates); null when the model has no price."
+    )
+    provider_errors = ProviderErrorSerializer(many=True, read_only=True)
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BatchJob
+        fields = [
+            "uuid",
+            "name",
+            "endpoint",
+            "completion_window",
+            "metadata",
+            "account",
+            "model",
+            "owner",
+            "state",
+            "provider_status",
+            "provider_batch_id",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "provider_model",
+            "counts",
+            "usage",
+            "cost",
+            "provider_errors",
+            "last_error",
+            "last_error_at",
+            "created_at",
+            "updated_at",
+            "submit_requested_at",
+            "submitted_at",
+            "last_polled_at",
+            "next_poll_at",
+            "ingested_at",
+            "provider_created_at",
+            "in_progress_at",
+            "expires_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+            "links",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        {"type": "string", "format": "decimal", "nullable": True, "pattern": r"^-?\d+(\.\d+)?$"}
+    )
+    def get_cost(self, job: BatchJob) -> str | None:
+        cost = services.job_cost(job)
+        return None if cost is None else str(cost)
+
+    @extend_schema_field(JobLinksSerializer)
+    def get_links(self, job: BatchJob) -> dict[str, str] | None:
+        request = self.context.get("request")
+        match = getattr(request, "resolver_match", None)
+        namespace = f"{match.namespace}:" if match and match.namespace else ""
+        kwargs = {"uuid": str(job.uuid)}
+        try:
+            return {
+                "self": reverse(f"{namespace}job-detail", kwargs=kwargs, request=request),
+                "items": reverse(
+                    f"{namespace}job-item-list", kwargs={"job_uuid": str(job.uuid)}, request=request
+                ),
+                "results": reverse(f"{namespace}job-results", kwargs=kwargs, request=request),
+            }
+        except NoReverseMatch:  # serialized outside the API's URLconf (a script, a test)
+            return None
+
+
+def _item_state_counts_serializer() -> type[serializers.Serializer]:
+    fields = {
+        state.value: serializers.IntegerField(help_text=f"Items {state.label.lower()}.")
+        for state in ItemState
+    }
+    return type("BatchItemStateCountsSerializer", (serializers.Serializer,), fields)
+
+
+ItemStateCountsSerializer = _item_state_counts_serializer()
+
+
+class ActionCheckSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField(help_text="Why not, when not allowed (empty otherwise).")
+
+
+class JobActionsSerializer(serializers.Serializer):
+    submit = ActionCheckSerializer()
+    refresh = ActionCheckSerializer()
+    cancel = ActionCheckSerializer()
+
+
+class BatchJobDetailSerializer(BatchJobSerializer):
+    """A job with per-state item counts and which actions are possible now."""
+
+    item_states = serializers.SerializerMethodField()
+    actions = serializers.SerializerMethodField()
+
+    class Meta(BatchJobSerializer.Meta):
+        fields = [*BatchJobSerializer.Meta.fields, "item_states", "actions"]
+        read_only_fields = fields
+
+    @extend_schema_field(ItemStateCountsSerializer)
+    def get_item_states(self, job: BatchJob) -> dict[str, int]:
+        counts = dict.fromkeys(ItemState.values, 0)
+        rows = job.items.order_by().values_list("state").annotate(n=Count("pk"))
+        for state, n in rows:
+            counts[state] = n
+        return counts
+
+    @extend_schema_field(JobActionsSerializer)
+    def get_actions(self, job: BatchJob) -> dict[str, dict[str, Any]]:
+        checks = {
+            "submit": services.can_submit,
+            "refresh": services.can_refresh,
+            "cancel": services.can_cancel,
+        }
+        result = {}
+        for name, check in checks.items():
+            allowed, reason = check(job)
+            result[name] = {"allowed": allowed, "reason": "" if allowed else reason}
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs: input
+
+
+class BatchJobCreateSerializer(serializers.Serializer):
+    """Create a draft job, optionally with its items (all or nothing)."""
+
+    name = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A label for people.",
+    )
+    endpoint = EndpointField(
+        choices=Endpoint.choices,
+        default=Endpoint.CHAT_COMPLETIONS.value,
+        help_text="The endpoint every request calls.",
+    )
+    completion_window = serializers.ChoiceField(
+        choices=CompletionWindow.choices, default=CompletionWindow.HOURS_24.value
+    )
+    metadata = MetadataField(required=False, default=dict)
+    account = serializers.CharField(
+        max_length=64, default="default", help_text="A configured OPENAI_BATCHES account."
+    )
+    items = ItemsField(
+        required=False,
+        help_text="Requests to add now; every problem is reported with its index and nothing is saved.",
+    )
+
+
+class BatchJobUploadSerializer(BatchJobCreateSerializer):
+    """Create a draft job from a JSONL file in OpenAI's batch input format."""
+
+    items = None  # type: ignore[assignment]  # a form carries the items as a file instead
+    file = serializers.FileField(
+        required=False,
+        help_text="JSONL in OpenAI's batch input format; problems name the line.",
+    )
+
+
+class ItemsAddSerializer(serializers.Serializer):
+    """Add items to a draft job (all or nothing)."""
+
+    items = ItemsField(help_text="Requests to add; every problem is reported with its index.")
+
+
+class ItemsUploadSerializer(serializers.Serializer):
+    """Add items to a draft job from a JSONL file (all or nothing)."""
+
+    file = serializers.FileField(
+        help_text="JSONL in OpenAI's batch input format; problems name the line."
+    )
+
+
+class ItemsAddedSerializer(serializers.Serializer):
+    added = serializers.IntegerField(help_text="Items added by this call.")
+    item_count = serializers.IntegerField(help_text="Items in the job now.")
+
+
+# --------------------------------------------------------------------------------------------
+# Items and results
+
+
+class LinkedObjectSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="app_label.model of the linked row.")
+    id = serializers.CharField(help_text="Primary key of the linked row.")
+
+
+class RequestItemSerializer(serializers.Serializer):
+    """One request of a job and, once it ran, its result."""
+
+    custom_id = serializers.CharField()
+    state = ItemStateField(choices=ItemState.choices)
+    method = serializers.CharField()
+    url = EndpointField(choices=Endpoint.choices)
+    body = serializers.DictField()
+    status_code = serializers.IntegerField(
+        allow_null=True, help_text="The HTTP status the request got."
+    )
+    response = serializers.JSONField(
+        allow_null=True, help_text="The endpoint's response body (success or error body)."
+    )
+    error = serializers.JSONField(
+        allow_null=True, help_text="The error of a request that never ran."
+    )
+    provider_request_id = serializers.CharField()
+    result_line_id = serializers.CharField()
+    input_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    linked_object = serializers.SerializerMethodField()
+
+    @extend_schema_field(LinkedObjectSerializer(allow_null=True))
+    def get_linked_object(self, item: Any) -> dict[str, str] | None:
+        if item.content_type_id is None:
+            return None
+        ct = item.content_type
+        return {"type": f"{ct.app_label}.{ct.model}", "id": item.object_id}
+
+
+class ResultLineSerializer(serializers.Serializer):
+    """One line of the results JSONL."""
+
+    custom_id = serializers.CharField()
+    state = ItemStateField(choices=ItemState.choices)
+    status_code = serializers.IntegerField(allow_null=True)
+    response = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Filters (query parameters)
+
+ORDERINGS = [
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+    "submitted_at",
+    "-submitted_at",
+    "name",
+    "-name",
+    "state",
+    "-state",
+    "item_count",
+    "-item_count",
+]
+
+
+class JobFilterSerializer(serializers.Serializer):
+    state = serializers.ListField(
+        child=JobStateField(choices=JobState.choices),
+        required=False,
+        help_text="Only jobs in these states (repeat the parameter for several).",
+    )
+    provider_status = serializers.ListField(
+        child=ProviderStatusField(choices=BatchStatus.choices),
+        required=False,
+        help_text="Only jobs whose provider status is one of these.",
+    )
+    endpoint = serializers.ListField(
+        child=EndpointField(choices=Endpoint.choices),
+        required=False,
+        help_text="Only jobs calling these endpoints.",
+    )
+    owner = serializers.IntegerField(
+        required=False, min_value=1, help_text="Only jobs of this user id."
+    )
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    submitted_after = serializers.DateTimeField(required=False)
+    submitted_before = serializers.DateTimeField(required=False)
+    ordering = serializers.ChoiceField(
+        choices=ORDERINGS, required=False, default="-created_at", help_text="Sort order."
+    )
+
+
+class ItemFilterSerializer(serializers.Serializer):
+    state = serializers.ListField(
+        child=ItemStateField(choices=ItemState.choices),
+        required=False,
+        help_text="Only items in these states (repeat the parameter for several).",
+    )
+    custom_id_prefix = serializers.CharField(
+        required=False,
+        max_length=MAX_CUSTOM_ID_LENGTH,
+        help_text="Only items whose custom_id starts with this.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Errors (documentation of the one error shape; see api/exceptions.py)
+
+
+class ProblemSerializer(serializers.Serializer):
+    index = serializers.IntegerField(
+        allow_null=True, help_text="0-based index of the item (or line - 1)."
+    )
+    line = serializers.IntegerField(allow_null=True, help_text="1-based line in a JSONL upload.")
+    field = serializers.CharField(allow_null=True, help_text="The field at fault, dotted.")
+    message = serializers.CharField()
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    type = serializers.CharField(
+        help_text="invalid_request, payload_too_large, invalid_state, not_found, not_authenticated, permission_denied, throttled, provider_error, ..."
+    )
+    message = serializers.CharField()
+    problems = ProblemSerializer(many=True)
+    truncated = serializers.BooleanField(
+        required=False, help_text="Validation stopped early: too many problems."
+    )
+    state = serializers.CharField(
+        required=False, allow_null=True, help_text="The job's state, on a 409."
+    )
+
+
+class BatchErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()

@@ -1,0 +1,27 @@
+"""URLs of the API; include them under a prefix of your choice::
+
+    path("api/batches/", include("openai_batches.api.urls")),
+
+Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``,
+``job-submit``, ``job-refresh``, ``job-cancel``, ``job-results``, ``job-item-list``,
+``job-item-detail``, ``schema``).
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from .schema import BatchesSchemaView
+from .views import BatchJobViewSet, RequestItemViewSet
+
+app_name = "openai_batches_api"
+
+router = SimpleRouter()
+router.register("jobs", BatchJobViewSet, basename="job")
+router.register(r"jobs/(?P<job_uuid>[^/]+)/items", RequestItemViewSet, basename="job-item")
+
+urlpatterns = [
+    path("schema/", BatchesSchemaView.as_view(), name="schema"),
+    *router.urls,
+]

@@ -1,0 +1,433 @@
+"""API views: jobs, their items and their results. Thin: parse, call ``services``, answer.
+
+Jobs are addressed by their public UUID, never the database pk. Every lookup goes through
+``BatchJob.objects.for_user(request.user)``, so another user's job is a 404 (its existence is
+not revealed), whatever permission classes are configured.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema_view,
+)
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import BasePagination, PageNumberPagination
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import services
+from ..conf import app_settings
+from ..exceptions import InvalidStateError, LimitExceeded, Problem
+from ..models import BatchJob, JobState, RequestItem
+from . import serializers as s
+from .exceptions import api_exception_handler
+from .parsers import BoundedJSONParser, BoundedMultiPartParser, JSONLRenderer
+from .permissions import permission_classes
+from .schema import api_schema
+
+JSONL = "application/jsonl"
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input: every problem is listed (index or line, field, message); nothing was saved.",
+    401: "Not authenticated.",
+    403: "Not allowed.",
+    404: "No such job or item (or not yours), or no such page.",
+    409: "The job's state does not allow this; the message says why.",
+    413: "Too large: the body, the upload, or the job would exceed one batch.",
+    429: "Throttled (DRF throttling settings).",
+    502: "The provider failed or could not be reached.",
+}
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The error responses of an operation, all in the one error shape."""
+    return {
+        code: OpenApiResponse(s.BatchErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
+        for code in (401, 403, 429, *codes)
+    }
+
+
+class BatchesPagination(PageNumberPagination):
+    """Page-number pagination with a client-chosen page size (bounded)."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class BatchesViewSet(viewsets.GenericViewSet):
+    """What every view of the app shares: permissions from settings, the error handler, schema."""
+
+    # An explicit AutoSchema so the schema works whatever the host's DEFAULT_SCHEMA_CLASS is.
+    schema = AutoSchema()
+    pagination_class: type[BasePagination] | None = BatchesPagination
+    #: Actions that also take a multipart JSONL upload; all others take JSON only.
+    upload_actions: tuple[str, ...] = ("create",)
+
+    def get_parsers(self) -> list[BaseParser]:
+        # ``self.action`` is set only after the request (and so its parsers) exists; the
+        # action map already says which action this method will run.
+        request = getattr(self, "request", None)
+        method = str(getattr(request, "method", "") or "").lower()
+        action = getattr(self, "action", None) or getattr(self, "action_map", {}).get(method)
+        if action in self.upload_actions:
+            return [BoundedJSONParser(), BoundedMultiPartParser()]
+        return [BoundedJSONParser()]
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [cls() for cls in permission_classes()]
+
+    def get_exception_handler(self) -> Any:
+        return api_exception_handler
+
+
+JOB_UUID = OpenApiParameter(
+    "uuid", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's public UUID."
+)
+ITEM_JOB_UUID = OpenApiParameter(
+    "job_uuid", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's public UUID."
+)
+CUSTOM_ID = OpenApiParameter(
+    "custom_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The item's custom_id."
+)
+
+_ITEMS_EXAMPLE = OpenApiExample(
+    "Two chat requests",
+    value={
+        "name": "summaries",
+        "endpoint": "/v1/chat/completions",
+        "metadata": {"project": "demo"},
+        "items": [
+            {
+                "custom_id": "summary:1",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "Summarize: ..."}],
+                },
+            },
+            {
+                "custom_id": "summary:2",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "Summarize: ..."}],
+                },
+            },
+        ],
+    },
+    request_only=True,
+    media_type="application/json",
+)
+
+
+def _upload_too_large(upload: Any) -> None:
+    """Refuse an upload larger than one provider batch before reading a line of it."""
+    limit = int(app_settings.MAX_FILE_BYTES)
+    if upload.size is not None and upload.size > limit:
+        raise LimitExceeded(
+            [
+                Problem(
+                    None,
+                    "file",
+                    f"is {upload.size:,} bytes; one batch takes at most {limit:,} bytes of JSONL",
+                )
+            ]
+        )
+
+
+def _is_multipart(request: Request) -> bool:
+    return (request.content_type or "").startswith("multipart/")
+
+
+@extend_schema_view(
+    list=api_schema(
+        summary="List batch jobs",
+        description="Your jobs (all jobs for staff), newest first unless `ordering` says otherwise.",
+        parameters=[s.JobFilterSerializer],
+        responses={200: s.BatchJobSerializer(many=True), **_errors(400, 404)},
+    ),
+    retrieve=api_schema(
+        summary="Get a batch job",
+        description="The job with its counts, usage, cost, provider errors and timestamps.",
+        parameters=[JOB_UUID],
+        responses={200: s.BatchJobDetailSerializer, **_errors(404)},
+    ),
+    destroy=api_schema(
+        summary="Delete a draft job",
+        description="Only a draft can be deleted (409 otherwise); its items go with it.",
+        parameters=[JOB_UUID],
+        responses={204: OpenApiResponse(description="Deleted."), **_errors(404, 409)},
+    ),
+)
+class BatchJobViewSet(BatchesViewSet):
+    """Batch jobs: create, list, read, delete drafts, and submit / refresh / cancel / results."""
+
+    queryset = BatchJob.objects.none()  # the real one is per user: get_queryset
+    serializer_class = s.BatchJobSerializer
+    lookup_field = "uuid"
+    # Anything up to the next slash reaches the view, so a malformed UUID is our 404 in
+    # the API's error shape rather than Django's HTML one.
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[BatchJob]:
+        return BatchJob.objects.for_user(self.request.user)
+
+    def get_object(self) -> BatchJob:
+        job = job_for(self.request, self.kwargs.get(self.lookup_field))
+        self.check_object_permissions(self.request, job)
+        return job
+
+    def _detail(self, job: BatchJob, code: int = status.HTTP_200_OK) -> Response:
+        data = s.BatchJobDetailSerializer(job, context=self.get_serializer_context()).data
+        headers = {}
+        if code == status.HTTP_201_CREATED and data.get("links"):
+            headers["Location"] = data["links"]["self"]
+        return Response(data, status=code, headers=headers)
+
+    def list(self, request: Request) -> Response:
+        params = s.JobFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        f = params.validated_data
+        qs = self.get_queryset()
+        for name in ("state", "provider_status", "endpoint"):
+            if f.get(name):
+                qs = qs.filter(**{f"{name}__in": f[name]})
+        if "owner" in f:
+            qs = qs.filter(owner_id=f["owner"])
+        for name, lookup in (
+            ("created_after", "created_at__gte"),
+            ("created_before", "created_at__lt"),
+            ("submitted_after", "submitted_at__gte"),
+            ("submitted_before", "submitted_at__lt"),
+        ):
+            if name in f:
+                qs = qs.filter(**{lookup: f[name]})
+        # The pk breaks ties so that pages never repeat or skip a job.
+        tiebreak = "pk" if not f["ordering"].startswith("-") else "-pk"
+        qs = qs.order_by(f["ordering"], tiebreak)
+        page = self.paginate_queryset(qs)
+        serializer = s.BatchJobSerializer(page, many=True, context=self.get_serializer_context())
+        return self.get_paginated_response(serializer.data)
+
+    @api_schema(
+        summary="Create a batch job",
+        description=(
+            "Creates a draft job, with its items when given: inline as `items` (JSON), or as a "
+            "JSONL `file` in OpenAI's batch input format (multipart). All or nothing: on any "
+            "problem the answer lists every one and nothing is saved. A JSON body is held to "
+            "`DATA_UPLOAD_MAX_MEMORY_SIZE`; an upload to one batch's byte limit."
+        ),
+        request={
+            "application/json": s.BatchJobCreateSerializer,
+            "multipart/form-data": s.BatchJobUploadSerializer,
+        },
+        responses={201: s.BatchJobDetailSerializer, **_errors(400, 413)},
+        examples=[_ITEMS_EXAMPLE],
+    )
+    def create(self, request: Request) -> Response:
+        multipart = _is_multipart(request)
+        serializer_class = s.BatchJobUploadSerializer if multipart else s.BatchJobCreateSerializer
+        serializer = serializer_class(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        upload = data.pop("file", None)
+        items = data.pop("items", None)
+        if upload is not None:
+            _upload_too_large(upload)
+        owner = request.user if request.user.is_authenticated else None
+        # One transaction: a bad line in the upload must not leave an empty job behind.
+        with transaction.atomic():
+            job = services.create_job(owner=owner, items=items, **data)
+            if upload is not None:
+                services.add_items_from_jsonl(job, upload)
+        return self._detail(job, status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, uuid: str | None = None) -> Response:
+        return self._detail(self.get_object())
+
+    def destroy(self, request: Request, uuid: str | None = None) -> Response:
+        job = self.get_object()
+        # GAP: services has no delete_job(); this rule belongs there (see the API report).
+        with transaction.atomic():
+            locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+            if locked.state != JobState.DRAFT:
+                raise InvalidStateError(
+                    f"Job {locked.uuid} is {locked.get_state_display().lower()}; only a draft can be deleted.",
+                    job_id=locked.pk,
+                    state=locked.state,
+                )
+            locked.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @api_schema(
+        summary="Submit a job",
+        description=(
+            "Records the intent to submit a draft (or a failed submission) and queues the "
+            "upload; answers at once. Follow the job's `state` and `provider_status`."
+        ),
+        parameters=[JOB_UUID],
+        request=None,
+        responses={202: s.BatchJobDetailSerializer, **_errors(404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def submit(self, request: Request, uuid: str | None = None) -> Response:
+        job = services.request_submit(self.get_object())
+        return self._detail(job, status.HTTP_202_ACCEPTED)
+
+    @api_schema(
+        summary="Refresh a job from the provider",
+        description=(
+            "Asks the provider about the batch now; when it is finished, stores the results "
+            "(and sends the result signals) before answering."
+        ),
+        parameters=[JOB_UUID],
+        request=None,
+        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502)},
+    )
+    @action(detail=True, methods=["post"])
+    def refresh(self, request: Request, uuid: str | None = None) -> Response:
+        return self._detail(services.refresh(self.get_object()))
+
+    @api_schema(
+        summary="Cancel a job",
+        description=(
+            "Before submission the job is cancelled here; afterwards the provider is asked to "
+            "cancel (`provider_status` goes to `cancelling`, then `cancelled`)."
+        ),
+        parameters=[JOB_UUID],
+        request=None,
+        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502)},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, uuid: str | None = None) -> Response:
+        return self._detail(services.cancel(self.get_object()))
+
+    @api_schema(
+        summary="Download a job's results (JSONL)",
+        description=(
+            "One JSON line per item, in the order the items were added: `custom_id`, `state`, "
+            "`status_code`, `response`, `error`. Streamed from the database, never built in "
+            "memory. Items without a result yet have `state` pending or submitted."
+        ),
+        parameters=[JOB_UUID],
+        responses={
+            (200, JSONL): OpenApiResponse(
+                s.ResultLineSerializer,
+                description="JSONL: each line is one object of this shape.",
+            ),
+            **{(code, "application/json"): response for code, response in _errors(404).items()},
+        },
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, JSONLRenderer])
+    def results(self, request: Request, uuid: str | None = None) -> StreamingHttpResponse:
+        job = self.get_object()
+        response = StreamingHttpResponse(
+            services.iter_results_jsonl(job), content_type=f"{JSONL}; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="batch-{job.uuid}-results.jsonl"'
+        return response
+
+
+def job_for(request: Request, value: Any) -> BatchJob:
+    """The job with public UUID ``value`` that ``request.user`` may see, or 404."""
+    try:
+        key = uuid_lib.UUID(str(value))
+    except ValueError:
+        raise Http404 from None
+    return get_object_or_404(BatchJob.objects.for_user(request.user), uuid=key)
+
+
+@extend_schema_view(
+    list=api_schema(
+        summary="List a job's items",
+        description="The job's requests and their results, in the order they were added.",
+        parameters=[ITEM_JOB_UUID, s.ItemFilterSerializer],
+        responses={200: s.RequestItemSerializer(many=True), **_errors(400, 404)},
+    ),
+    retrieve=api_schema(
+        summary="Get one item",
+        parameters=[ITEM_JOB_UUID, CUSTOM_ID],
+        responses={200: s.RequestItemSerializer, **_errors(404)},
+    ),
+)
+class RequestItemViewSet(BatchesViewSet):
+    """The items of one job: list, read one by its custom_id, add more to a draft."""
+
+    queryset = RequestItem.objects.none()  # the real one depends on the job: get_queryset
+    serializer_class = s.RequestItemSerializer
+    lookup_field = "custom_id"
+    # A custom_id may hold any character, slashes included.
+    lookup_value_regex = ".+"
+
+    def get_job(self) -> BatchJob:
+        if not hasattr(self, "_job"):
+            job = job_for(self.request, self.kwargs.get("job_uuid"))
+            self.check_object_permissions(self.request, job)
+            self._job = job
+        return self._job
+
+    def get_queryset(self) -> QuerySet[RequestItem]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no job
+            return RequestItem.objects.none()
+        return self.get_job().items.select_related("content_type").order_by("pk")
+
+    def list(self, request: Request, job_uuid: str | None = None) -> Response:
+        params = s.ItemFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        qs = self.get_queryset()
+        if params.validated_data.get("state"):
+            qs = qs.filter(state__in=params.validated_data["state"])
+        if params.validated_data.get("custom_id_prefix"):
+            qs = qs.filter(custom_id__startswith=params.validated_data["custom_id_prefix"])
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(s.RequestItemSerializer(page, many=True).data)
+
+    def retrieve(
+        self, request: Request, job_uuid: str | None = None, custom_id: str | None = None
+    ) -> Response:
+        item = get_object_or_404(self.get_queryset(), custom_id=custom_id)
+        return Response(s.RequestItemSerializer(item).data)
+
+    @api_schema(
+        summary="Add items to a draft job",
+        description=(
+            "Inline as `items` (JSON) or as a JSONL `file` (multipart). All or nothing: on any "
+            "problem the answer lists every one (index or line, field, message)."
+        ),
+        parameters=[ITEM_JOB_UUID],
+        request={
+            "application/json": s.ItemsAddSerializer,
+            "multipart/form-data": s.ItemsUploadSerializer,
+        },
+        responses={201: s.ItemsAddedSerializer, **_errors(400, 404, 409, 413)},
+    )
+    def create(self, request: Request, job_uuid: str | None = None) -> Response:
+        job = self.get_job()
+        if _is_multipart(request):
+            upload_serializer = s.ItemsUploadSerializer(data=request.data)
+            upload_serializer.is_valid(raise_exception=True)
+            upload = upload_serializer.validated_data["file"]
+            _upload_too_large(upload)
+            added = services.add_items_from_jsonl(job, upload)
+        else:
+            items_serializer = s.ItemsAddSerializer(data=request.data)
+            items_serializer.is_valid(raise_exception=True)
+            added = services.add_items(job, items_serializer.validated_data["items"])
+        return Response(
+            {"added": added, "item_count": job.item_count}, status=status.HTTP_201_CREATED
+        )
