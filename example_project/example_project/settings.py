@@ -27,7 +27,7 @@ ROOT_URLCONF = "example_project.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 #: The DRF API is optional: installed with ``pip install django-openai-batches[api]``.
-HAS_API = importlib.util.find_spec("rest_framework") is not None
+HAS_API = all(importlib.util.find_spec(m) for m in ("rest_framework", "drf_spectacular"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -36,7 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    *(["rest_framework"] if HAS_API else []),
+    *(["rest_framework", "drf_spectacular"] if HAS_API else []),
     "django_rq",
     "openai_batches",
     "reviews",
