@@ -356,7 +356,12 @@ class Command(BaseCommand):
         total = max(p.total, 1)
         done = p.completed + p.failed
         if p.state == JobState.FINISHED:
-            label, frac = f"finished: {p.stored}/{p.total} results written back", 1.0
+            label = (
+                f"finished: {p.stored}/{p.total} results written back"
+                if p.stored >= p.total
+                else f"ingested; receivers writing back: {p.stored}/{p.total}"
+            )
+            frac = 1.0
         elif status in ("finalizing", "completed", "expired", "cancelled") or (
             p.state == JobState.SUBMITTED and done
         ):
