@@ -67,7 +67,8 @@ def database_from_url(url: str) -> dict[str, object]:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            "TEST": {"NAME": "test_openai_batches"},
+            # Per-process name: parallel runs on one server (CI, a developer) never collide.
+            "TEST": {"NAME": f"test_openai_batches_{os.getpid()}"},
         }
     if parts.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parts.path[1:] or ":memory:"}
