@@ -9,10 +9,7 @@ not followed) with exponential backoff, keeping the same ``webhook-id`` and send
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import heapq
-import hmac
 import itertools
 import json
 import threading
@@ -22,23 +19,10 @@ from typing import Any
 
 import httpx
 
+from ..signing import sign
 from . import ids
 
 USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
-
-
-def _key(secret: str) -> bytes:
-    # Same rule as the SDK: a whsec_ secret is base64 of the key; anything else is the key.
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_") :])
-    return secret.encode("utf-8")
-
-
-def sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str:
-    """The ``webhook-signature`` header value (``v1,<base64 HMAC-SHA256>``) for one delivery."""
-    content = f"{webhook_id}.{timestamp}.".encode() + body
-    mac = hmac.new(_key(secret), content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode("ascii")
 
 
 def event_body(
