@@ -145,6 +145,8 @@ class Command(BaseCommand):
         use_redis = bool(getattr(settings, "REDIS_URL", ""))
         timeout = options["timeout"] or (25 * 3600 if options["openai"] else 300)
         started = time.monotonic()
+        if options["openai"] and not os.environ.get("OPENAI_API_KEY"):
+            raise CommandError("--openai needs OPENAI_API_KEY in the environment.")
 
         self.heading("django-openai-batches demo")
         self.step("Migrating the database")
