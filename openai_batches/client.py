@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: The SDK ignores retry-after above this; a longer wait is better left to the next poll.
 MAX_RETRY_AFTER = 120.0
 _CHUNK = 1 << 16
+#: Printable ASCII without spaces: what a bearer token may hold.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 class BatchProvider(Protocol):
@@ -44,6 +47,7 @@ class BatchProvider(Protocol):
 
     def upload_file(self, path: Path, *, filename: str) -> dict[str, Any]: ...
     def delete_file(self, file_id: str) -> None: ...
+    def list_files(self, *, purpose: str | None = None) -> Iterator[dict[str, Any]]: ...
     def download_file(self, file_id: str, dest: IO[bytes]) -> int: ...
     def iter_file_chunks(self, file_id: str) -> Iterator[bytes]: ...
     def create_batch(
@@ -70,23 +74,42 @@ def _error_class(status: int) -> type[APIError]:
     return APIError
 
 
-def retry_delay(attempt: int, response: httpx.Response | None) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): the server's word, else backoff."""
-    if response is not None:
-        headers = response.headers
-        for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-            raw = headers.get(name)
-            if raw is None:
+def server_retry_after(response: httpx.Response | None) -> float | None:
+    """The wait the server asked for (``retry-after-ms`` / ``retry-after``), if usable."""
+    if response is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = response.headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) * scale
+        except ValueError:
+            if scale != 1.0:
                 continue
-            try:
-                value = float(raw) * scale
-            except ValueError:
-                parsed = email.utils.parsedate_to_datetime(raw) if scale == 1.0 else None
-                value = parsed.timestamp() - time.time() if parsed else -1
-            if 0 <= value <= MAX_RETRY_AFTER:
-                return value
+            try:  # an HTTP date
+                value = email.utils.parsedate_to_datetime(raw).timestamp() - time.time()
+            except (TypeError, ValueError):
+                continue  # malformed: fall back to our own backoff
+        if 0 <= value <= MAX_RETRY_AFTER:
+            return value
+    return None
+
+
+def retry_delay(attempt: int, response: httpx.Response | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): the server's word, else backoff."""
+    asked = server_retry_after(response)
+    if asked is not None:
+        return asked
     base = min(0.5 * (2**attempt), 8.0)
     return base * (1 - 0.25 * random.random())
+
+
+def _connection_error(method: str, path: str, err: httpx.TransportError) -> APIConnectionError:
+    # A local protocol error quotes our own request headers (the key among them): name the
+    # error type only. Other transport errors describe the network and are safe to show.
+    detail = "" if isinstance(err, httpx.LocalProtocolError) else f": {err}"
+    return APIConnectionError(f"{method} /{path} failed: {type(err).__name__}{detail}")
 
 
 class OpenAIClient:
@@ -103,6 +126,12 @@ class OpenAIClient:
         if not account.api_key and not account.is_local:
             raise ConfigurationError(
                 f"No API key for account {account.name!r}: set OPENAI_BATCHES['API_KEY'] or OPENAI_API_KEY."
+            )
+        if account.api_key and not _HEADER_SAFE.fullmatch(account.api_key):
+            # Never quote the key: say what is wrong with it instead.
+            raise ConfigurationError(
+                f"The API key of account {account.name!r} contains whitespace or control characters; "
+                "check how it is read (a trailing newline from a file is the usual cause)."
             )
         self.account = account
         self.max_retries = app_settings.MAX_RETRIES if max_retries is None else max_retries
@@ -145,12 +174,8 @@ class OpenAIClient:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as err:
-                # The message names the exception type only: httpx's text can embed the URL,
-                # never the headers, but we keep it minimal on purpose.
-                if last:
-                    raise APIConnectionError(
-                        f"{method} /{path} failed: {type(err).__name__}: {err}"
-                    ) from err
+                if last or isinstance(err, httpx.LocalProtocolError):
+                    raise _connection_error(method, path, err) from err
                 delay = retry_delay(attempt, None)
                 logger.warning(
                     "%s /%s: %s; retrying in %.1fs", method, path, type(err).__name__, delay
@@ -180,13 +205,15 @@ class OpenAIClient:
             body: Any = response.json()
         except ValueError:
             body = response.text[:2000]
-        return _error_class(response.status_code)(
+        error = _error_class(response.status_code)(
             response.status_code,
             body,
             request_id=response.headers.get("x-request-id"),
             method=method,
             path="/" + path,
         )
+        error.retry_after = server_retry_after(response)
+        return error
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._send(method, path, **kwargs)
@@ -215,6 +242,22 @@ class OpenAIClient:
     def delete_file(self, file_id: str) -> None:
         self._send("DELETE", f"files/{file_id}")
 
+    def list_files(self, *, purpose: str | None = None) -> Iterator[dict[str, Any]]:
+        """Files, newest first (the files list takes up to 10,000 per page)."""
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 10_000, "order": "desc"}
+            if purpose:
+                params["purpose"] = purpose
+            if after:
+                params["after"] = after
+            page = self._json("GET", "files", params=params)
+            data = page.get("data") or []
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            after = data[-1]["id"]
+
     def iter_file_chunks(self, file_id: str) -> Iterator[bytes]:
         """Stream a file's bytes (one attempt: a caller re-reading from the start can retry)."""
         path = f"files/{file_id}/content"
@@ -225,7 +268,7 @@ class OpenAIClient:
                     raise self._error(response, "GET", path)
                 yield from response.iter_bytes(_CHUNK)
         except httpx.TransportError as err:
-            raise APIConnectionError(f"GET /{path} failed: {type(err).__name__}: {err}") from err
+            raise _connection_error("GET", path, err) from err
 
     def download_file(self, file_id: str, dest: IO[bytes]) -> int:
         """Stream a file to ``dest`` (retried from the start); returns its size in bytes.
@@ -253,7 +296,8 @@ class OpenAIClient:
                 retryable = isinstance(err, APIConnectionError) or err.retryable
                 if not retryable or n == self.max_retries:
                     raise
-                delay = retry_delay(n, None)
+                asked = err.retry_after if isinstance(err, APIError) else None
+                delay = asked if asked is not None else retry_delay(n)
                 logger.warning("download of %s failed (%s); retrying in %.1fs", file_id, err, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -150,6 +150,8 @@ class Settings:
             raw = {"TIMEOUT": merged["TIMEOUT"], **accounts[name]}
             env = False
         api_key = raw.get("API_KEY") or (os.environ.get("OPENAI_API_KEY") if env else None)
+        # Keys read from files or env often end with a newline, which is not a valid header.
+        api_key = api_key.strip() if isinstance(api_key, str) else api_key
         base_url = raw.get("BASE_URL") or (os.environ.get("OPENAI_BASE_URL") if env else None)
         org = raw.get("ORGANIZATION") or (os.environ.get("OPENAI_ORG_ID") if env else None)
         project = raw.get("PROJECT") or (os.environ.get("OPENAI_PROJECT_ID") if env else None)

@@ -104,6 +104,8 @@ class APIError(ProviderError):
     ) -> None:
         self.status_code = status_code
         self.body = body
+        #: Seconds the provider asked us to wait (retry-after headers), when it said.
+        self.retry_after: float | None = None
         self.request_id = request_id
         self.method = method
         self.path = path

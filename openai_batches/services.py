@@ -384,7 +384,10 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
             return _adopt(job, found)
     if not job.input_file_id:
         try:
-            uploaded = _upload(job, client)
+            # After a failed attempt an upload may have landed unrecorded: reuse it.
+            uploaded = (_find_upload(client, job) if job.last_error_at else None) or _upload(
+                job, client
+            )
         except APIError as err:
             if err.retryable:
                 return _submit_unknown(job, err)
@@ -396,6 +399,7 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
     metadata = {**job.metadata, METADATA_JOB_KEY: str(job.uuid)}
     unknown: ProviderError | None = None
     for attempt in range(_CREATE_ATTEMPTS):
+        last = attempt == _CREATE_ATTEMPTS - 1
         try:
             batch = client.create_batch(
                 input_file_id=job.input_file_id,
@@ -406,26 +410,30 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
             return _adopt(job, batch)
         except APIError as err:
             file_race = err.status_code == 400 and err.param == "file_id"
-            if (file_race or err.status_code == 429) and attempt < _CREATE_ATTEMPTS - 1:
+            if (file_race or err.status_code == 429) and not last:
                 # Nothing was created: a 400/429 is a refusal, so creating again is safe.
-                _sleep(retry_delay(attempt, None))
+                _sleep(err.retry_after if err.retry_after is not None else retry_delay(attempt))
                 continue
             if not err.retryable:
                 return _submit_failed(job, client, err)
             unknown = err
         except APIConnectionError as err:
             unknown = err
-        # Unknown outcome: the batch may exist. Look before creating again.
+        # Unknown outcome: the batch may exist, or still be on its way (a create that timed
+        # out here can land at the provider a moment later). Wait, then look before creating.
+        _sleep(retry_delay(attempt + 1))
         try:
             found = _find_batch(client, job)
         except ProviderError as err:
             return _submit_unknown(job, err)
         if found is not None:
             return _adopt(job, found)
-        if attempt < _CREATE_ATTEMPTS - 1:
-            _sleep(retry_delay(attempt, None))
     assert unknown is not None
     return _submit_unknown(job, unknown)
+
+
+def _upload_name(job: BatchJob) -> str:
+    return f"openai_batches-{job.uuid}.jsonl"
 
 
 def _upload(job: BatchJob, client: BatchProvider) -> dict[str, Any]:
@@ -433,26 +441,51 @@ def _upload(job: BatchJob, client: BatchProvider) -> dict[str, Any]:
         for chunk in iter_input_jsonl(job):
             tmp.write(chunk)
         tmp.flush()
-        return client.upload_file(Path(tmp.name), filename=f"openai_batches-{job.uuid}.jsonl")
+        return client.upload_file(Path(tmp.name), filename=_upload_name(job))
+
+
+def _find_upload(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
+    """An earlier upload of this job's input (found by its file name), if one landed."""
+    expected = job.input_bytes
+    for file in client.list_files(purpose="batch"):
+        if file.get("filename") == _upload_name(job) and (
+            not expected or file.get("bytes") == expected
+        ):
+            return dict(file)
+    return None
 
 
 def _find_batch(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
     """The provider batch carrying this job's UUID in its metadata, if one exists.
 
     Batches come newest first, so the scan stops at the first one created well before the
-    submission was requested.
+    submission was requested. If a lost create produced duplicates, the oldest is kept and
+    the others are cancelled so they are not billed twice.
     """
     since = (job.submit_requested_at or job.created_at).timestamp() - _LOOKUP_SLACK
+    matches: list[dict[str, Any]] = []
     after: str | None = None
     while True:
         page = client.list_batches(after=after, limit=100)
         data = page.get("data") or []
-        for batch in data:
-            if (batch.get("metadata") or {}).get(METADATA_JOB_KEY) == str(job.uuid):
-                return dict(batch)
+        matches += [
+            dict(b)
+            for b in data
+            if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == str(job.uuid)
+        ]
         if not page.get("has_more") or not data or (data[-1].get("created_at") or 0) < since:
-            return None
+            break
         after = data[-1]["id"]
+    if not matches:
+        return None
+    matches.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
+    for duplicate in matches[1:]:
+        logger.warning("job %s: cancelling duplicate batch %s", job.pk, duplicate["id"])
+        try:
+            client.cancel_batch(duplicate["id"])
+        except ProviderError as err:
+            logger.warning("could not cancel duplicate batch %s: %s", duplicate["id"], err)
+    return matches[0]
 
 
 def _adopt(job: BatchJob, batch: Mapping[str, Any]) -> BatchJob:
