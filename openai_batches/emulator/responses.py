@@ -97,10 +97,66 @@ def _last_user_text(endpoint: str, body: dict[str, Any]) -> str:
     return texts[-1] if texts else ""
 
 
+def _requested_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The structured-output format asked for: chat's ``response_format`` or Responses'
+    ``text.format``."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+    return fmt if isinstance(fmt, dict) else None
+
+
+def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0) -> Any:
+    """A deterministic value that fits a JSON schema (enums picked by hash of the input)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    pick = int(stable_hex(seed, length=8), 16)
+    if schema.get("enum"):
+        return schema["enum"][pick % len(schema["enum"])]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _from_schema(schema[key][0], seed, prompt, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {
+            name: _from_schema(sub, f"{seed}.{name}", prompt, depth + 1)
+            for name, sub in props.items()
+        }
+    if kind == "array":
+        return [_from_schema(schema.get("items"), f"{seed}[0]", prompt, depth + 1)]
+    if kind == "integer":
+        return pick % 100
+    if kind == "number":
+        return round((pick % 10_000) / 100, 2)
+    if kind == "boolean":
+        return bool(pick % 2)
+    if kind == "null":
+        return None
+    return f"Emulated text for: {prompt[:60]}"
+
+
 def reply_text(endpoint: str, body: dict[str, Any]) -> str:
-    """The deterministic assistant reply for a request body."""
+    """The deterministic assistant reply for a request body.
+
+    With a ``json_schema`` response format the reply is JSON that fits the schema (enum
+    values picked by a hash of the request), with ``json_object`` a small JSON object, so
+    code parsing structured output can be exercised offline.
+    """
     digest = stable_hex(json.dumps(body, sort_keys=True), length=8)
     prompt = " ".join(_last_user_text(endpoint, body).split())[:80]
+    fmt = _requested_format(body)
+    if fmt and fmt.get("type") == "json_schema":
+        nested = fmt.get("json_schema")  # chat nests the schema; Responses does not
+        spec: dict[str, Any] = nested if isinstance(nested, dict) else fmt
+        return json.dumps(_from_schema(spec.get("schema"), digest, prompt))
+    if fmt and fmt.get("type") == "json_object":
+        return json.dumps({"reply": f"Emulated reply {digest}", "prompt": prompt})
     return f"Emulated reply {digest} to: {prompt}"
 
 
