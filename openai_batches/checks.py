@@ -150,11 +150,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 @register(Tags.compatibility)
 def check_rq(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    try:
+        if not app_settings.USE_RQ:
+            return []  # cron-only: sync_batches needs no queue
+    except ConfigurationError:
+        return []
     if not apps.is_installed("django_rq"):
         return [
             Error(
                 "django_rq is not in INSTALLED_APPS; the app's background jobs run on RQ.",
-                hint="Add 'django_rq' to INSTALLED_APPS and configure RQ_QUEUES.",
+                hint="Add 'django_rq' to INSTALLED_APPS and configure RQ_QUEUES, or set "
+                f"{SETTING_NAME}['USE_RQ'] = False to run everything from cron's sync_batches.",
                 id="openai_batches.E006",
             )
         ]

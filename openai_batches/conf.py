@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # HTTP behaviour.
     "TIMEOUT": 60.0,
     "MAX_RETRIES": 5,
+    # Enqueue background work on RQ. False: enqueue nothing and let cron's sync_batches do
+    # everything (no Redis needed).
+    "USE_RQ": True,
     # RQ queue the background jobs go to (must be a key of RQ_QUEUES).
     "QUEUE": "default",
     # A submission attempt older than this (seconds) is presumed dead and may be taken over.

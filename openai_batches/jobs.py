@@ -37,6 +37,9 @@ def get_queue() -> Any:
 def _enqueue(
     func: Callable[..., Any], *args: Any, at: datetime | None = None, **kwargs: Any
 ) -> None:
+    if not app_settings.USE_RQ:
+        return  # a cron-only deployment: sync_batches acts on the intent in the database
+
     def send() -> None:
         try:
             queue = get_queue()

@@ -345,3 +345,10 @@ def test_w001_is_a_warning_so_manage_py_check_passes(settings) -> None:
     out = StringIO()
     call_command("check", stdout=out, stderr=out)
     assert "openai_batches.W001" in out.getvalue()
+
+
+def test_use_rq_false_needs_no_queue(settings) -> None:  # type: ignore[no-untyped-def]
+    from openai_batches.checks import check_rq
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "USE_RQ": False, "QUEUE": "missing"}
+    assert check_rq() == []

@@ -73,7 +73,11 @@ def test_submit_job_then_poll_job_finish_the_batch(emu: EmulatorHandle) -> None:
 
 
 def test_duplicate_poll_chains_collapse(emu: EmulatorHandle, settings: Any) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "POLL_INTERVAL": 60, "POLL_MAX_INTERVAL": 600}
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "POLL_INTERVAL": 60,
+        "POLL_MAX_INTERVAL": 600,
+    }
     emu.stall_request("req-0")
     job = submitted_job(2)
     BatchJob.objects.filter(pk=job.pk).update(next_poll_at=None)
@@ -85,3 +89,12 @@ def test_poll_job_skips_jobs_that_are_not_active() -> None:
     job = make_job(1)
     assert jobs.poll_job(job.pk) == "skipped"
     assert jobs.poll_job(999_999) == "skipped"
+
+
+def test_cron_only_deployments_enqueue_nothing(settings: Any) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "USE_RQ": False}
+    queue = jobs.get_queue()
+    queue.empty()
+    job = services.request_submit(make_job(1))
+    assert queue.count == 0
+    assert BatchJob.objects.get(pk=job.pk).state == JobState.SUBMIT_REQUESTED
