@@ -97,14 +97,12 @@ DATABASES = {
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-#: Without REDIS_URL the example uses no Redis at all: the queue points at a port where no
-#: Redis listens (so it never writes into a Redis you did not name), enqueues fail fast and
-#: are logged, and the work is done by ``sync_batches`` (``scripts/serve`` runs it in a loop;
+#: Without REDIS_URL the example uses no Redis at all (``USE_RQ`` below is False): nothing
+#: is enqueued and the work is done by ``sync_batches`` (``scripts/serve`` runs it in a loop;
 #: the demo runs the same passes in-process). That is also how a cron-only deployment works.
-_QUEUE_URL = REDIS_URL or "redis://127.0.0.1:1/0"
 RQ_QUEUES = {
-    "default": {"URL": _QUEUE_URL, "DEFAULT_TIMEOUT": 600},
-    "openai_batches": {"URL": _QUEUE_URL, "DEFAULT_TIMEOUT": 600},
+    "default": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0", "DEFAULT_TIMEOUT": 600},
+    "openai_batches": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0", "DEFAULT_TIMEOUT": 600},
 }
 
 EMULATOR_URL = "http://127.0.0.1:8765/v1"
@@ -113,6 +111,7 @@ OPENAI_BATCHES = {
     # The emulator accepts any key; the real key only comes in through ``demo --openai``.
     "API_KEY": os.environ.get("EXAMPLE_OPENAI_API_KEY") or "sk-emulator",
     "QUEUE": "openai_batches",
+    "USE_RQ": bool(REDIS_URL),
     # Seconds: the emulator moves fast. Against the real API the defaults (30 s backing off
     # to 10 min) are kinder to the rate limits.
     "POLL_INTERVAL": float(os.environ.get("EXAMPLE_POLL_INTERVAL", "1")),

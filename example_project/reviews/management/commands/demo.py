@@ -20,7 +20,6 @@ costs money and may take up to 24 hours).
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import tempfile
 import time
 from argparse import ArgumentParser
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -52,23 +51,6 @@ OPENAI_URL = "https://api.openai.com/v1"
 #: Terminal local states: after these nothing more happens to the job.
 DONE_STATES = {JobState.FINISHED, JobState.SUBMIT_FAILED, JobState.CANCELLED}
 BAR_WIDTH = 30
-
-
-@contextmanager
-def _quiet_enqueue_failure() -> Iterator[None]:
-    """Without Redis the submit job cannot be enqueued. The app logs that as an error (with a
-    traceback) and leaves the intent in the database for ``sync_batches``; in the demo that
-    is the plan, and the step line says so, so the record is dropped rather than shown."""
-
-    def expected(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("could not enqueue")
-
-    logger = logging.getLogger("openai_batches.jobs")
-    logger.addFilter(expected)
-    try:
-        yield
-    finally:
-        logger.removeFilter(expected)
 
 
 @dataclass
@@ -293,8 +275,7 @@ class Command(BaseCommand):
             self.step("Submission requested: an RQ worker uploads the JSONL and creates the batch")
             updates = self.watch(job, deadline)
         else:
-            with _quiet_enqueue_failure():
-                services.request_submit(job)
+            services.request_submit(job)  # USE_RQ is False without REDIS_URL: nothing enqueued
             self.step(
                 "Submission requested. No REDIS_URL, so nothing is enqueued: this process runs "
                 f"services.sync() passes (what `manage.py sync_batches` runs) against the {provider}"
@@ -468,11 +449,11 @@ class Command(BaseCommand):
             else:
                 reason = f" ({review.sentiment_reason[:90]})" if review.sentiment_reason else ""
                 self.stdout.write(f"      -> sentiment {review.sentiment}{reason}")
-        if rows.filter(sentiment="unclear").exists() and not self.is_real_settings():
+        if not self.is_real_settings():
             self.stdout.write(
-                "\n  The emulator answers every chat request with placeholder text, not a real "
-                "label, so\n  the receiver stores 'unclear' with the reply; with --openai the "
-                'model returns JSON\n  {"sentiment", "reason"} and the same receiver stores the label.'
+                "\n  The emulator does not read the reviews: it answers the structured-output "
+                "schema with\n  a label picked by a hash of the request. With --openai the "
+                "model reads them, and the\n  same receiver stores its labels."
             )
 
     def is_real_settings(self) -> bool:
