@@ -62,7 +62,10 @@ def chromium() -> Path:
 
 
 @pytest.fixture
-def page(chromium: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def page(
+    chromium: Path, live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls
@@ -78,6 +81,10 @@ def page(chromium: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         try:
             yield page
         finally:
+            # While Playwright's loop runs, Django keys connections by asgiref context, so
+            # the test's own queries opened a connection of their own; close it here, in
+            # that context, or PostgreSQL refuses to drop the test database at the end.
+            connections.close_all()
             context.close()
             browser.close()
 
@@ -205,11 +212,8 @@ def test_operator_creates_submits_watches_and_downloads(
             "data-state", ItemState.SUCCEEDED
         )
         page.screenshot(path=str(SCREENSHOTS / "requestitem-page.png"), full_page=True)
-        failed_url = page.url.replace(
-            str(job.items.get(custom_id="browser-0").pk),
-            str(job.items.get(custom_id="browser-3").pk),
-        )
-        page.goto(failed_url)
+        failed = job.items.get(custom_id="browser-3")
+        page.goto(f"{base}/admin/openai_batches/requestitem/{failed.pk}/change/")
         expect(page.locator(".field-state_badge [data-state]")).to_have_attribute(
             "data-state", ItemState.FAILED
         )
