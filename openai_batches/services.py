@@ -1073,24 +1073,32 @@ def iter_input_jsonl(job: BatchJob | int) -> Iterator[bytes]:
 
 
 def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
-    """Stream one of the job's provider files: ``input``, ``output`` or ``error``."""
+    """Stream one of the job's provider files: ``input``, ``output`` or ``error``.
+
+    The checks run on the call (a missing file raises :class:`InvalidStateError` before any
+    response starts); the download itself streams as the iterator is consumed.
+    """
     current = _get(job)
+    if which not in ("input", "output", "error"):
+        raise ValueError(f"which must be input, output or error, not {which!r}")
     file_id = {
         "input": current.input_file_id,
         "output": current.output_file_id,
         "error": current.error_file_id,
-    }.get(which)
-    if which not in ("input", "output", "error"):
-        raise ValueError(f"which must be input, output or error, not {which!r}")
+    }[which]
     if not file_id:
         raise InvalidStateError(
             f"Job {current.pk} has no {which} file.", job_id=current.pk, state=current.state
         )
     client = get_client(current.account)
-    try:
-        yield from client.iter_file_chunks(file_id)
-    finally:
-        client.close()
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from client.iter_file_chunks(file_id)
+        finally:
+            client.close()
+
+    return chunks()
 
 
 def job_cost(job: BatchJob) -> Decimal | None:

@@ -391,4 +391,4 @@ def test_results_stream_as_jsonl(emu: EmulatorHandle) -> None:
     output = b"".join(services.iter_provider_file(job, "output"))
     assert output.count(b"\n") == 3
     with pytest.raises(InvalidStateError):
-        list(services.iter_provider_file(job, "error"))
+        services.iter_provider_file(job, "error")  # raised on the call, before any streaming
