@@ -190,6 +190,15 @@ def test_create_from_a_jsonl_upload(api: APIClient) -> None:
     assert BatchJob.objects.get(uuid=body["uuid"]).items.count() == 3
 
 
+def test_an_empty_form_field_is_an_error_not_a_default(api: APIClient) -> None:
+    response = api.post(url("job-list"), {"endpoint": "", "name": ""}, format="multipart")
+    assert response.status_code == 400
+    problems = error_of(response)["problems"]
+    assert [(p["field"], p["message"]) for p in problems] == [("endpoint", "May not be empty.")]
+    response = api.get(url("job-list"), {"ordering": "", "owner": ""})
+    assert {p["field"] for p in error_of(response)["problems"]} == {"ordering", "owner"}
+
+
 def test_a_bad_upload_names_its_lines_and_leaves_no_job(api: APIClient) -> None:
     good = {"custom_id": "ok", "body": {"model": "gpt-4o-mini"}}
     content = jsonl([good, b"{broken", b"", {"custom_id": "ok", "body": {"model": "gpt-4o-mini"}}])

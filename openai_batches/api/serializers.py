@@ -9,6 +9,8 @@ would split one input's problems over two answers and let the two rule sets drif
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models
@@ -28,7 +30,7 @@ from ..models import BatchJob, BatchStatus, CompletionWindow, Endpoint, ItemStat
 
 
 def _enum_field(
-    choices: type[models.TextChoices], component: str, description: str
+    choices: type[models.TextChoices], component: str, description: str, *, blank: bool = False
 ) -> type[serializers.ChoiceField]:
     """A ChoiceField whose choices are one named schema component.
 
@@ -36,13 +38,20 @@ def _enum_field(
     ``state`` (an item's) would collide into hash-suffixed names.
     """
     field_class = type(f"{component}Field", (serializers.ChoiceField,), {})
-    schema = {"type": "string", "enum": list(choices.values), "description": description}
+    values = [*choices.values, ""] if blank else list(choices.values)
+    schema = {"type": "string", "enum": values, "description": description}
     return extend_schema_field(schema, component_name=component)(field_class)
 
 
 JobStateField = _enum_field(JobState, "BatchJobState", "Where the job is on this side.")
 ItemStateField = _enum_field(ItemState, "BatchItemState", "Where the request is.")
 ProviderStatusField = _enum_field(BatchStatus, "BatchProviderStatus", "The provider's raw status.")
+ProviderStatusOrEmptyField = _enum_field(
+    BatchStatus,
+    "BatchProviderStatusOrEmpty",
+    "The provider's raw status; empty until the provider knows the batch.",
+    blank=True,
+)
 EndpointField = _enum_field(Endpoint, "BatchEndpoint", "An endpoint the Batch API accepts.")
 
 
@@ -75,10 +84,42 @@ class MetadataField(serializers.Field):
         return value
 
 
+class StrictCharField(serializers.CharField):
+    """A string that must be a string: DRF would turn ``0`` into ``"0"``, the schema says no."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadField(serializers.FileField):
+    """An uploaded file (``format: binary``); may be empty, which adds no items."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_empty_file", True)
+        super().__init__(**kwargs)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {"model": {"type": "string", "minLength": 1}},
+        "required": ["model"],
+        "additionalProperties": True,
+        "description": "The request body as the endpoint takes it; `model` is required and is the same for every item of a job.",
+    }
+)
+class RequestBodyField(serializers.DictField):
+    """A request body (documentation only: the services check it)."""
+
+
 class RequestItemInputSerializer(serializers.Serializer):
     """One request to add (documentation of ``items[]``; validated by the services)."""
 
-    custom_id = serializers.CharField(
+    custom_id = serializers.RegexField(
+        r"\S",
         max_length=MAX_CUSTOM_ID_LENGTH,
         help_text="Your key for the request, unique within the job; results come back under it.",
     )
@@ -90,9 +131,7 @@ class RequestItemInputSerializer(serializers.Serializer):
         required=False,
         help_text="The request's endpoint; must equal the job's (the default).",
     )
-    body = serializers.DictField(
-        help_text="The request body, naming its `model` (one model per job)."
-    )
+    body = RequestBodyField(help_text="The request body, naming its `model` (one model per job).")
 
 
 @extend_schema_field(RequestItemInputSerializer(many=True))
@@ -100,6 +139,63 @@ class ItemsField(serializers.ListField):
     """A list of request items; every item is checked by the services, which name its index."""
 
     child = serializers.JSONField()
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+class RFC3339DateTimeField(serializers.DateTimeField):
+    """A date-time exactly as OpenAPI's ``date-time`` format says (RFC 3339, with an offset).
+
+    DRF alone also takes dates and naive times; accepting what the schema does not promise
+    would make the documented contract and the real one differ.
+    """
+
+    default_error_messages = {
+        "rfc3339": "Must be an RFC 3339 date-time with a time zone, e.g. 2025-01-31T00:00:00Z."
+    }
+
+    def to_internal_value(self, value: Any) -> datetime:
+        match = _RFC3339.match(value) if isinstance(value, str) else None
+        if match is None:
+            self.fail("rfc3339")
+        if match.group(1) == "60":  # a leap second: valid RFC 3339, unknown to datetime
+            value = value[: match.start(1)] + "59" + value[match.end(1) :]
+        try:
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError:  # the right shape but no such date or time (month 13, hour 25)
+            self.fail("rfc3339")
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+            return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+class FormSerializer(serializers.Serializer):
+    """Query parameters or a form, where ``name=`` is an error rather than DRF's "not given".
+
+    An empty value is not a valid date-time, owner id, endpoint or ordering; ignoring it
+    would hide a client's bug (an unset variable in a URL template) behind a default.
+    Fields that take a blank string (a job's name) keep taking it.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        empty = {
+            name: ["May not be empty."]
+            for name, field in self.fields.items()
+            if html.is_html_input(data)
+            and name in data
+            and data.get(name) == ""
+            and not getattr(field, "allow_blank", False)
+        }
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            raise serializers.ValidationError({**detail, **empty}) from exc
+        if empty:
+            raise serializers.ValidationError(empty)
+        return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +244,9 @@ class BatchJobSerializer(serializers.ModelSerializer):
 
     endpoint = EndpointField(choices=Endpoint.choices, read_only=True)
     state = JobStateField(choices=JobState.choices, read_only=True)
+    provider_status = ProviderStatusOrEmptyField(
+        choices=BatchStatus.choices, allow_blank=True, read_only=True
+    )
     counts = JobCountsSerializer(source="*", read_only=True)
     usage = UsageSerializer(source="*", read_only=True)
     cost = serializers.SerializerMethodField(
@@ -283,10 +382,10 @@ class BatchJobDetailSerializer(BatchJobSerializer):
 # Jobs: input
 
 
-class BatchJobCreateSerializer(serializers.Serializer):
+class BatchJobCreateSerializer(FormSerializer):
     """Create a draft job, optionally with its items (all or nothing)."""
 
-    name = serializers.CharField(
+    name = StrictCharField(
         max_length=200,
         required=False,
         allow_blank=True,
@@ -302,7 +401,7 @@ class BatchJobCreateSerializer(serializers.Serializer):
         choices=CompletionWindow.choices, default=CompletionWindow.HOURS_24.value
     )
     metadata = MetadataField(required=False, default=dict)
-    account = serializers.CharField(
+    account = StrictCharField(
         max_length=64, default="default", help_text="A configured OPENAI_BATCHES account."
     )
     items = ItemsField(
@@ -315,7 +414,7 @@ class BatchJobUploadSerializer(BatchJobCreateSerializer):
     """Create a draft job from a JSONL file in OpenAI's batch input format."""
 
     items = None  # type: ignore[assignment]  # a form carries the items as a file instead
-    file = serializers.FileField(
+    file = UploadField(
         required=False,
         help_text="JSONL in OpenAI's batch input format; problems name the line.",
     )
@@ -327,12 +426,10 @@ class ItemsAddSerializer(serializers.Serializer):
     items = ItemsField(help_text="Requests to add; every problem is reported with its index.")
 
 
-class ItemsUploadSerializer(serializers.Serializer):
+class ItemsUploadSerializer(FormSerializer):
     """Add items to a draft job from a JSONL file (all or nothing)."""
 
-    file = serializers.FileField(
-        help_text="JSONL in OpenAI's batch input format; problems name the line."
-    )
+    file = UploadField(help_text="JSONL in OpenAI's batch input format; problems name the line.")
 
 
 class ItemsAddedSerializer(serializers.Serializer):
@@ -412,7 +509,7 @@ ORDERINGS = [
 ]
 
 
-class JobFilterSerializer(serializers.Serializer):
+class JobFilterSerializer(FormSerializer):
     state = serializers.ListField(
         child=JobStateField(choices=JobState.choices),
         required=False,
@@ -429,24 +526,28 @@ class JobFilterSerializer(serializers.Serializer):
         help_text="Only jobs calling these endpoints.",
     )
     owner = serializers.IntegerField(
-        required=False, min_value=1, help_text="Only jobs of this user id."
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,  # the largest primary key a database holds
+        help_text="Only jobs of this user id.",
     )
-    created_after = serializers.DateTimeField(required=False)
-    created_before = serializers.DateTimeField(required=False)
-    submitted_after = serializers.DateTimeField(required=False)
-    submitted_before = serializers.DateTimeField(required=False)
+    created_after = RFC3339DateTimeField(required=False, help_text="Created at or after.")
+    created_before = RFC3339DateTimeField(required=False, help_text="Created before.")
+    submitted_after = RFC3339DateTimeField(required=False, help_text="Submitted at or after.")
+    submitted_before = RFC3339DateTimeField(required=False, help_text="Submitted before.")
     ordering = serializers.ChoiceField(
         choices=ORDERINGS, required=False, default="-created_at", help_text="Sort order."
     )
 
 
-class ItemFilterSerializer(serializers.Serializer):
+class ItemFilterSerializer(FormSerializer):
     state = serializers.ListField(
         child=ItemStateField(choices=ItemState.choices),
         required=False,
         help_text="Only items in these states (repeat the parameter for several).",
     )
-    custom_id_prefix = serializers.CharField(
+    custom_id_prefix = serializers.RegexField(
+        r"^[^\x00]+$",  # a database text column cannot hold NUL, so no custom_id does
         required=False,
         max_length=MAX_CUSTOM_ID_LENGTH,
         help_text="Only items whose custom_id starts with this.",

@@ -9,11 +9,11 @@ Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
 from .schema import BatchesSchemaView
-from .views import BatchJobViewSet, RequestItemViewSet
+from .views import BatchJobViewSet, RequestItemViewSet, not_found
 
 app_name = "openai_batches_api"
 
@@ -24,4 +24,6 @@ router.register(r"jobs/(?P<job_uuid>[^/]+)/items", RequestItemViewSet, basename=
 urlpatterns = [
     path("schema/", BatchesSchemaView.as_view(), name="schema"),
     *router.urls,
+    # Last: anything else under the prefix answers in the API's error shape.
+    re_path(r"^[\s\S]*$", not_found),
 ]

@@ -7,12 +7,13 @@ not revealed), whatever permission classes are configured.
 
 from __future__ import annotations
 
+import re
 import uuid as uuid_lib
 from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
@@ -24,6 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination, PageNumberPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
@@ -36,12 +38,13 @@ from ..conf import app_settings
 from ..exceptions import InvalidStateError, LimitExceeded, Problem
 from ..models import BatchJob, JobState, RequestItem
 from . import serializers as s
-from .exceptions import api_exception_handler
+from .exceptions import api_exception_handler, error_body
 from .parsers import BoundedJSONParser, BoundedMultiPartParser, JSONLRenderer
 from .permissions import permission_classes
 from .schema import api_schema
 
 JSONL = "application/jsonl"
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: every problem is listed (index or line, field, message); nothing was saved.",
@@ -64,11 +67,45 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 class BatchesPagination(PageNumberPagination):
-    """Page-number pagination with a client-chosen page size (bounded)."""
+    """Page-number pagination with a client-chosen page size, checked like any other input.
+
+    DRF silently falls back to the default on a bad ``page_size`` (or an empty ``page``) and
+    clamps a large one; here they are a 400, so the documented bounds are the real ones. A
+    page past the end stays DRF's 404.
+    """
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError(
+                {"page_size": [f"Must be a whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(raw)
+
+    def get_page_number(self, request: Request, paginator: Any) -> Any:
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        if raw in self.last_page_strings:
+            return raw
+        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+            raise ValidationError({self.page_query_param: ["Must be a whole number from 1."]})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"]["minimum"] = 1
+            elif parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
 
 
 class BatchesViewSet(viewsets.GenericViewSet):
@@ -95,6 +132,13 @@ class BatchesViewSet(viewsets.GenericViewSet):
 
     def get_exception_handler(self) -> Any:
         return api_exception_handler
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are JSON even where the success is another format (the JSONL results), as
+        # the schema says; the JSONL renderer only lets `Accept: application/jsonl` in.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
 JOB_UUID = OpenApiParameter(
@@ -324,7 +368,8 @@ class BatchJobViewSet(BatchesViewSet):
             "`status_code`, `response`, `error`. Streamed from the database, never built in "
             "memory. Items without a result yet have `state` pending or submitted."
         ),
-        parameters=[JOB_UUID],
+        # ``?format=jsonl|json`` works (DRF) but is not part of the contract.
+        parameters=[JOB_UUID, OpenApiParameter("format", exclude=True)],
         responses={
             (200, JSONL): OpenApiResponse(
                 s.ResultLineSerializer,
@@ -345,10 +390,11 @@ class BatchJobViewSet(BatchesViewSet):
 
 def job_for(request: Request, value: Any) -> BatchJob:
     """The job with public UUID ``value`` that ``request.user`` may see, or 404."""
-    try:
-        key = uuid_lib.UUID(str(value))
-    except ValueError:
-        raise Http404 from None
+    # Only the canonical form the schema promises (uuid.UUID would also take hex without
+    # hyphens, braces and urn:uuid: prefixes).
+    if not isinstance(value, str) or not _UUID.match(value):
+        raise Http404
+    key = uuid_lib.UUID(value)
     return get_object_or_404(BatchJob.objects.for_user(request.user), uuid=key)
 
 
@@ -371,8 +417,8 @@ class RequestItemViewSet(BatchesViewSet):
     queryset = RequestItem.objects.none()  # the real one depends on the job: get_queryset
     serializer_class = s.RequestItemSerializer
     lookup_field = "custom_id"
-    # A custom_id may hold any character, slashes included.
-    lookup_value_regex = ".+"
+    # A custom_id may hold any character, slashes and newlines included.
+    lookup_value_regex = r"[\s\S]+"
 
     def get_job(self) -> BatchJob:
         if not hasattr(self, "_job"):
@@ -400,6 +446,8 @@ class RequestItemViewSet(BatchesViewSet):
     def retrieve(
         self, request: Request, job_uuid: str | None = None, custom_id: str | None = None
     ) -> Response:
+        if not custom_id or "\x00" in custom_id:  # PostgreSQL refuses NUL in a query
+            raise Http404
         item = get_object_or_404(self.get_queryset(), custom_id=custom_id)
         return Response(s.RequestItemSerializer(item).data)
 
@@ -431,3 +479,8 @@ class RequestItemViewSet(BatchesViewSet):
         return Response(
             {"added": added, "item_count": job.item_count}, status=status.HTTP_201_CREATED
         )
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any other path under the API's prefix: a 404 in the API's error shape, not HTML."""
+    return JsonResponse(error_body("not_found", "Not found."), status=404)

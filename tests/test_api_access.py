@@ -1,0 +1,217 @@
+"""Who may do what through the API: owners, other users, staff, anonymous, configured classes.
+
+Another user's job must be indistinguishable from a job that does not exist (404), for every
+endpoint, and must be left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from openai_batches import services
+from openai_batches.models import BatchJob, JobState
+
+from .lifecycle_helpers import chat_items
+
+pytestmark = pytest.mark.django_db
+
+NS = "openai_batches_api"
+
+
+def url(name: str, **kwargs: Any) -> str:
+    return reverse(f"{NS}:{name}", kwargs=kwargs)
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("alice", password="pw-alice")
+
+
+@pytest.fixture
+def bob(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("bob", password="pw-bob")
+
+
+@pytest.fixture
+def staff(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("root", password="pw-root", is_staff=True)
+
+
+def client_for(user: Any | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+def job_of(owner: Any, n: int = 2, name: str = "job") -> BatchJob:
+    return services.create_job(
+        endpoint="/v1/chat/completions", name=name, owner=owner, items=chat_items(n)
+    )
+
+
+def every_job_request(job: BatchJob) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(method, path, json body) of every endpoint that addresses one job."""
+    key = str(job.uuid)
+    return [
+        ("get", url("job-detail", uuid=key), None),
+        ("delete", url("job-detail", uuid=key), None),
+        ("post", url("job-submit", uuid=key), None),
+        ("post", url("job-refresh", uuid=key), None),
+        ("post", url("job-cancel", uuid=key), None),
+        ("get", url("job-results", uuid=key), None),
+        ("get", url("job-item-list", job_uuid=key), None),
+        ("post", url("job-item-list", job_uuid=key), {"items": chat_items(1, prefix="x-")}),
+        ("get", url("job-item-detail", job_uuid=key, custom_id="req-0"), None),
+    ]
+
+
+def call(client: APIClient, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    return (
+        getattr(client, method)(path, body, format="json")
+        if body
+        else getattr(client, method)(path)
+    )
+
+
+def test_a_user_lists_only_their_own_jobs(alice: Any, bob: Any) -> None:
+    mine = job_of(alice, name="mine")
+    job_of(bob, name="theirs")
+    body = client_for(alice).get(url("job-list")).json()
+    assert [j["uuid"] for j in body["results"]] == [str(mine.uuid)]
+    # Filtering by another owner reveals nothing either.
+    body = client_for(alice).get(url("job-list"), {"owner": bob.pk}).json()
+    assert body["count"] == 0
+
+
+def test_another_users_job_is_404_everywhere_and_untouched(alice: Any, bob: Any) -> None:
+    theirs = job_of(bob)
+    before = BatchJob.objects.filter(pk=theirs.pk).values().get()
+    client = client_for(alice)
+    for method, path, body in every_job_request(theirs):
+        response = call(client, method, path, body)
+        assert response.status_code == 404, (method, path, response.status_code)
+        assert response.json()["error"]["type"] == "not_found"
+    assert BatchJob.objects.filter(pk=theirs.pk).values().get() == before
+    assert theirs.items.count() == 2
+
+
+def test_staff_see_and_act_on_every_job(alice: Any, bob: Any, staff: Any) -> None:
+    a, b = job_of(alice, name="a"), job_of(bob, name="b")
+    client = client_for(staff)
+    body = client.get(url("job-list")).json()
+    assert {j["uuid"] for j in body["results"]} == {str(a.uuid), str(b.uuid)}
+    assert client.get(url("job-list"), {"owner": bob.pk}).json()["count"] == 1
+    assert client.get(url("job-results", uuid=str(b.uuid))).status_code == 200
+    assert client.post(url("job-submit", uuid=str(b.uuid))).status_code == 202
+    assert client.post(url("job-cancel", uuid=str(b.uuid))).status_code == 200
+    b.refresh_from_db()
+    assert b.state == JobState.CANCELLED and b.owner == bob
+
+
+def test_the_owner_can_do_what_the_other_user_cannot(alice: Any) -> None:
+    job = job_of(alice)
+    client = client_for(alice)
+    assert client.get(url("job-detail", uuid=str(job.uuid))).status_code == 200
+    assert client.get(url("job-results", uuid=str(job.uuid))).status_code == 200
+    assert client.post(url("job-submit", uuid=str(job.uuid))).status_code == 202
+    assert client.post(url("job-cancel", uuid=str(job.uuid))).status_code == 200
+
+
+def test_anonymous_is_refused_everywhere(alice: Any) -> None:
+    job = job_of(alice)
+    client = client_for(None)
+    requests = [
+        ("get", url("job-list"), None),
+        ("post", url("job-list"), {"items": chat_items(1)}),
+        *every_job_request(job),
+    ]
+    for method, path, body in requests:
+        response = call(client, method, path, body)
+        assert response.status_code in (401, 403), (method, path, response.status_code)
+        assert response.json()["error"]["type"] in ("not_authenticated", "permission_denied")
+    assert BatchJob.objects.count() == 1
+
+
+def test_anonymous_gets_401_with_a_challenge_under_basic_auth(settings: Any) -> None:
+    from rest_framework.authentication import BasicAuthentication
+
+    from openai_batches.api.views import BatchJobViewSet
+
+    original = BatchJobViewSet.authentication_classes
+    BatchJobViewSet.authentication_classes = [BasicAuthentication]
+    try:
+        response = client_for(None).get(url("job-list"))
+    finally:
+        BatchJobViewSet.authentication_classes = original
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Basic")
+    assert response.json()["error"]["type"] == "not_authenticated"
+
+
+def test_basic_auth_credentials_work(alice: Any) -> None:
+    job_of(alice)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Basic " + _b64("alice:pw-alice"))
+    assert client.get(url("job-list")).json()["count"] == 1
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_permission_classes_come_from_settings(alice: Any, staff: Any, settings: Any) -> None:
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    }
+    response = client_for(alice).get(url("job-list"))
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "permission_denied"
+    assert client_for(staff).get(url("job-list")).status_code == 200
+
+
+def test_a_permissive_setting_still_shows_nobody_elses_jobs(alice: Any, settings: Any) -> None:
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "API_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    }
+    job = job_of(alice)
+    anonymous = client_for(None)
+    assert anonymous.get(url("job-list")).json()["count"] == 0
+    assert anonymous.get(url("job-detail", uuid=str(job.uuid))).status_code == 404
+
+
+def test_a_bad_permission_path_names_the_setting(alice: Any, settings: Any) -> None:
+    from openai_batches.api.permissions import permission_classes
+
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "API_PERMISSION_CLASSES": ["nowhere.Nothing"],
+    }
+    with pytest.raises(ImproperlyConfigured, match=r"API_PERMISSION_CLASSES.*nowhere\.Nothing"):
+        permission_classes()
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "API_PERMISSION_CLASSES": "rest_framework.permissions.AllowAny",
+    }
+    with pytest.raises(ImproperlyConfigured, match="must be a list"):
+        permission_classes()
+
+
+def test_missing_drf_names_the_api_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(sys.modules):
+        if name == "openai_batches.api" or name.startswith("openai_batches.api."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "rest_framework", None)  # makes `import` fail
+    with pytest.raises(ImproperlyConfigured, match=r"django-openai-batches\[api\]"):
+        importlib.import_module("openai_batches.api")
