@@ -1,0 +1,316 @@
+"""Memory of the API's results download: a 50,000-item job streamed through the real view.
+
+The results endpoint (``GET .../jobs/{uuid}/results/``) must stream: its memory must not
+grow with the job. This script builds a job whose items all carry stored results (bulk
+insert straight into a script-local database, no provider involved), then requests the
+endpoint through Django's WSGI handler exactly as a server would, reading and discarding
+the body chunk by chunk, and prints::
+
+    body          bytes streamed (what building the answer in memory would at least cost)
+    peak growth   VmHWM after the download minus RSS before it (high-water mark reset first)
+    ratio         peak growth / body size: ~0 means flat, ~1 or more means "built in memory"
+
+Usage::
+
+    python benchmarks/api_results_memory.py                    # SQLite in a temp dir
+    python benchmarks/api_results_memory.py --db postgres      # DATABASE_URL, or a database
+                                                               # created on 127.0.0.1:5432
+    python benchmarks/api_results_memory.py --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import gc
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BENCH_DB = "openai_batches_api_bench"
+LOCAL_PG = {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres", "PASSWORD": ""}
+USER, PASSWORD = "bench", "bench-password"
+MODEL = "gpt-4o-mini"
+
+# The script is its own URLconf (ROOT_URLCONF = "__main__").
+urlpatterns: list[Any] = []
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=LOCAL_PG["HOST"],
+        port=LOCAL_PG["PORT"],
+        user=LOCAL_PG["USER"],
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[dict[str, Any]]:
+    """A DATABASES['default'] entry; whatever the run creates is removed after it."""
+    if kind == "sqlite":
+        tmpdir = tempfile.mkdtemp(prefix="openai_batches_api_bench-")
+        try:
+            yield {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(tmpdir, "db")}
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        return
+    url = os.environ.get("DATABASE_URL", "")
+    if url:
+        parts = urlsplit(url)
+        yield {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            "TEST": {"NAME": BENCH_DB},
+        }
+        return
+    _pg_admin(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    _pg_admin(f"CREATE DATABASE {BENCH_DB}")
+    try:
+        yield {"ENGINE": "django.db.backends.postgresql", "NAME": BENCH_DB, **LOCAL_PG}
+    finally:
+        from django.db import connections
+
+        connections.close_all()  # no open session may hold the database we drop
+        _pg_admin(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+def configure(db: dict[str, Any]) -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,  # DEBUG would keep every query in memory and spoil the measurement
+        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
+        USE_TZ=True,
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF="__main__",
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_rq",
+            "rest_framework",
+            "drf_spectacular",
+            "openai_batches",
+        ],
+        MIDDLEWARE=[],
+        DATABASES={"default": db},
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
+        OPENAI_BATCHES={"API_KEY": "sk-bench", "BASE_URL": "http://127.0.0.1:9/v1"},
+    )
+    django.setup()
+    from django.urls import include, path
+
+    urlpatterns.append(path("api/batches/", include("openai_batches.api.urls")))
+
+
+def build_job(n: int) -> Any:
+    """A finished job of ``n`` items, each with a realistic stored chat completion."""
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+    from django.utils import timezone
+
+    from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
+
+    user = get_user_model().objects.create_user(USER, password=PASSWORD)
+    job = BatchJob.objects.create(
+        name="bench",
+        owner=user,
+        model=MODEL,
+        state=JobState.FINISHED,
+        provider_status=BatchStatus.COMPLETED,
+        item_count=n,
+    )
+    now = timezone.now()
+    chunk: list[RequestItem] = []
+    with transaction.atomic():
+        for i in range(n):
+            chunk.append(
+                RequestItem(
+                    job=job,
+                    custom_id=f"review-{i:06d}",
+                    url="/v1/chat/completions",
+                    body={
+                        "model": MODEL,
+                        "messages": [{"role": "user", "content": f"Summarise review {i}."}],
+                    },
+                    state=ItemState.SUCCEEDED,
+                    status_code=200,
+                    response=_completion(i),
+                    input_tokens=42,
+                    output_tokens=23,
+                    completed_at=now,
+                    announced=True,
+                )
+            )
+            if len(chunk) == 5000:
+                RequestItem.objects.bulk_create(chunk)
+                chunk = []
+        RequestItem.objects.bulk_create(chunk)
+    return job
+
+
+def _completion(i: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{i:024d}",
+        "object": "chat.completion",
+        "created": 1_760_000_000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": f"Review {i}: arrived on time and blends well, but it is loud "
+                    f"and the lid cracked after {i % 97 + 3} days.",
+                    "refusal": None,
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 42, "completion_tokens": 23, "total_tokens": 65},
+        "system_fingerprint": "fp_bench",
+    }
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _trim() -> None:
+    """Hand freed memory back to the OS so the growth measured is the download's own."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def download(job: Any) -> tuple[int, int, int, float, bool]:
+    """GET the results through the WSGI handler; (status, bytes, chunks, seconds, streamed)."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": f"/api/batches/jobs/{job.uuid}/results/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "bench",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "bench",
+        "HTTP_AUTHORIZATION": f"Basic {token}",
+        "HTTP_ACCEPT": "application/jsonl",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    status: list[str] = []
+
+    def start_response(
+        line: str, headers: list[tuple[str, str]], exc_info: Any = None, /
+    ) -> Callable[[bytes], object]:
+        status.append(line)
+        return lambda data: None  # the legacy write(); Django never calls it
+
+    start = time.perf_counter()
+    body = WSGIHandler()(environ, start_response)
+    # A streaming response hands the server an iterator; a built one, a single body.
+    streamed = not hasattr(body, "content")
+    total = chunks = 0
+    try:
+        for chunk in body:
+            total += len(chunk)
+            chunks += 1
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+    return int(status[0].split()[0]), total, chunks, time.perf_counter() - start, streamed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--n", type=int, default=50_000, help="items in the job")
+    args = parser.parse_args()
+
+    with database(args.db) as db:
+        configure(db)
+        from django.core.management import call_command
+        from django.db import connection
+
+        call_command("migrate", verbosity=0)
+        t0 = time.perf_counter()
+        job = build_job(args.n)
+        print(
+            f"job          {args.n:,} items with results, inserted in {time.perf_counter() - t0:.1f} s"
+        )
+        download(job)  # warm up: imports, URLconf, first queries are not the stream's cost
+
+        _trim()
+        rss_before = _status_kb("VmRSS")
+        hwm_ok = _reset_hwm()
+        status, nbytes, chunks, seconds, streamed = download(job)
+        peak_growth = (_status_kb("VmHWM") - rss_before) * 1024 if hwm_ok else -1
+        connection.close()
+
+    if status != 200:
+        raise SystemExit(f"the results endpoint answered {status}")
+    print(f"database     {connection.vendor}")
+    print(
+        f"response     {'streamed' if streamed else 'BUILT IN MEMORY'}, {chunks:,} chunks in {seconds:.2f} s"
+    )
+    print(f"body         {nbytes / 1e6:8.1f} MB")
+    if peak_growth < 0:
+        print("peak growth  VmHWM could not be reset here; not measured")
+        return
+    print(f"peak growth  {peak_growth / 1e6:8.1f} MB  (VmHWM during the download - RSS before)")
+    print(f"ratio        {peak_growth / nbytes:8.3f}  (peak growth / body; ~0 = flat)")
+
+
+if __name__ == "__main__":
+    main()
