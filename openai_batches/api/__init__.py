@@ -13,7 +13,7 @@ from ..exceptions import ConfigurationError
 try:
     import drf_spectacular  # noqa: F401
     import rest_framework  # noqa: F401
-except ImportError as err:  # pragma: no cover - exercised by a test that hides DRF
+except ImportError as err:  # tests/test_api_access.py hides DRF to check this message
     raise ConfigurationError(
         f"openai_batches.api needs Django REST framework and drf-spectacular ({err.name} is "
         "missing): pip install 'django-openai-batches[api]', then add 'rest_framework' and "
