@@ -457,6 +457,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile one more ingest, top N"
     )
+    parser.add_argument(
+        "--receiver",
+        action="store_true",
+        help="connect one trivial result_received receiver (what a real host project has), "
+        "so every result is announced one by one",
+    )
     args = parser.parse_args(argv)
 
     with database(args.db) as db:
@@ -467,6 +473,14 @@ def main(argv: list[str] | None = None) -> None:
         from openai_batches.testing import running_emulator
 
         call_command("migrate", verbosity=0)
+        if args.receiver:
+            from openai_batches.signals import result_received
+
+            def receiver(**kwargs: Any) -> None:
+                pass
+
+            result_received.connect(receiver, weak=False)
+            print("one result_received receiver connected")
         with running_emulator(timing="instant") as emu:
             t0 = time.perf_counter()
             job = build_job(args.n, args.fail_every)

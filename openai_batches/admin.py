@@ -491,9 +491,12 @@ class BatchJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: BatchJob | None = None) -> bool:
         # Deleting a job the provider is running would orphan a paid batch and lose its
         # results; cancel it first (the cancelled job can then be deleted).
-        if obj is not None and obj.state in (JobState.SUBMITTING, JobState.SUBMITTED):
+        if obj is not None and not services.can_delete(obj)[0]:
             return False
         return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: BatchJob) -> None:
+        services.delete_job(obj)  # re-checks the state under a row lock
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -577,12 +580,12 @@ class BatchJobAdmin(admin.ModelAdmin):
                 metadata=data.get("metadata") or {},
                 account=data["account"],
                 owner=request.user,
+                jsonl=form.jsonl_lines(),
             )
-            count = services.add_items_from_jsonl(job, form.jsonl_lines())
-            if count == 0:
+            if job.item_count == 0:
                 # A job without requests can never be submitted; do not leave it behind.
                 raise ValidationError([Problem(None, "input", _("The JSONL holds no requests."))])
-        return job, count
+        return job, job.item_count
 
     # -- actions --------------------------------------------------------------------------
 

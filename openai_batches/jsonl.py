@@ -8,6 +8,7 @@ whole file: readers yield one line at a time and writers append one line at a ti
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -20,6 +21,8 @@ MAX_METADATA_PAIRS = 16
 METADATA_JOB_KEY = "openai_batches_job"
 MAX_METADATA_KEY_LENGTH = 64
 MAX_METADATA_VALUE_LENGTH = 512
+#: A JSON ``\u0000`` escape that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 #: Stop collecting after this many problems: enough to fix a file, bounded in memory.
 MAX_PROBLEMS = 1000
 
@@ -68,6 +71,14 @@ def validate_metadata(metadata: Any) -> list[Problem]:
                     None,
                     f"metadata.{key}",
                     f"keys must be strings of at most {MAX_METADATA_KEY_LENGTH} characters",
+                )
+            )
+        if isinstance(key, str) and isinstance(value, str) and "\x00" in key + value:
+            problems.append(
+                Problem(
+                    None,
+                    f"metadata.{key}",
+                    "contains a NUL character, which databases cannot store",
                 )
             )
         if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE_LENGTH:
@@ -123,6 +134,10 @@ class ItemValidator:
                 "custom_id",
                 f"is {len(custom_id)} characters; at most {MAX_CUSTOM_ID_LENGTH} are allowed",
             )
+        elif "\x00" in custom_id:
+            self.add_problem(
+                index, "custom_id", "contains a NUL character, which databases cannot store"
+            )
         elif custom_id in self.seen_ids:
             self.add_problem(index, "custom_id", f"{custom_id!r} is used more than once in the job")
         else:
@@ -165,7 +180,14 @@ class ItemValidator:
         if len(self.problems) != before:
             return None
         line = {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}  # type: ignore[arg-type]
-        self.nbytes += len(dumps_line(line).encode("utf-8")) + 1
+        text = dumps_line(line)
+        if "\\u0000" in text and _NUL_ESCAPE.search(text):
+            # PostgreSQL's jsonb cannot hold U+0000; refuse it here instead of failing on save.
+            self.add_problem(
+                index, "body", "contains a NUL character (\\u0000), which databases cannot store"
+            )
+            return None
+        self.nbytes += len(text.encode("utf-8")) + 1
         if (
             self.existing_bytes + self.nbytes > self.max_bytes
             and "bytes" not in self._limit_reported

@@ -558,7 +558,7 @@ class RequestItem(models.Model):
             models.Index(fields=["job", "state"], name="openai_batches_item_state_idx"),
             models.Index(fields=["content_type", "object_id"], name="openai_batches_item_obj_idx"),
             models.Index(
-                fields=["job"],
+                fields=["job", "id"],
                 name="openai_batches_item_outbox_idx",
                 condition=Q(announced=False) & ~Q(state__in=["pending", "submitted"]),
             ),

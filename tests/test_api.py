@@ -388,7 +388,7 @@ def test_delete_after_submission_is_409(api: APIClient, alice: Any) -> None:
     assert response.status_code == 409
     error = error_of(response)
     assert error["type"] == "invalid_state" and error["state"] == "submit_requested"
-    assert "only a draft can be deleted" in error["message"]
+    assert "cannot be deleted" in error["message"] and "cancel it first" in error["message"]
     assert BatchJob.objects.filter(pk=job.pk).exists()
 
 

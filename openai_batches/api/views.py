@@ -12,7 +12,6 @@ import uuid as uuid_lib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -36,8 +35,8 @@ from rest_framework.response import Response
 
 from .. import services
 from ..conf import app_settings
-from ..exceptions import InvalidStateError, LimitExceeded, Problem
-from ..models import BatchJob, JobState, RequestItem
+from ..exceptions import LimitExceeded, Problem
+from ..models import BatchJob, RequestItem
 from . import serializers as s
 from .exceptions import api_exception_handler, error_body
 from .parsers import BoundedJSONParser, BoundedMultiPartParser, JSONLRenderer
@@ -295,28 +294,15 @@ class BatchJobViewSet(BatchesViewSet):
         if upload is not None:
             _upload_too_large(upload)
         owner = request.user if request.user.is_authenticated else None
-        # One transaction: a bad line in the upload must not leave an empty job behind.
-        with transaction.atomic():
-            job = services.create_job(owner=owner, items=items, **data)
-            if upload is not None:
-                services.add_items_from_jsonl(job, upload)
+        # All or nothing: a bad line in the upload leaves no empty job behind.
+        job = services.create_job(owner=owner, items=items, jsonl=upload, **data)
         return self._detail(job, status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, uuid: str | None = None) -> Response:
         return self._detail(self.get_object())
 
     def destroy(self, request: Request, uuid: str | None = None) -> Response:
-        job = self.get_object()
-        # GAP: services has no delete_job(); this rule belongs there (see the API report).
-        with transaction.atomic():
-            locked = BatchJob.objects.select_for_update().get(pk=job.pk)
-            if locked.state != JobState.DRAFT:
-                raise InvalidStateError(
-                    f"Job {locked.uuid} is {locked.get_state_display().lower()}; only a draft can be deleted.",
-                    job_id=locked.pk,
-                    state=locked.state,
-                )
-            locked.delete()
+        services.delete_job(self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @api_schema(
