@@ -170,8 +170,12 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
                 continue
             if locked.item_count:
                 unchecked.append((index, line["custom_id"]))
-            if not validator.problems:  # once anything is wrong we only keep validating
+            try:
                 content_type, object_id = _link(obj)
+            except TypeError as err:
+                validator.add_problem(index, "object", str(err))
+                continue
+            if not validator.problems:  # once anything is wrong we only keep validating
                 buffer.append(
                     RequestItem(
                         job=locked,
@@ -665,7 +669,7 @@ def refresh(
         client.close()
     updated = apply_batch(current, batch)
     if ingest and updated.is_terminal and not updated.ingested_at:
-        globals()["ingest"](updated, progress=progress)
+        _ingest(updated, progress=progress)
         updated.refresh_from_db()
     return updated
 
@@ -1209,7 +1213,7 @@ def sync(
                 report.submitted.append(job.pk)
                 continue
             try:
-                result = globals()["submit"](job)
+                result = _submit(job)
             except (ProviderError, ConfigurationError) as err:
                 report.errors.append((job.pk, str(err)))
                 continue
@@ -1293,3 +1297,8 @@ def _fetch_batches(
     finally:
         client.close()
     return found
+
+
+# ``refresh(ingest=...)`` and ``sync(submit=...)`` take flags named like these functions.
+_ingest = ingest
+_submit = submit

@@ -465,8 +465,10 @@ def test_items_link_to_host_rows(job: BatchJob) -> None:
 
 
 def test_unsaved_link_target_is_refused_and_nothing_is_saved(job: BatchJob) -> None:
-    with pytest.raises(TypeError, match="saved model instance"):
+    with pytest.raises(ValidationError) as info:
         add_items(job, [item(0), item(1, object=Article(title="unsaved"))])
+    assert [(p.index, p.field) for p in info.value.problems] == [(1, "object")]
+    assert "saved model instance" in info.value.problems[0].message
     assert RequestItem.objects.count() == 0
 
 
