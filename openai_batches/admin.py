@@ -211,30 +211,11 @@ class BatchJobAdmin(admin.ModelAdmin):
         (gettext_lazy("Last local error"), {"fields": ("last_error", "last_error_at")}),
     )
     #: Everything but the name: the provider owns its fields and only services change state.
-    readonly_fields = (
-        "uuid",
-        "status_badge",
-        "endpoint",
-        "model",
-        "account",
-        "completion_window",
-        "owner_link",
-        "items_link",
-        "input_bytes",
-        "metadata_pretty",
-        "progress",
-        "usage_table",
-        "cost",
-        "provider_batch_id",
-        "provider_status",
-        "provider_model",
-        "input_file_id",
-        "output_file_id",
-        "error_file_id",
-        "provider_errors_table",
-        "timeline",
-        "last_error",
-        "last_error_at",
+    readonly_fields = tuple(
+        field
+        for _, options in fieldsets
+        for field in options["fields"]
+        if isinstance(field, str) and field != "name"
     )
 
     class Media:

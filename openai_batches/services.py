@@ -289,6 +289,21 @@ def _record_error(job: BatchJob, err: BaseException, **extra: Any) -> None:
     logger.warning("openai_batches job %s: %s", job.pk, message)
 
 
+def _lock(job: BatchJob | int) -> BatchJob:
+    """Re-read the job with its row locked (inside a transaction)."""
+    return BatchJob.objects.select_for_update().get(pk=job.pk if isinstance(job, BatchJob) else job)
+
+
+def _require(job: BatchJob, check: Callable[[BatchJob], tuple[bool, str]], action: str) -> BatchJob:
+    """``job`` if ``check`` allows the action, else :class:`InvalidStateError` saying why."""
+    allowed, reason = check(job)
+    if not allowed:
+        raise InvalidStateError(
+            f"Job {job.pk} cannot be {action}: {reason}.", job_id=job.pk, state=job.state
+        )
+    return job
+
+
 def can_submit(job: BatchJob) -> tuple[bool, str]:
     if job.state not in (JobState.DRAFT, JobState.SUBMIT_FAILED):
         return (
@@ -336,15 +351,7 @@ def can_delete(job: BatchJob) -> tuple[bool, str]:
 def delete_job(job: BatchJob | int) -> None:
     """Delete a job and its items, unless the provider is (or may be) running it."""
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=_get(job).pk)
-        allowed, reason = can_delete(locked)
-        if not allowed:
-            raise InvalidStateError(
-                f"Job {locked.pk} cannot be deleted: {reason}.",
-                job_id=locked.pk,
-                state=locked.state,
-            )
-        locked.delete()
+        _require(_lock(job), can_delete, "deleted").delete()
 
 
 def request_submit(job: BatchJob | int) -> BatchJob:
@@ -352,14 +359,7 @@ def request_submit(job: BatchJob | int) -> BatchJob:
     from . import jobs
 
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=_get(job).pk)
-        allowed, reason = can_submit(locked)
-        if not allowed:
-            raise InvalidStateError(
-                f"Job {locked.pk} cannot be submitted: {reason}.",
-                job_id=locked.pk,
-                state=locked.state,
-            )
+        locked = _require(_lock(job), can_submit, "submitted")
         old = (locked.state, locked.provider_status)
         locked.state = JobState.SUBMIT_REQUESTED
         locked.submit_requested_at = timezone.now()
@@ -651,14 +651,7 @@ def refresh(
     A poll error is recorded on the job (``last_error``) and re-raised; the provider's facts
     stay as they were.
     """
-    current = _get(job)
-    allowed, reason = can_refresh(current)
-    if not allowed:
-        raise InvalidStateError(
-            f"Job {current.pk} cannot be refreshed: {reason}.",
-            job_id=current.pk,
-            state=current.state,
-        )
+    current = _require(_get(job), can_refresh, "refreshed")
     client = get_client(current.account)
     try:
         batch = client.retrieve_batch(current.provider_batch_id)
@@ -700,16 +693,8 @@ def request_refresh(job: BatchJob | int) -> None:
 
 def cancel(job: BatchJob | int) -> BatchJob:
     """Cancel a job: locally before submission, at the provider afterwards."""
-    current = _get(job)
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=current.pk)
-        allowed, reason = can_cancel(locked)
-        if not allowed:
-            raise InvalidStateError(
-                f"Job {locked.pk} cannot be cancelled: {reason}.",
-                job_id=locked.pk,
-                state=locked.state,
-            )
+        locked = _require(_lock(job), can_cancel, "cancelled")
         if locked.state != JobState.SUBMITTED:
             old = (locked.state, locked.provider_status)
             locked.state = JobState.CANCELLED
