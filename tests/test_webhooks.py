@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from openai_batches import jobs, services
+from openai_batches import jobs
 from openai_batches.signing import InvalidSignature, sign, verify
 from openai_batches.testing import running_emulator
 from tests.lifecycle_helpers import submitted_job
