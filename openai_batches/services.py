@@ -803,9 +803,10 @@ class _ResultWriter:
     chunked ``executemany`` elsewhere. Only items still open are touched, so re-running an
     ingest changes nothing."""
 
-    def __init__(self, job: BatchJob, now: datetime) -> None:
+    def __init__(self, job: BatchJob, now: datetime, *, announced: bool) -> None:
         self.job = job
         self.now = now
+        self.announced = announced
         self.chunk = int(app_settings.INGEST_CHUNK_SIZE)
         self.rows: list[tuple[Any, ...]] = []
         self.postgres = connection.vendor == "postgresql"
@@ -831,7 +832,9 @@ class _ResultWriter:
         # Identifiers come from the model's metadata and a constant column list, never input.
         where = "WHERE job_id = %s AND custom_id = %s AND state IN (%s, %s)"
         sql = f"UPDATE {self.table} SET {sets}, completed_at = %s, announced = %s {where}"  # noqa: S608
-        params = [(*r[1:], self.now, False, self.job.pk, r[0], *_OPEN_STATES) for r in rows]
+        params = [
+            (*r[1:], self.now, self.announced, self.job.pk, r[0], *_OPEN_STATES) for r in rows
+        ]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
 
@@ -858,8 +861,8 @@ class _ResultWriter:
         with connection.cursor() as cursor:
             # Identifiers come from the model's metadata and a constant column list, never input.
             where = "WHERE i.job_id = %s AND i.custom_id = t.custom_id AND i.state IN (%s, %s)"
-            sql = f"UPDATE {self.table} AS i SET {sets}, completed_at = %s, announced = false FROM openai_batches_ingest AS t {where}"  # noqa: S608
-            cursor.execute(sql, [self.now, self.job.pk, *_OPEN_STATES])
+            sql = f"UPDATE {self.table} AS i SET {sets}, completed_at = %s, announced = %s FROM openai_batches_ingest AS t {where}"  # noqa: S608
+            cursor.execute(sql, [self.now, self.announced, self.job.pk, *_OPEN_STATES])
             cursor.execute("DROP TABLE openai_batches_ingest")
 
 
@@ -887,7 +890,10 @@ def ingest(job: BatchJob | int, *, progress: Progress | None = None) -> int:
 
 def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
     now = timezone.now()
-    writer = _ResultWriter(job, now)
+    # With no receiver connected there is nothing to send: store the results as announced
+    # in the same write instead of a second pass over every row after commit.
+    announced = not signals.result_received.has_listeners(RequestItem)
+    writer = _ResultWriter(job, now, announced=announced)
     total = job.request_count_total or job.item_count
     lines = 0
     client = get_client(job.account)
@@ -914,7 +920,7 @@ def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
     writer.finish()
     leftover = _leftover(job)
     RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).update(
-        state=leftover[0], error=leftover[1], completed_at=now, announced=False
+        state=leftover[0], error=leftover[1], completed_at=now, announced=announced
     )
     sums = RequestItem.objects.filter(job=job).aggregate(
         input_tokens=Sum("input_tokens"),

@@ -392,3 +392,17 @@ def test_results_stream_as_jsonl(emu: EmulatorHandle) -> None:
     assert output.count(b"\n") == 3
     with pytest.raises(InvalidStateError):
         services.iter_provider_file(job, "error")  # raised on the call, before any streaming
+
+
+def test_with_no_receiver_results_are_stored_already_announced(emu: EmulatorHandle) -> None:
+    from tests.testapp.receivers import log_result
+
+    signals.result_received.disconnect(dispatch_uid="tests.testapp.log_result")
+    try:
+        job = services.refresh(submitted_job(3))
+        assert job.state == JobState.FINISHED
+        assert job.items.filter(announced=True).count() == 3  # in the ingest's own write
+    finally:
+        signals.result_received.connect(log_result, dispatch_uid="tests.testapp.log_result")
+    assert ResultLog.objects.count() == 0
+    assert services.announce_pending() == 0  # nothing left over for a receiver added later
