@@ -22,25 +22,19 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
-import ctypes
-import gc
 import io
-import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from _common import database, reset_hwm, status_kb, trim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BENCH_DB = "openai_batches_api_bench"
-LOCAL_PG = {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres", "PASSWORD": ""}
 USER, PASSWORD = "bench", "bench-password"
 MODEL = "gpt-4o-mini"
 
@@ -49,53 +43,6 @@ urlpatterns: list[Any] = []
 
 
 # -- setup -----------------------------------------------------------------------------------
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=LOCAL_PG["HOST"],
-        port=LOCAL_PG["PORT"],
-        user=LOCAL_PG["USER"],
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(sql)
-
-
-@contextlib.contextmanager
-def database(kind: str) -> Iterator[dict[str, Any]]:
-    """A DATABASES['default'] entry; whatever the run creates is removed after it."""
-    if kind == "sqlite":
-        tmpdir = tempfile.mkdtemp(prefix="openai_batches_api_bench-")
-        try:
-            yield {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(tmpdir, "db")}
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        return
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
-        parts = urlsplit(url)
-        yield {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-            "TEST": {"NAME": BENCH_DB},
-        }
-        return
-    _pg_admin(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-    _pg_admin(f"CREATE DATABASE {BENCH_DB}")
-    try:
-        yield {"ENGINE": "django.db.backends.postgresql", "NAME": BENCH_DB, **LOCAL_PG}
-    finally:
-        from django.db import connections
-
-        connections.close_all()  # no open session may hold the database we drop
-        _pg_admin(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 def configure(db: dict[str, Any]) -> None:
@@ -202,31 +149,6 @@ def _completion(i: int) -> dict[str, Any]:
 # -- measuring -------------------------------------------------------------------------------
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _trim() -> None:
-    """Hand freed memory back to the OS so the growth measured is the download's own."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def download(job: Any) -> tuple[int, int, int, float, bool]:
     """GET the results through the WSGI handler; (status, bytes, chunks, seconds, streamed)."""
     from django.core.handlers.wsgi import WSGIHandler
@@ -278,7 +200,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000, help="items in the job")
     args = parser.parse_args()
 
-    with database(args.db) as db:
+    with database(args.db, BENCH_DB) as db:
         configure(db)
         from django.core.management import call_command
         from django.db import connection
@@ -291,11 +213,11 @@ def main() -> None:
         )
         download(job)  # warm up: imports, URLconf, first queries are not the stream's cost
 
-        _trim()
-        rss_before = _status_kb("VmRSS")
-        hwm_ok = _reset_hwm()
+        trim()
+        rss_before = status_kb("VmRSS")
+        hwm_ok = reset_hwm()
         status, nbytes, chunks, seconds, streamed = download(job)
-        peak_growth = (_status_kb("VmHWM") - rss_before) * 1024 if hwm_ok else -1
+        peak_growth = (status_kb("VmHWM") - rss_before) * 1024 if hwm_ok else -1
         connection.close()
 
     if status != 200:

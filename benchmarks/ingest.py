@@ -32,82 +32,25 @@ uses a temporary file. Redis is not needed: the job's submission is recorded dir
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
-import os
 import pstats
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from _common import database, mb, reset_hwm, status_kb, trim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BENCH_DB = "openai_batches_bench"
-LOCAL_PG = {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres", "PASSWORD": ""}
 MODEL = "gpt-4o-mini"
 
 
 # -- setup ------------------------------------------------------------------------------
-
-
-def _pg_admin(params: dict[str, str], sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=params["HOST"],
-        port=params["PORT"] or "5432",
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(sql)
-
-
-@contextlib.contextmanager
-def database(kind: str) -> Iterator[dict[str, Any]]:
-    """A DATABASES['default'] entry; a database created for the run is removed after it."""
-    if kind == "sqlite":
-        tmpdir = tempfile.mkdtemp(prefix="openai_batches_bench-")
-        try:
-            yield {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": os.path.join(tmpdir, "db.sqlite3"),
-            }
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        return
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgres", "postgresql"):
-            raise SystemExit(f"--db postgres needs a postgres:// DATABASE_URL, not {parts.scheme}")
-        yield {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-        }
-        return
-    _pg_admin(LOCAL_PG, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-    _pg_admin(LOCAL_PG, f"CREATE DATABASE {BENCH_DB}")
-    try:
-        yield {"ENGINE": "django.db.backends.postgresql", "NAME": BENCH_DB, **LOCAL_PG}
-    finally:
-        from django.db import connections
-
-        connections.close_all()  # no open session may hold the database we drop
-        _pg_admin(LOCAL_PG, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 def configure(db: dict[str, Any]) -> None:
@@ -140,35 +83,6 @@ def configure(db: dict[str, Any]) -> None:
 
 
 # -- measuring --------------------------------------------------------------------------
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _trim() -> None:
-    """Hand freed memory back to the OS so the next RSS growth is the next step's own."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def _mb(n_bytes: float) -> str:
-    return f"{n_bytes / 1e6:8.1f} MB"
 
 
 # -- the job ----------------------------------------------------------------------------
@@ -252,7 +166,7 @@ def reset(job: Any) -> None:
             cursor.execute(f"VACUUM ANALYZE {table}")
         else:
             cursor.execute("ANALYZE")
-    _trim()
+    trim()
 
 
 def parsed_results(job: Any) -> list[tuple[Any, ...]]:
@@ -352,15 +266,15 @@ def run_ours(job: Any) -> tuple[float, float, int]:
     from openai_batches import services
     from openai_batches.models import ItemState, RequestItem
 
-    _trim()
-    hwm_ok = _reset_hwm()
-    rss_before = _status_kb("VmRSS")
+    trim()
+    hwm_ok = reset_hwm()
+    rss_before = status_kb("VmRSS")
     start = time.perf_counter()
     with transaction.atomic():
         lines = services.ingest(job)
         stored = time.perf_counter()
     end = time.perf_counter()
-    growth = (_status_kb("VmHWM") - rss_before) * 1024 if hwm_ok else -1
+    growth = (status_kb("VmHWM") - rss_before) * 1024 if hwm_ok else -1
     if lines != job.request_count_total:
         raise SystemExit(f"ingest read {lines} lines, expected {job.request_count_total}")
     if RequestItem.objects.filter(job=job, state=ItemState.SUBMITTED).exists():
@@ -385,7 +299,7 @@ def run_bulk_update(job: Any, rows: list[tuple[Any, ...]], batch_size: int | Non
             if fields[key] is not None:
                 fields[key] = json.loads(fields[key])
         objs.append(RequestItem(pk=pks[custom_id], completed_at=now, announced=False, **fields))
-    _trim()
+    trim()
     start = time.perf_counter()
     updated = RequestItem.objects.bulk_update(
         objs, [*_RESULT_COLUMNS, "completed_at", "announced"], batch_size=batch_size
@@ -465,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    with database(args.db) as db:
+    with database(args.db, BENCH_DB) as db:
         configure(db)
         from django.core.management import call_command
         from django.db import connection
@@ -490,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{connection.vendor} {connection.pg_version if args.db == 'postgres' else ''}"
                 f" | {args.n:,} requests, {job.request_count_failed:,} failed "
-                f"| result files {_mb(out_bytes).strip()} | setup {time.perf_counter() - t0:.1f}s",
+                f"| result files {mb(out_bytes).strip()} | setup {time.perf_counter() - t0:.1f}s",
                 flush=True,
             )
 
@@ -541,8 +455,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
             if growth >= 0:
                 print(
-                    f"memory       peak RSS growth during ingest {_mb(growth).strip()} "
-                    f"vs result files {_mb(out_bytes).strip()} = {growth / out_bytes:.3f}x"
+                    f"memory       peak RSS growth during ingest {mb(growth).strip()} "
+                    f"vs result files {mb(out_bytes).strip()} = {growth / out_bytes:.3f}x"
                 )
             else:
                 print("memory       VmHWM could not be reset here; peak RSS growth not measured")

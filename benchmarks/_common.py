@@ -1,0 +1,103 @@
+"""What the benchmark scripts share: a scratch database and memory readings from /proc.
+
+The scripts run as ``python benchmarks/NAME.py``, so this module is imported from their
+own folder (``import _common``); it is not part of the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+LOCAL_PG = {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres", "PASSWORD": ""}
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=LOCAL_PG["HOST"],
+        port=LOCAL_PG["PORT"],
+        user=LOCAL_PG["USER"],
+        password=LOCAL_PG["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)
+
+
+@contextlib.contextmanager
+def database(kind: str, scratch_name: str) -> Iterator[dict[str, Any]]:
+    """A DATABASES['default'] entry: a temp SQLite file, the PostgreSQL of ``DATABASE_URL``,
+    or a scratch PostgreSQL database ``scratch_name`` on the local server. Whatever the run
+    creates is removed after it."""
+    if kind == "sqlite":
+        tmpdir = tempfile.mkdtemp(prefix=f"{scratch_name}-")
+        try:
+            yield {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(tmpdir, "db.sqlite3"),
+            }
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        return
+    url = os.environ.get("DATABASE_URL", "")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise SystemExit(f"--db postgres needs a postgres:// DATABASE_URL, not {parts.scheme}")
+        yield {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+        }
+        return
+    _pg_admin(f"DROP DATABASE IF EXISTS {scratch_name} WITH (FORCE)")
+    _pg_admin(f"CREATE DATABASE {scratch_name}")
+    try:
+        yield {"ENGINE": "django.db.backends.postgresql", "NAME": scratch_name, **LOCAL_PG}
+    finally:
+        from django.db import connections
+
+        connections.close_all()  # no open session may hold the database we drop
+        _pg_admin(f"DROP DATABASE IF EXISTS {scratch_name} WITH (FORCE)")
+
+
+def status_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def trim() -> None:
+    """Hand freed memory back to the OS so the next RSS growth is the next step's own."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def mb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e6:8.1f} MB"
