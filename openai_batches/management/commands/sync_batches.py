@@ -79,13 +79,16 @@ class Command(BaseCommand):
             self.stderr.write("")
             self._bar_open = False
         if verbosity >= 2 or options["dry_run"]:
+            jobs = BatchJob.objects.in_bulk(
+                [*report.submitted, *report.refreshed, *report.ingested]
+            )
             for label, ids in (
                 ("submit" if options["dry_run"] else "submitted", report.submitted),
                 ("refresh" if options["dry_run"] else "refreshed", report.refreshed),
                 ("ingested", report.ingested),
             ):
                 for pk in ids:
-                    job = BatchJob.objects.filter(pk=pk).first()
+                    job = jobs.get(pk)
                     status = f" [{job.state}/{job.provider_status or '-'}]" if job else ""
                     self.stdout.write(f"  {label}: job {pk} {job or ''}{status}")
         for pk, message in report.errors:
