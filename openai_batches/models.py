@@ -404,6 +404,11 @@ class BatchJob(ProviderBatchFields):
         blank=True,
         help_text=_("When the result files were stored on the items."),
     )
+    finish_announced = models.BooleanField(
+        _("finish announced"),
+        default=False,
+        help_text=_("Whether job_finished has been sent (the job's outbox mark)."),
+    )
     last_error = models.TextField(
         _("last error"),
         blank=True,

@@ -969,15 +969,36 @@ def _leftover(job: BatchJob) -> tuple[str, dict[str, Any]]:
 
 def _after_ingest(job_pk: int) -> None:
     announce_pending(job_pk)
-    job = BatchJob.objects.get(pk=job_pk)
-    counts = dict(job.items.values_list("state").annotate(n=Count("pk")).order_by())
-    signals.job_finished.send(
-        sender=BatchJob,
-        job=job,
-        outcome=job.provider_status,
-        succeeded=counts.get(ItemState.SUCCEEDED, 0),
-        failed=sum(n for s, n in counts.items() if s != ItemState.SUCCEEDED),
-    )
+
+
+def _announce_finished(job_id: int) -> bool:
+    """Send ``job_finished`` once, after every result of the job has been announced.
+
+    Like the results, the job carries its own outbox mark (``finish_announced``) set in the
+    transaction the receivers run in, so a crash before it is sent is repaired by the next
+    ``announce_pending`` (every ``sync_batches`` pass runs one).
+    """
+    if RequestItem.objects.pending_announcement().filter(job_id=job_id).exists():
+        return False  # a result is still unannounced (e.g. its receiver failed): wait for it
+    with transaction.atomic():
+        job = (
+            BatchJob.objects.select_for_update(skip_locked=True)
+            .filter(pk=job_id, state=JobState.FINISHED, finish_announced=False)
+            .first()
+        )
+        if job is None:
+            return False
+        counts = dict(job.items.values_list("state").annotate(n=Count("pk")).order_by())
+        signals.job_finished.send(
+            sender=BatchJob,
+            job=job,
+            outcome=job.provider_status,
+            succeeded=counts.get(ItemState.SUCCEEDED, 0),
+            failed=sum(n for s, n in counts.items() if s != ItemState.SUCCEEDED),
+        )
+        BatchJob.objects.filter(pk=job.pk).update(finish_announced=True)
+        job.finish_announced = True
+    return True
 
 
 # -- announce ----------------------------------------------------------------------------
@@ -996,7 +1017,8 @@ def _send_result(item: RequestItem) -> None:
 
 
 def announce_pending(job: BatchJob | int | None = None) -> int:
-    """Send ``result_received`` for every stored result not yet announced; exactly once.
+    """Send ``result_received`` for every stored result not yet announced, then
+    ``job_finished`` for each job whose results are all out; exactly once each.
 
     Rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` in pk-ordered chunks (the
     partial outbox index makes each chunk an index range, not a scan of the job); receivers
@@ -1006,14 +1028,21 @@ def announce_pending(job: BatchJob | int | None = None) -> int:
     marks are set in one statement.
     """
     if job is not None:
-        return _announce_job(job.pk if isinstance(job, BatchJob) else job)
+        job_id = job.pk if isinstance(job, BatchJob) else job
+        sent = _announce_job(job_id)
+        _announce_finished(job_id)
+        return sent
     job_ids = (
         RequestItem.objects.pending_announcement()
         .order_by()
         .values_list("job_id", flat=True)
         .distinct()
     )
-    return sum(_announce_job(job_id) for job_id in list(job_ids))
+    sent = sum(_announce_job(job_id) for job_id in list(job_ids))
+    unfinished = BatchJob.objects.filter(state=JobState.FINISHED, finish_announced=False)
+    for job_id in list(unfinished.values_list("pk", flat=True)):
+        _announce_finished(job_id)
+    return sent
 
 
 def _announce_job(job_id: int) -> int:

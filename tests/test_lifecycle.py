@@ -258,8 +258,10 @@ def test_a_failing_receiver_rolls_back_only_its_item_and_is_retried(emu: Emulato
         assert not ResultLog.objects.filter(job_id=job.pk, custom_id="req-1").exists()
         job.refresh_from_db()
         assert "receiver bug" in job.last_error
+        assert not BatchJob.objects.get(pk=job.pk).finish_announced  # waits for req-1
         broken.clear()
         assert services.announce_pending() == 1
+        assert BatchJob.objects.get(pk=job.pk).finish_announced
     finally:
         signals.result_received.disconnect(flaky, custom_id_prefix="req-")
     assert ResultLog.objects.filter(job_id=job.pk).count() == 3
@@ -270,15 +272,30 @@ def test_a_crash_between_storing_and_notifying_loses_no_signal(
     emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = submitted_job(4)
-    # The process "dies" right after the ingest commits: no on-commit announcement runs.
-    monkeypatch.setattr(services, "_after_ingest", lambda pk: None)
-    job = services.refresh(job)
-    assert job.state == JobState.FINISHED
-    assert ResultLog.objects.count() == 0
-    monkeypatch.undo()
-    report = services.sync()
-    assert report.announced == 4
-    assert ResultLog.objects.filter(job_id=job.pk).count() == 4
+    finished: list[str] = []
+
+    def on_finished(*, outcome: str, **kwargs: Any) -> None:
+        finished.append(outcome)
+
+    signals.job_finished.connect(on_finished)
+    try:
+        # The process "dies" right after the ingest commits: no on-commit announcement runs.
+        monkeypatch.setattr(services, "_after_ingest", lambda pk: None)
+        job = services.refresh(job)
+        assert job.state == JobState.FINISHED
+        assert ResultLog.objects.count() == 0
+        assert finished == []
+        monkeypatch.undo()
+        report = services.sync()
+        assert report.announced == 4
+        assert ResultLog.objects.filter(job_id=job.pk).count() == 4
+        assert finished == ["completed"]  # the job's own outbox mark repairs it too
+        services.sync()
+        assert finished == ["completed"]  # and only once
+    finally:
+        signals.job_finished.disconnect(on_finished)
+    job.refresh_from_db()
+    assert job.finish_announced
 
 
 def test_signals_wait_for_the_commit(emu: EmulatorHandle) -> None:
