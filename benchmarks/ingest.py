@@ -35,7 +35,6 @@ import argparse
 import json
 import pstats
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,27 +169,10 @@ def reset(job: Any) -> None:
 
 
 def parsed_results(job: Any) -> list[tuple[Any, ...]]:
-    """The result files parsed once with the app's own ``result_row``: the floor's input."""
-    from openai_batches.client import get_client
-    from openai_batches.jsonl import iter_jsonl
-    from openai_batches.services import result_row
+    """The result files parsed once with the app's own reader: the floor's input."""
+    from openai_batches.services import iter_result_rows
 
-    rows: list[tuple[Any, ...]] = []
-    client = get_client(job.account)
-    try:
-        for file_id in (job.output_file_id, job.error_file_id):
-            if not file_id:
-                continue
-            with tempfile.TemporaryFile() as tmp:
-                client.download_file(file_id, tmp)
-                tmp.seek(0)
-                for _, obj, _ in iter_jsonl(tmp):
-                    row = result_row(obj)
-                    if row is not None:
-                        rows.append((row[0], *row[1]))
-    finally:
-        client.close()
-    return rows
+    return [(custom_id, *values) for custom_id, values in iter_result_rows(job)]
 
 
 # -- the three contenders ---------------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -652,19 +653,28 @@ def refresh(
     stay as they were.
     """
     current = _require(_get(job), can_refresh, "refreshed")
-    client = get_client(current.account)
-    try:
+    with _provider(current, on_error=_poll_failed) as client:
         batch = client.retrieve_batch(current.provider_batch_id)
-    except ProviderError as err:
-        _poll_failed(current, err)
-        raise
-    finally:
-        client.close()
     updated = apply_batch(current, batch)
     if ingest and updated.is_terminal and not updated.ingested_at:
         _ingest(updated, progress=progress)
         updated.refresh_from_db()
     return updated
+
+
+@contextmanager
+def _provider(
+    job: BatchJob, *, on_error: Callable[[BatchJob, BaseException], None]
+) -> Iterator[BatchProvider]:
+    """A client for the job's account; a provider error is recorded on the job, then re-raised."""
+    client = get_client(job.account)
+    try:
+        yield client
+    except ProviderError as err:
+        on_error(job, err)
+        raise
+    finally:
+        client.close()
 
 
 def _poll_failed(job: BatchJob, err: BaseException) -> None:
@@ -701,14 +711,8 @@ def cancel(job: BatchJob | int) -> BatchJob:
             locked.save(update_fields=["state", "updated_at"])
             _status_signal(locked, *old)
             return locked
-    client = get_client(locked.account)
-    try:
+    with _provider(locked, on_error=_record_error) as client:
         batch = client.cancel_batch(locked.provider_batch_id)
-    except ProviderError as err:
-        _record_error(locked, err)
-        raise
-    finally:
-        client.close()
     return apply_batch(locked, batch)
 
 
@@ -888,14 +892,12 @@ def ingest(job: BatchJob | int, *, progress: Progress | None = None) -> int:
     return lines
 
 
-def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
-    now = timezone.now()
-    # With no receiver connected there is nothing to send: store the results as announced
-    # in the same write instead of a second pass over every row after commit.
-    announced = not signals.result_received.has_listeners(RequestItem)
-    writer = _ResultWriter(job, now, announced=announced)
-    total = job.request_count_total or job.item_count
-    lines = 0
+def iter_result_rows(job: BatchJob) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """Every usable line of the job's output and error files as a :func:`result_row`.
+
+    Each file is streamed to a temporary file first (downloads are retried from the start;
+    a truncated one is an error, never a short file), then read one line at a time.
+    """
     client = get_client(job.account)
     try:
         for file_id in (job.output_file_id, job.error_file_id):
@@ -911,12 +913,24 @@ def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
                             "job %s: unusable line %s in %s (%s)", job.pk, line_no, file_id, error
                         )
                         continue
-                    writer.add(*row)
-                    lines += 1
-                    if progress and lines % 1000 == 0:
-                        progress(lines, total)
+                    yield row
     finally:
         client.close()
+
+
+def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
+    now = timezone.now()
+    # With no receiver connected there is nothing to send: store the results as announced
+    # in the same write instead of a second pass over every row after commit.
+    announced = not signals.result_received.has_listeners(RequestItem)
+    writer = _ResultWriter(job, now, announced=announced)
+    total = job.request_count_total or job.item_count
+    lines = 0
+    for custom_id, values in iter_result_rows(job):
+        writer.add(custom_id, values)
+        lines += 1
+        if progress and lines % 1000 == 0:
+            progress(lines, total)
     writer.finish()
     leftover = _leftover(job)
     RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).update(
