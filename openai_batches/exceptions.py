@@ -69,13 +69,28 @@ class LimitExceeded(ValidationError):
 
 
 class InvalidStateError(OpenAIBatchesError):
-    """The job is not in a state that allows the requested action (admin/API map it to 409)."""
+    """The job is not in a state that allows the requested action (admin/API map it to 409).
+
+    ``action`` ("submitted", "cancelled", ...) and ``reason`` (why not, in words) let a
+    surface compose its own message, naming the job the way it addresses jobs (the API by
+    UUID, the admin by name and pk).
+    """
 
     def __init__(
-        self, message: str, *, job_id: int | None = None, state: str | None = None
+        self,
+        message: str,
+        *,
+        job_id: int | None = None,
+        state: str | None = None,
+        job_uuid: str | None = None,
+        action: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.job_id = job_id
         self.state = state
+        self.job_uuid = job_uuid
+        self.action = action
+        self.reason = reason
         super().__init__(message)
 
 

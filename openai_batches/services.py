@@ -251,6 +251,27 @@ _ANNOUNCE_CHUNK = 500
 
 _sleep = time.sleep  # patched in tests that must not wait
 
+#: The named steps of the lifecycle where :func:`_checkpoint` is called. Crash and race
+#: tests replace ``_checkpoint`` in a child process to SIGKILL it, or make it wait, at one
+#: exact step; the names are a contract with those tests.
+CHECKPOINTS = (
+    "submit.claimed",  # the SUBMITTING lease is committed; no I/O yet
+    "submit.uploaded",  # the provider has the input file; its id is not recorded yet
+    "submit.upload_recorded",  # input_file_id is committed; no create yet
+    "submit.created",  # the provider created the batch; it is not recorded yet
+    "submit.adopted",  # the batch is recorded on the job
+    "refresh.fetched",  # the provider's batch object is read; not applied yet
+    "ingest.rows_written",  # part of the results are written (uncommitted)
+    "ingest.before_commit",  # every result and the job's totals written, not committed
+    "ingest.committed",  # results committed; announcing not started
+    "announce.chunk_sent",  # a chunk's receivers ran; its marks are not committed yet
+    "announce.finished_sent",  # job_finished's receivers ran; its mark is not committed yet
+)
+
+
+def _checkpoint(name: str) -> None:
+    """A no-op marking the lifecycle step ``name`` (one of :data:`CHECKPOINTS`)."""
+
 
 def _get(job: BatchJob | int) -> BatchJob:
     return BatchJob.objects.get(pk=job.pk if isinstance(job, BatchJob) else job)
@@ -300,7 +321,12 @@ def _require(job: BatchJob, check: Callable[[BatchJob], tuple[bool, str]], actio
     allowed, reason = check(job)
     if not allowed:
         raise InvalidStateError(
-            f"Job {job.pk} cannot be {action}: {reason}.", job_id=job.pk, state=job.state
+            f"Job {job.pk} cannot be {action}: {reason}.",
+            job_id=job.pk,
+            state=job.state,
+            job_uuid=str(job.uuid),
+            action=action,
+            reason=reason,
         )
     return job
 
@@ -397,6 +423,7 @@ def submit(job: BatchJob | int) -> BatchJob:
         locked.submit_attempt_at = now
         locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
         _status_signal(locked, *old)
+    _checkpoint("submit.claimed")
     client = get_client(locked.account)
     try:
         return _submit_io(locked, client, recovering=recovering)
@@ -425,8 +452,10 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
             return _submit_failed(job, client, err)
         except ProviderError as err:
             return _submit_unknown(job, err)
+        _checkpoint("submit.uploaded")
         BatchJob.objects.filter(pk=job.pk).update(input_file_id=uploaded["id"])
         job.input_file_id = uploaded["id"]
+        _checkpoint("submit.upload_recorded")
     metadata = {**job.metadata, METADATA_JOB_KEY: str(job.uuid)}
     unknown: ProviderError | None = None
     for attempt in range(_CREATE_ATTEMPTS):
@@ -438,7 +467,10 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
                 completion_window=job.completion_window,
                 metadata=metadata,
             )
-            return _adopt(job, batch)
+            _checkpoint("submit.created")
+            adopted = _adopt(job, batch)
+            _checkpoint("submit.adopted")
+            return adopted
         except APIError as err:
             file_race = err.status_code == 400 and err.param == "file_id"
             if (file_race or err.status_code == 429) and not last:
@@ -655,6 +687,7 @@ def refresh(
     current = _require(_get(job), can_refresh, "refreshed")
     with _provider(current, on_error=_poll_failed) as client:
         batch = client.retrieve_batch(current.provider_batch_id)
+    _checkpoint("refresh.fetched")
     updated = apply_batch(current, batch)
     if ingest and updated.is_terminal and not updated.ingested_at:
         _ingest(updated, progress=progress)
@@ -929,6 +962,8 @@ def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
     for custom_id, values in iter_result_rows(job):
         writer.add(custom_id, values)
         lines += 1
+        if lines == writer.chunk:
+            _checkpoint("ingest.rows_written")
         if progress and lines % 1000 == 0:
             progress(lines, total)
     writer.finish()
@@ -952,6 +987,7 @@ def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
     _status_signal(job, *old)
     if progress:
         progress(lines, total)
+    _checkpoint("ingest.before_commit")
     transaction.on_commit(lambda: _after_ingest(job.pk))
     return lines
 
@@ -982,6 +1018,7 @@ def _leftover(job: BatchJob) -> tuple[str, dict[str, Any]]:
 
 
 def _after_ingest(job_pk: int) -> None:
+    _checkpoint("ingest.committed")
     announce_pending(job_pk)
 
 
@@ -1010,6 +1047,7 @@ def _announce_finished(job_id: int) -> bool:
             succeeded=counts.get(ItemState.SUCCEEDED, 0),
             failed=sum(n for s, n in counts.items() if s != ItemState.SUCCEEDED),
         )
+        _checkpoint("announce.finished_sent")
         BatchJob.objects.filter(pk=job.pk).update(finish_announced=True)
         job.finish_announced = True
     return True
@@ -1078,6 +1116,7 @@ def _announce_job(job_id: int) -> int:
             for item in chunk:
                 item.job = job  # one job object for all, not one query (or join) per item
             done = _send_chunk(chunk)
+            _checkpoint("announce.chunk_sent")
             RequestItem.objects.filter(pk__in=done).update(announced=True)
             sent += len(done)
 
