@@ -88,7 +88,9 @@ def create_job(
             Problem(
                 None,
                 "account",
-                f"{account!r} is not a configured account ({', '.join(app_settings.account_names())})",
+                # The configured names are not listed: this reaches API users, and which
+                # accounts exist is the operator's business.
+                f"{account!r} is not a configured account",
             )
         )
     if problems:

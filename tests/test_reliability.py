@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from openai_batches import jobs, services, signals
 from openai_batches.conf import app_settings
-from openai_batches.exceptions import ConfigurationError
+from openai_batches.exceptions import ConfigurationError, ValidationError
 from openai_batches.jsonl import METADATA_JOB_KEY
 from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
 from openai_batches.testing import EmulatorHandle
@@ -504,3 +504,14 @@ def test_a_dry_run_says_what_it_would_do(emu: EmulatorHandle) -> None:
     assert summary.startswith("would submit 1, would refresh 0")
     assert "refreshed" not in summary and "announced" not in summary
     assert reload(job).state == JobState.SUBMIT_REQUESTED
+
+
+def test_an_unknown_account_is_refused_without_listing_the_configured_ones(
+    emu: EmulatorHandle,
+) -> None:
+    accounts = {"secret-team": {"API_KEY": "sk-other", "BASE_URL": emu.base_url}}
+    with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "ACCOUNTS": accounts}):
+        with pytest.raises(ValidationError) as caught:
+            services.create_job(account="nope", items=chat_items(1))
+    assert "'nope' is not a configured account" in str(caught.value)
+    assert "secret-team" not in str(caught.value) and "default" not in str(caught.value)
