@@ -243,7 +243,9 @@ def test_api_key_is_not_in_repr_or_str(settings) -> None:
     for name in ("default", "azure"):
         account = app_settings.account(name)
         assert account.api_key
-        assert account.api_key.startswith(SECRET)
+        assert account.api_key.reveal().startswith(SECRET)
+        assert SECRET not in repr(account.api_key)
+        assert SECRET not in str(account.api_key)
         assert SECRET not in repr(account)
         assert SECRET not in str(account)
         assert SECRET not in f"{account}"
