@@ -137,6 +137,10 @@ def _secret(value: Any) -> Any:
     return Secret(value) if isinstance(value, str) and value else value
 
 
+def _type_name(value: Any) -> str:
+    return "str" if isinstance(value, Secret) else type(value).__name__
+
+
 def _masked(user: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the user's setting with every credential wrapped in :class:`Secret`."""
     masked: dict[str, Any] = {}
@@ -145,10 +149,11 @@ def _masked(user: Mapping[str, Any]) -> dict[str, Any]:
             masked[key] = _secret(value)
         elif key == "ACCOUNTS" and isinstance(value, Mapping):
             masked[key] = {
+                # A string where an account's dict belongs is most likely its key.
                 name: (
                     {k: _secret(v) if k in SECRET_KEYS else v for k, v in conf.items()}
                     if isinstance(conf, Mapping)
-                    else conf
+                    else _secret(conf)
                 )
                 for name, conf in value.items()
             }
@@ -228,7 +233,7 @@ class Settings:
             if not isinstance(conf, dict):
                 raise ConfigurationError(
                     f"{SETTING_NAME}['ACCOUNTS'][{name!r}] must be a dict of settings "
-                    f"(API_KEY, BASE_URL, ...), not {type(conf).__name__}."
+                    f"(API_KEY, BASE_URL, ...), not {_type_name(conf)}."
                 )
         return accounts
 
