@@ -405,11 +405,6 @@ def _check_page(item: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[s
     return check
 
 
-def _any_object(obj: Any) -> dict[str, Any]:
-    _need(isinstance(obj, dict), "the answer is not a JSON object")
-    return obj
-
-
 def _parse(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -450,6 +445,7 @@ class OpenAIClient:
         self.max_response_bytes = _positive("MAX_RESPONSE_BYTES", int)
         self.max_download_bytes = _positive("MAX_DOWNLOAD_BYTES", int)
         self._sleep = sleep
+        self._attempts = 0  # of the last JSON call (cancel_batch reads it)
         headers = {"User-Agent": f"django-openai-batches/{__version__}"}
         if account.organization:
             headers["OpenAI-Organization"] = account.organization
@@ -581,16 +577,21 @@ class OpenAIClient:
         self,
         method: str,
         path: str,
-        check: Callable[[Any], dict[str, Any]],
+        check: Callable[[Any], dict[str, Any]] | None,
         *,
         retry: bool = True,
         rewind: Callable[[], object] | None = None,
         deadline: float | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """One JSON call with retries and typed errors. ``path`` is relative to the base URL."""
+        """One JSON call with retries and typed errors. ``path`` is relative to the base URL.
+
+        ``check`` validates the parsed answer (and raises :class:`_Malformed`); ``None``
+        means only the status matters and the body is not read.
+        """
         attempts = self.max_retries + 1 if retry else 1
         for attempt in range(attempts):
+            self._attempts = attempt + 1
             last = attempt == attempts - 1
             answer: httpx.Response | None = None
             try:
@@ -601,6 +602,8 @@ class OpenAIClient:
                     if not response.is_success:
                         raise self._error(response, chunks, method, path)
                     answer = response
+                    if check is None:
+                        return {}
                     what = f"The answer to {method} /{path}"
                     return check(
                         _parse(self._read(response, chunks, self.max_response_bytes, what))
@@ -647,7 +650,9 @@ class OpenAIClient:
             )
 
     def delete_file(self, file_id: str) -> None:
-        self._call("DELETE", f"files/{_segment(file_id)}", _any_object)
+        # A 2xx is the answer: the body (which OpenAI fills with {"deleted": true}) is not
+        # read, so a garbled one does not make a retry meet a 404 for a file now gone.
+        self._call("DELETE", f"files/{_segment(file_id)}", None)
 
     def list_files(self, *, purpose: str | None = None) -> Iterator[dict[str, Any]]:
         """Files, newest first (the files list takes up to 10,000 per page)."""
@@ -744,7 +749,17 @@ class OpenAIClient:
         return self._call("GET", f"batches/{_segment(batch_id)}", _check_batch)
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
-        return self._call("POST", f"batches/{_segment(batch_id)}/cancel", _check_batch)
+        try:
+            return self._call("POST", f"batches/{_segment(batch_id)}/cancel", _check_batch)
+        except APIError as err:
+            if err.status_code not in (400, 409) or self._attempts < 2:
+                raise
+            # A retry refused because the batch is no longer cancellable: the attempt whose
+            # answer was lost most likely cancelled it. Answer with the batch if so.
+            batch = self.retrieve_batch(batch_id)
+            if batch["status"] not in ("cancelling", "cancelled"):
+                raise
+            return batch
 
     def list_batches(self, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
