@@ -291,3 +291,54 @@ def test_the_secret_falls_back_to_openai_webhook_secret(
     other = _signed(body, webhook_id="wh_env2", ts=int(time.time()))
     assert _deliver(client, body, other).status_code == 400
     assert polls == [known_job.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_copies_of_a_delivery_racing_on_postgres_refresh_once(
+    secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both copies pass the signature check at once; the first holds its transaction open
+    (its refresh is slow) while the second inserts the same id: PostgreSQL makes the second
+    wait for the first's commit and then refuses it on the unique constraint."""
+    import threading
+
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from openai_batches.models import BatchJob, JobState
+    from openai_batches.webhooks import batch_webhook
+
+    job = BatchJob.objects.create(
+        name="raced", state=JobState.SUBMITTED, provider_batch_id="batch_raced"
+    )
+    refreshed: list[int] = []
+
+    def slow_refresh(job: Any) -> None:
+        refreshed.append(job.pk)
+        time.sleep(0.5)
+
+    monkeypatch.setattr("openai_batches.services.request_refresh", slow_refresh)
+    body = _event("batch_raced")
+    headers = _signed(body, webhook_id="wh_raced", ts=int(time.time()))
+    meta = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+    answers: list[dict[str, Any]] = []
+    start = threading.Barrier(2)
+
+    def deliver() -> None:
+        try:
+            request = RequestFactory().post(
+                "/openai/webhooks/", body, content_type="application/json", **meta
+            )
+            start.wait()
+            answers.append(json.loads(batch_webhook(request).content))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(a["status"] for a in answers) == ["duplicate", "refresh scheduled"]
+    assert refreshed == [job.pk]
