@@ -250,9 +250,11 @@ class Settings:
         else:
             accounts = self.accounts()
             if name not in accounts:
+                # Not listing the configured accounts: this text reaches a job's last_error,
+                # which the admin and the API show (the system checks list them instead).
                 raise ConfigurationError(
-                    f"Unknown account {name!r}: add it to {SETTING_NAME}['ACCOUNTS'] "
-                    f"(known: {', '.join(self.account_names())})."
+                    f"Unknown account {name!r}: add it to {SETTING_NAME}['ACCOUNTS'], or move "
+                    "the job to a configured account."
                 )
             raw = {"TIMEOUT": merged["TIMEOUT"], **accounts[name]}
             env = False
