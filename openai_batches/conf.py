@@ -127,6 +127,12 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
+    def __copy__(self) -> Secret:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Any) -> Secret:
+        return self
+
     def __reduce__(self) -> Any:
         # Pickling (RQ job arguments, caches) would store the key in clear: refuse.
         raise TypeError("a Secret cannot be pickled")

@@ -338,6 +338,9 @@ def test_credentials_are_wrapped_wherever_the_settings_are_read(settings) -> Non
     assert app_settings.API_KEY.reveal() == SECRET
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(app_settings.API_KEY)
+    import copy
+
+    assert copy.deepcopy(user)["API_KEY"] == SECRET  # copies still work
     with pytest.raises(
         ConfigurationError, match=r"\['oops'\] must be a dict of settings .* not str"
     ):
