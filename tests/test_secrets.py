@@ -7,6 +7,7 @@ log collector could see for them. Any hit is a leak.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,11 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from django.test import Client, RequestFactory
+from django.test import Client, RequestFactory, override_settings
 from django.urls import include, path, reverse
 from django.utils.log import AdminEmailHandler
 from django.views.debug import ExceptionReporter, technical_500_response
@@ -254,18 +256,24 @@ def test_no_credential_in_logs_database_redis_admin_or_api_after_a_full_run(
     caplog.set_level(logging.DEBUG)
     outputs: list[str] = []
     try:
-        with running_emulator(api_key=KEY) as emu:
-            settings.OPENAI_BATCHES = {
-                **settings.OPENAI_BATCHES,
-                "API_KEY": KEY,
-                "WEBHOOK_SECRET": WEBHOOK_SECRET,
-                "BASE_URL": emu.base_url,
-                "ACCOUNTS": {
-                    # The emulator insists on KEY: this account's calls are refused (401).
-                    "azure": {"API_KEY": AZURE_KEY, "BASE_URL": emu.base_url},
-                    "gone": {"API_KEY": KEY, "BASE_URL": emu.base_url},
-                },
-            }
+        with running_emulator(api_key=KEY) as emu, contextlib.ExitStack() as layers:
+            # override_settings layers, not the settings fixture: they must unwind before
+            # running_emulator's own (the fixture's would restore the emulator's URL).
+            layers.enter_context(
+                override_settings(
+                    OPENAI_BATCHES={
+                        **django_settings.OPENAI_BATCHES,
+                        "API_KEY": KEY,
+                        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+                        "BASE_URL": emu.base_url,
+                        "ACCOUNTS": {
+                            # The emulator insists on KEY: this account's calls are refused (401).
+                            "azure": {"API_KEY": AZURE_KEY, "BASE_URL": emu.base_url},
+                            "gone": {"API_KEY": KEY, "BASE_URL": emu.base_url},
+                        },
+                    }
+                )
+            )
             # Submit, refresh, ingest: the happy path.
             done = make_job(3, name="happy")
             services.request_submit(done)
@@ -288,10 +296,14 @@ def test_no_credential_in_logs_database_redis_admin_or_api_after_a_full_run(
             emu.clear_faults()
             # A ConfigurationError: the job's account is renamed away.
             orphan = make_job(2, name="orphan", account="gone")
-            settings.OPENAI_BATCHES = {
-                **settings.OPENAI_BATCHES,
-                "ACCOUNTS": {"azure": settings.OPENAI_BATCHES["ACCOUNTS"]["azure"]},
-            }
+            layers.enter_context(
+                override_settings(
+                    OPENAI_BATCHES={
+                        **django_settings.OPENAI_BATCHES,
+                        "ACCOUNTS": {"azure": django_settings.OPENAI_BATCHES["ACCOUNTS"]["azure"]},
+                    }
+                )
+            )
             services.request_submit(orphan)
             with pytest.raises(OpenAIBatchesError):
                 services.submit(orphan)
