@@ -143,7 +143,9 @@ def test_organization_and_project_headers_are_absent_when_not_configured(
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"id": "batch_1", "object": "batch", "status": "validating"})
+        return httpx.Response(
+            200, json={"id": "batch_1", "object": "batch", "status": "validating"}
+        )
 
     with mock_client(handler, delays) as client:
         client.retrieve_batch("batch_1")
