@@ -510,8 +510,8 @@ def test_an_unknown_account_is_refused_without_listing_the_configured_ones(
     emu: EmulatorHandle,
 ) -> None:
     accounts = {"secret-team": {"API_KEY": "sk-other", "BASE_URL": emu.base_url}}
-    with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "ACCOUNTS": accounts}):
-        with pytest.raises(ValidationError) as caught:
-            services.create_job(account="nope", items=chat_items(1))
+    settings = {**app_settings.user_settings, "ACCOUNTS": accounts}
+    with override_settings(OPENAI_BATCHES=settings), pytest.raises(ValidationError) as caught:
+        services.create_job(account="nope", items=chat_items(1))
     assert "'nope' is not a configured account" in str(caught.value)
     assert "secret-team" not in str(caught.value) and "default" not in str(caught.value)
