@@ -210,6 +210,58 @@ def test_a_bad_upload_names_its_lines_and_leaves_no_job(api: APIClient) -> None:
     assert not BatchJob.objects.exists()
 
 
+def raw_json(api: APIClient, path: str, text: str) -> Any:
+    """POST ``text`` as the JSON body exactly (json.dumps would escape it for us)."""
+    return api.generic("POST", path, text.encode("utf-8"), content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "field"),
+    [
+        ('{"items": [{"custom_id": "a\\ud800", "body": {"model": "m"}}]}', 0, "custom_id"),
+        (
+            '{"items": [{"custom_id": "a", "body": {"model": "m"}},'
+            ' {"custom_id": "b", "body": {"model": "m", "input": ["x", "\\udfff"]}}]}',
+            1,
+            "body.input.1",
+        ),
+        ('{"name": "n\\ud800", "items": []}', None, "name"),
+        ('{"metadata": {"k": "\\ud800"}}', None, "metadata.k"),
+    ],
+    ids=["custom_id", "body", "name", "metadata"],
+)
+def test_a_lone_surrogate_is_a_400_naming_the_field_not_a_500(
+    api: APIClient, body: str, index: int | None, field: str
+) -> None:
+    response = raw_json(api, url("job-list"), body)
+    assert response.status_code == 400, response.content
+    problems = error_of(response)["problems"]
+    assert [(p["index"], p["field"]) for p in problems] == [(index, field)]
+    assert not BatchJob.objects.exists() and not RequestItem.objects.exists()
+
+
+def test_a_lone_surrogate_in_an_upload_or_added_items_is_a_400(api: APIClient, alice: Any) -> None:
+    upload = SimpleUploadedFile(
+        "in.jsonl", b'{"custom_id": "ok", "body": {"model": "m"}}\n{"custom_id": "\\ud800"}\n'
+    )
+    response = api.post(url("job-list"), {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert [(p["line"], p["field"]) for p in error_of(response)["problems"]][:1] == [
+        (2, "custom_id")
+    ]
+    job = make_job(alice, 1)
+    response = raw_json(
+        api,
+        items_url(job),
+        '{"items": [{"custom_id": "z", "body": {"model": "gpt-4o-mini", "\\ud800": 1}}]}',
+    )
+    assert response.status_code == 400
+    assert [(p["index"], p["field"]) for p in error_of(response)["problems"]] == [
+        (0, "body.\\ud800")
+    ]
+    assert job.items.count() == 1 and BatchJob.objects.count() == 1
+
+
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2_000)
 def test_a_json_body_over_the_memory_limit_is_413(api: APIClient) -> None:
     response = api.post(url("job-list"), {"items": chat_items(50)}, format="json")
