@@ -103,9 +103,17 @@ def test_another_users_job_is_404_everywhere_and_untouched(alice: Any, bob: Any)
     assert theirs.items.count() == 2
 
 
-def test_staff_see_and_act_on_every_job(alice: Any, bob: Any, staff: Any) -> None:
+def staff_with(username: str, *codenames: str) -> Any:
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)  # a fresh instance: no cached permissions
+
+
+def test_staff_with_permissions_see_and_act_on_every_job(alice: Any, bob: Any) -> None:
     a, b = job_of(alice, name="a"), job_of(bob, name="b")
-    client = client_for(staff)
+    client = client_for(staff_with("operator", "view_batchjob", "change_batchjob"))
     body = client.get(url("job-list")).json()
     assert {j["uuid"] for j in body["results"]} == {str(a.uuid), str(b.uuid)}
     assert client.get(url("job-list"), {"owner": bob.pk}).json()["count"] == 1
@@ -114,6 +122,64 @@ def test_staff_see_and_act_on_every_job(alice: Any, bob: Any, staff: Any) -> Non
     assert client.post(url("job-cancel", uuid=str(b.uuid))).status_code == 200
     b.refresh_from_db()
     assert b.state == JobState.CANCELLED and b.owner == bob
+    # Deleting another user's job is the delete permission's, not change's.
+    response = client.delete(url("job-detail", uuid=str(b.uuid)))
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "permission_denied"
+    assert "openai_batches.delete_batchjob" in response.json()["error"]["message"]
+    assert BatchJob.objects.filter(pk=b.pk).exists()
+    deleter = client_for(staff_with("deleter", "view_batchjob", "delete_batchjob"))
+    assert deleter.delete(url("job-detail", uuid=str(b.uuid))).status_code == 204
+    assert not BatchJob.objects.filter(pk=b.pk).exists()
+
+
+def test_view_only_staff_can_read_every_job_but_change_none(alice: Any) -> None:
+    job = job_of(alice)
+    before = BatchJob.objects.filter(pk=job.pk).values().get()
+    viewer = client_for(staff_with("viewer", "view_batchjob"))
+    key = str(job.uuid)
+    assert viewer.get(url("job-list")).json()["count"] == 1
+    assert viewer.get(url("job-detail", uuid=key)).status_code == 200
+    assert viewer.get(url("job-results", uuid=key)).status_code == 200
+    assert viewer.get(url("job-item-list", job_uuid=key)).status_code == 200
+    assert viewer.get(url("job-item-detail", job_uuid=key, custom_id="req-0")).status_code == 200
+    for method, path, body in every_job_request(job):
+        if method == "get":
+            continue
+        response = call(viewer, method, path, body)
+        assert response.status_code == 403, (method, path, response.status_code)
+        assert response.json()["error"]["type"] == "permission_denied"
+    assert BatchJob.objects.filter(pk=job.pk).values().get() == before
+    assert job.items.count() == 2
+
+
+def test_staff_without_model_permissions_are_like_any_other_user(alice: Any) -> None:
+    job = job_of(alice)
+    staff = client_for(staff_with("bare"))
+    assert staff.get(url("job-list")).json()["count"] == 0
+    for method, path, body in every_job_request(job):
+        response = call(staff, method, path, body)
+        assert response.status_code == 404, (method, path, response.status_code)
+    assert BatchJob.objects.get(pk=job.pk).state == JobState.DRAFT
+    # Their own jobs stay theirs.
+    mine = client_for(staff_with("bare2"))
+    created = mine.post(url("job-list"), {"items": chat_items(1)}, format="json")
+    assert created.status_code == 201
+    assert mine.post(url("job-submit", uuid=created.json()["uuid"])).status_code == 202
+
+
+def test_the_permission_rule_holds_whatever_classes_are_configured(
+    alice: Any, settings: Any
+) -> None:
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    }
+    job = job_of(alice)
+    viewer = client_for(staff_with("viewer", "view_batchjob"))
+    assert viewer.get(url("job-detail", uuid=str(job.uuid))).status_code == 200
+    assert viewer.post(url("job-submit", uuid=str(job.uuid))).status_code == 403
+    assert BatchJob.objects.get(pk=job.pk).state == JobState.DRAFT
 
 
 def test_the_owner_can_do_what_the_other_user_cannot(alice: Any) -> None:

@@ -1,8 +1,10 @@
 """API views: jobs, their items and their results. Thin: parse, call ``services``, answer.
 
 Jobs are addressed by their public UUID, never the database pk. Every lookup goes through
-``BatchJob.objects.for_user(request.user)``, so another user's job is a 404 (its existence is
-not revealed), whatever permission classes are configured.
+:func:`~openai_batches.api.permissions.visible_jobs`, so a job the user may not view is a 404
+(its existence is not revealed), and every action on a job checks
+:func:`~openai_batches.api.permissions.check_job_permission` (the owner, or Django's model
+permission of the action), whatever permission classes are configured.
 """
 
 from __future__ import annotations
@@ -40,7 +42,14 @@ from ..models import BatchJob, RequestItem
 from . import serializers as s
 from .exceptions import api_exception_handler, error_body
 from .parsers import BoundedJSONParser, BoundedMultiPartParser, JSONLRenderer
-from .permissions import permission_classes
+from .permissions import (
+    ITEM_ACTION_PERMISSIONS,
+    JOB_ACTION_PERMISSIONS,
+    check_job_permission,
+    permission_classes,
+    required_permission,
+    visible_jobs,
+)
 from .schema import api_schema
 
 JSONL = "application/jsonl"
@@ -201,7 +210,10 @@ def _is_multipart(request: Request) -> bool:
 @extend_schema_view(
     list=api_schema(
         summary="List batch jobs",
-        description="Your jobs (all jobs for staff), newest first unless `ordering` says otherwise.",
+        description=(
+            "Your jobs (every job with the `openai_batches.view_batchjob` or "
+            "`change_batchjob` permission), newest first unless `ordering` says otherwise."
+        ),
         parameters=[s.JobFilterSerializer],
         responses={200: s.BatchJobSerializer(many=True), **_errors(400, 404)},
     ),
@@ -227,12 +239,14 @@ class BatchJobViewSet(BatchesViewSet):
     # Anything up to the next slash reaches the view, so a malformed UUID is our 404 in
     # the API's error shape rather than Django's HTML one.
     lookup_value_regex = "[^/]+"
+    job_action_permissions = JOB_ACTION_PERMISSIONS
 
     def get_queryset(self) -> QuerySet[BatchJob]:
-        return BatchJob.objects.for_user(self.request.user)
+        return visible_jobs(self.request.user)
 
     def get_object(self) -> BatchJob:
         job = job_for(self.request, self.kwargs.get(self.lookup_field))
+        check_job_permission(self.request, job, required_permission(self))
         self.check_object_permissions(self.request, job)
         return job
 
@@ -400,7 +414,7 @@ def job_for(request: Request, value: Any) -> BatchJob:
     if not isinstance(value, str) or not _UUID.match(value):
         raise Http404
     key = uuid_lib.UUID(value)
-    return get_object_or_404(BatchJob.objects.for_user(request.user), uuid=key)
+    return get_object_or_404(visible_jobs(request.user), uuid=key)
 
 
 @extend_schema_view(
@@ -424,10 +438,12 @@ class RequestItemViewSet(BatchesViewSet):
     lookup_field = "custom_id"
     # A custom_id may hold any character, slashes and newlines included.
     lookup_value_regex = r"[\s\S]+"
+    job_action_permissions = ITEM_ACTION_PERMISSIONS
 
     def get_job(self) -> BatchJob:
         if not hasattr(self, "_job"):
             job = job_for(self.request, self.kwargs.get("job_uuid"))
+            check_job_permission(self.request, job, required_permission(self))
             self.check_object_permissions(self.request, job)
             self._job = job
         return self._job
