@@ -440,7 +440,10 @@ def test_delete_after_submission_is_409(api: APIClient, alice: Any) -> None:
     assert response.status_code == 409
     error = error_of(response)
     assert error["type"] == "invalid_state" and error["state"] == "submit_requested"
-    assert "cannot be deleted" in error["message"] and "cancel it first" in error["message"]
+    # The API addresses jobs by UUID, so its messages name them so (never by database pk).
+    assert error["message"] == (
+        f"Job {job.uuid} cannot be deleted: it is submission requested; cancel it first."
+    )
     assert BatchJob.objects.filter(pk=job.pk).exists()
 
 
@@ -466,7 +469,7 @@ def test_submit_an_empty_draft_is_409(api: APIClient, alice: Any) -> None:
     job = make_job(alice, 0)
     response = api.post(job_url(job, "job-submit"))
     assert response.status_code == 409
-    assert "no items" in error_of(response)["message"]
+    assert error_of(response)["message"] == f"Job {job.uuid} cannot be submitted: it has no items."
 
 
 def test_cancel_a_draft_then_again(api: APIClient, alice: Any) -> None:
@@ -630,7 +633,10 @@ def test_add_items_to_a_submitted_job_is_409(api: APIClient, alice: Any) -> None
     services.request_submit(job)
     response = api.post(items_url(job), {"items": chat_items(1, prefix="late-")}, format="json")
     assert response.status_code == 409
-    assert error_of(response)["state"] == "submit_requested"
+    error = error_of(response)
+    assert error["state"] == "submit_requested"
+    assert error["message"].startswith(f"Job {job.uuid} ")
+    assert f"Job {job.pk} " not in error["message"] and job.items.count() == 1
 
 
 def test_add_items_over_the_limits_is_413(api: APIClient, alice: Any, settings: Any) -> None:

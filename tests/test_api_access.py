@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
+from rest_framework.authentication import (
+    BaseAuthentication,
+    BasicAuthentication,
+    SessionAuthentication,
+)
 from rest_framework.test import APIClient
 
 from openai_batches import services
@@ -201,24 +206,45 @@ def test_anonymous_is_refused_everywhere(alice: Any) -> None:
     ]
     for method, path, body in requests:
         response = call(client, method, path, body)
-        assert response.status_code in (401, 403), (method, path, response.status_code)
-        assert response.json()["error"]["type"] in ("not_authenticated", "permission_denied")
+        # DRF's defaults are [SessionAuthentication, BasicAuthentication]: the session has
+        # no challenge to offer, Basic has, so a client is told how to authenticate.
+        assert response.status_code == 401, (method, path, response.status_code)
+        assert response["WWW-Authenticate"] == 'Basic realm="api"'
+        assert response.json()["error"]["type"] == "not_authenticated"
     assert BatchJob.objects.count() == 1
 
 
-def test_anonymous_gets_401_with_a_challenge_under_basic_auth(settings: Any) -> None:
-    from rest_framework.authentication import BasicAuthentication
+class BearerToken(BaseAuthentication):
+    """A token scheme like DRF's TokenAuthentication (which needs its own app and table)."""
 
+    def authenticate(self, request: Any) -> Any:
+        return None
+
+    def authenticate_header(self, request: Any) -> str:
+        return "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("classes", "status", "challenge"),
+    [
+        ([BasicAuthentication], 401, "Basic"),
+        ([SessionAuthentication, BasicAuthentication], 401, "Basic"),
+        ([SessionAuthentication, BearerToken, BasicAuthentication], 401, "Bearer"),
+        ([BearerToken], 401, "Bearer"),
+        # A session has no challenge scheme: HTTP forbids a 401 without one.
+        ([SessionAuthentication], 403, None),
+    ],
+    ids=["basic", "session+basic", "session+token+basic", "token", "session"],
+)
+def test_anonymous_gets_401_with_the_first_challenge_on_offer(
+    monkeypatch: pytest.MonkeyPatch, classes: list[Any], status: int, challenge: str | None
+) -> None:
     from openai_batches.api.views import BatchJobViewSet
 
-    original = BatchJobViewSet.authentication_classes
-    BatchJobViewSet.authentication_classes = [BasicAuthentication]
-    try:
-        response = client_for(None).get(url("job-list"))
-    finally:
-        BatchJobViewSet.authentication_classes = original
-    assert response.status_code == 401
-    assert response["WWW-Authenticate"].startswith("Basic")
+    monkeypatch.setattr(BatchJobViewSet, "authentication_classes", classes)
+    response = client_for(None).get(url("job-list"))
+    assert response.status_code == status
+    assert response.get("WWW-Authenticate", "").split(" ")[0] == (challenge or "")
     assert response.json()["error"]["type"] == "not_authenticated"
 
 

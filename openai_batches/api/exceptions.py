@@ -13,6 +13,7 @@ and DRF's own exceptions (401/403/404/405/406/415/429 ...) keep their status and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,6 +106,23 @@ def _first_message(detail: Any) -> str:
     return ""
 
 
+def conflict_message(exc: app_exceptions.InvalidStateError, context: dict[str, Any]) -> str:
+    """The 409's message, naming the job by the UUID the API addresses it by.
+
+    The services' own message names the job by its database pk (the admin's key), which an
+    API client has never seen.
+    """
+    view = context.get("view")
+    kwargs = getattr(view, "kwargs", None) or {}
+    job_uuid = exc.job_uuid or kwargs.get("uuid") or kwargs.get("job_uuid")
+    if exc.action and exc.reason and job_uuid:
+        return f"Job {job_uuid} cannot be {exc.action}: {exc.reason}."
+    message = str(exc)
+    if job_uuid and exc.job_id is not None:
+        message = re.sub(rf"\bJob {exc.job_id}\b", f"Job {job_uuid}", message)
+    return message
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler for the app's views; see the module docstring for the mapping."""
     if isinstance(exc, app_exceptions.ValidationError):
@@ -124,7 +142,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     if isinstance(exc, app_exceptions.InvalidStateError):
         return Response(
-            error_body("invalid_state", str(exc), state=exc.state), status=status.HTTP_409_CONFLICT
+            error_body("invalid_state", conflict_message(exc, context), state=exc.state),
+            status=status.HTTP_409_CONFLICT,
         )
     if isinstance(exc, app_exceptions.ProviderError):
         # The provider's message helps the operator; it never contains our API key.

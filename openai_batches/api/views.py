@@ -57,8 +57,15 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: every problem is listed (index or line, field, message); nothing was saved.",
-    401: "Not authenticated.",
-    403: "Not allowed.",
+    401: (
+        "Not authenticated; the `WWW-Authenticate` header names the scheme to use (the first "
+        "configured authentication class that has one; with session authentication alone, "
+        "which has no challenge, the answer is 403)."
+    ),
+    403: (
+        "Not allowed: the configured permission classes refuse you, or the job is another "
+        "user's and you lack the model permission the action needs (the message names it)."
+    ),
     404: "No such job or item (or not yours), or no such page.",
     409: "The job's state does not allow this; the message says why.",
     413: "Too large: the body, the upload, or the job would exceed one batch.",
@@ -138,6 +145,16 @@ class BatchesViewSet(viewsets.GenericViewSet):
 
     def get_permissions(self) -> list[BasePermission]:
         return [cls() for cls in permission_classes()]
+
+    def get_authenticate_header(self, request: Request) -> str | None:
+        # DRF asks only the first authenticator; with its default [Session, Basic] that is
+        # the session, which has no challenge, so an anonymous client got a 403 and no hint.
+        # The first scheme that can challenge makes it a 401 with WWW-Authenticate.
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return str(header)
+        return None
 
     def get_exception_handler(self) -> Any:
         return api_exception_handler
