@@ -146,7 +146,7 @@ class BatchesViewSet(viewsets.GenericViewSet):
     def get_permissions(self) -> list[BasePermission]:
         return [cls() for cls in permission_classes()]
 
-    def get_authenticate_header(self, request: Request) -> str | None:
+    def get_authenticate_header(self, request: Request) -> str:
         # DRF asks only the first authenticator; with its default [Session, Basic] that is
         # the session, which has no challenge, so an anonymous client got a 403 and no hint.
         # The first scheme that can challenge makes it a 401 with WWW-Authenticate.
@@ -154,7 +154,7 @@ class BatchesViewSet(viewsets.GenericViewSet):
             header = authenticator.authenticate_header(request)
             if header:
                 return str(header)
-        return None
+        return ""  # no challenge: DRF answers 403, as HTTP allows no 401 without one
 
     def get_exception_handler(self) -> Any:
         return api_exception_handler
