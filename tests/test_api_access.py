@@ -30,6 +30,14 @@ pytestmark = pytest.mark.django_db
 NS = "openai_batches_api"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """Throttle counts live in Django's cache, which outlives a test's transaction."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def url(name: str, **kwargs: Any) -> str:
     return reverse(f"{NS}:{name}", kwargs=kwargs)
 

@@ -34,10 +34,12 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
 from .. import services
 from ..conf import app_settings
 from ..exceptions import LimitExceeded, Problem
+from ..exceptions import ValidationError as AppValidationError
 from ..models import BatchJob, RequestItem
 from . import serializers as s
 from .exceptions import api_exception_handler, error_body
@@ -51,6 +53,7 @@ from .permissions import (
     visible_jobs,
 )
 from .schema import api_schema
+from .throttling import DEFAULT_REFRESH_RATE, REFRESH_SCOPE, RefreshRateThrottle
 
 JSONL = "application/jsonl"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -69,8 +72,12 @@ _ERROR_DESCRIPTIONS = {
     404: "No such job or item (or not yours), or no such page.",
     409: "The job's state does not allow this; the message says why.",
     413: "Too large: the body, the upload, or the job would exceed one batch.",
-    429: "Throttled (DRF throttling settings).",
+    429: "Throttled (DRF throttling settings); `Retry-After` says when to try again.",
     502: "The provider failed or could not be reached.",
+    503: (
+        "The job's account is not usable with the server's current OPENAI_BATCHES setting "
+        "(renamed or removed); an operator must fix it. The job is unchanged."
+    ),
 }
 
 
@@ -220,6 +227,21 @@ def _upload_too_large(upload: Any) -> None:
         )
 
 
+def _account_names_withheld(err: AppValidationError, account: Any) -> AppValidationError:
+    """``err`` with the account problem naming only the value given.
+
+    Which accounts a deployment has (often one per customer or team) is not a client's
+    business; the services' message lists them for the developer at the console.
+    """
+    problems = [
+        Problem(p.index, p.field, f"{account!r} is not a configured account.")
+        if p.field == "account" and p.index is None
+        else p
+        for p in err.problems
+    ]
+    return type(err)(problems, truncated=err.truncated)
+
+
 def _is_multipart(request: Request) -> bool:
     return (request.content_type or "").startswith("multipart/")
 
@@ -241,8 +263,14 @@ def _is_multipart(request: Request) -> bool:
         responses={200: s.BatchJobDetailSerializer, **_errors(404)},
     ),
     destroy=api_schema(
-        summary="Delete a draft job",
-        description="Only a draft can be deleted (409 otherwise); its items go with it.",
+        summary="Delete a job",
+        description=(
+            "Deletes the job and its items, in any state except while the provider is or may "
+            "be running its batch: `submit_requested`, `submitting` and `submitted` (until "
+            "its results are stored) answer 409; cancel such a job first. Drafts, failed "
+            "submissions, cancelled and finished jobs can be deleted (a finished job's "
+            "stored results go with it). Needs `delete_batchjob` on another user's job."
+        ),
         parameters=[JOB_UUID],
         responses={204: OpenApiResponse(description="Deleted."), **_errors(404, 409)},
     ),
@@ -265,7 +293,17 @@ class BatchJobViewSet(BatchesViewSet):
         job = job_for(self.request, self.kwargs.get(self.lookup_field))
         check_job_permission(self.request, job, required_permission(self))
         self.check_object_permissions(self.request, job)
+        self._job = job  # the error handler names it
         return job
+
+    #: The DRF throttle scope of the actions that call the provider in the request.
+    refresh_throttle_scope = REFRESH_SCOPE
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        throttles = super().get_throttles()
+        if self.action == "refresh":
+            throttles.append(RefreshRateThrottle())
+        return throttles
 
     def _detail(self, job: BatchJob, code: int = status.HTTP_200_OK) -> Response:
         data = s.BatchJobDetailSerializer(job, context=self.get_serializer_context()).data
@@ -325,8 +363,11 @@ class BatchJobViewSet(BatchesViewSet):
         if upload is not None:
             _upload_too_large(upload)
         owner = request.user if request.user.is_authenticated else None
-        # All or nothing: a bad line in the upload leaves no empty job behind.
-        job = services.create_job(owner=owner, items=items, jsonl=upload, **data)
+        try:
+            # All or nothing: a bad line in the upload leaves no empty job behind.
+            job = services.create_job(owner=owner, items=items, jsonl=upload, **data)
+        except AppValidationError as err:
+            raise _account_names_withheld(err, data.get("account")) from err
         return self._detail(job, status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, uuid: str | None = None) -> Response:
@@ -340,7 +381,8 @@ class BatchJobViewSet(BatchesViewSet):
         summary="Submit a job",
         description=(
             "Records the intent to submit a draft (or a failed submission) and queues the "
-            "upload; answers at once. Follow the job's `state` and `provider_status`."
+            "upload; answers at once. Follow the job's `state` and `provider_status`. Needs "
+            "`change_batchjob` on another user's job."
         ),
         parameters=[JOB_UUID],
         request=None,
@@ -352,28 +394,39 @@ class BatchJobViewSet(BatchesViewSet):
         return self._detail(job, status.HTTP_202_ACCEPTED)
 
     @api_schema(
-        summary="Refresh a job from the provider",
+        summary="Refresh a job's status from the provider",
         description=(
-            "Asks the provider about the batch now; when it is finished, stores the results "
-            "(and sends the result signals) before answering."
+            "Asks the provider for the batch's status now and records it (status, request "
+            "counts, file ids, usage). Results are never stored inside this request: when the "
+            "batch has finished, storing them (and sending the result signals) is queued for "
+            "a worker, or done by the next `manage.py sync_batches` where RQ is off; follow "
+            "`state` (`finished`) and `ingested_at`. Throttled per user: DRF scope "
+            f"`{REFRESH_SCOPE}`, {DEFAULT_REFRESH_RATE} unless "
+            "`REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']` sets it (429 with `Retry-After`). "
+            "Needs `change_batchjob` on another user's job."
         ),
         parameters=[JOB_UUID],
         request=None,
-        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502)},
+        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502, 503)},
     )
     @action(detail=True, methods=["post"])
     def refresh(self, request: Request, uuid: str | None = None) -> Response:
-        return self._detail(services.refresh(self.get_object()))
+        job = services.refresh(self.get_object(), ingest=False)
+        if job.is_terminal and job.ingested_at is None:
+            # A download of up to 200 MB does not belong in a web request.
+            services.request_refresh(job)
+        return self._detail(job)
 
     @api_schema(
         summary="Cancel a job",
         description=(
             "Before submission the job is cancelled here; afterwards the provider is asked to "
-            "cancel (`provider_status` goes to `cancelling`, then `cancelled`)."
+            "cancel (`provider_status` goes to `cancelling`, then `cancelled`). Needs "
+            "`change_batchjob` on another user's job."
         ),
         parameters=[JOB_UUID],
         request=None,
-        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502)},
+        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502, 503)},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, uuid: str | None = None) -> Response:
