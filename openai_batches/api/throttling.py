@@ -40,5 +40,5 @@ class RefreshRateThrottle(ScopedRateThrottle):
     def get_rate(self) -> str | None:
         rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES or {}
         if self.scope in rates:
-            return rates[self.scope]  # type: ignore[no-any-return]
+            return rates[self.scope]
         return DEFAULT_REFRESH_RATE
