@@ -315,3 +315,65 @@ def test_missing_drf_names_the_api_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "rest_framework", None)  # makes `import` fail
     with pytest.raises(ImproperlyConfigured, match=r"django-openai-batches\[api\]"):
         importlib.import_module("openai_batches.api")
+
+
+def test_no_key_appears_in_any_api_answer_or_log(
+    django_user_model: Any,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every endpoint, success and failure (provider 502, unusable account 503), as a
+    superuser: neither the answers nor anything logged carries an API key."""
+    import logging
+
+    from openai_batches.models import BatchStatus
+    from openai_batches.testing import running_emulator
+
+    caplog.set_level(logging.DEBUG)
+    root = django_user_model.objects.create_superuser("root2", password="pw")
+    client = client_for(root)
+    keys = ["sk-emulator-test", "sk-test-key-never-logged", "sk-gone-key"]
+    texts: list[str] = []
+
+    def hit(job: BatchJob) -> None:
+        for method, path, body in [*every_job_request(job), ("get", url("job-list"), None)]:
+            if method == "delete":
+                continue
+            response = call(client, method, path, body)
+            content = (
+                b"".join(response.streaming_content) if response.streaming else response.content
+            )
+            texts.append(content.decode("utf-8", "replace"))
+
+    with running_emulator() as emulator:
+        emulator.fail_request("req-1", status_code=400)
+        done = job_of(root)
+        services.request_submit(done)
+        services.submit(done)
+        services.refresh(done)
+        hit(done)
+        running = job_of(root, name="running")
+        services.request_submit(running)
+        services.submit(running)
+        emulator.inject_fault("*", "/v1/batches*", "status", status=500, count=100)
+        settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_RETRIES": 0}
+        hit(running)
+        assert any('"provider_error"' in t for t in texts)
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {"gone": {"API_KEY": "sk-gone-key", "BASE_URL": "http://127.0.0.1:9/v1"}},
+    }
+    orphan = job_of(root, name="orphan")
+    BatchJob.objects.filter(pk=orphan.pk).update(
+        account="gone",
+        state=JobState.SUBMITTED,
+        provider_batch_id="batch_gone",
+        provider_status=BatchStatus.IN_PROGRESS,
+    )
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": {}}
+    hit(orphan)
+    assert any('"configuration_error"' in t for t in texts)
+    logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
+    for key in keys:
+        assert all(key not in t for t in texts), key
+        assert key not in logged, key
