@@ -8,8 +8,9 @@ whole file: readers yield one line at a time and writers append one line at a ti
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -45,27 +46,52 @@ def surrogate_path(value: Any, path: str) -> str | None:
 
     Only called once a line has failed to encode, so the walk costs nothing on good input.
     """
-    if isinstance(value, str):
-        return path if _SURROGATE.search(value) else None
+    return _first_path(value, path, lambda v: isinstance(v, str) and bool(_SURROGATE.search(v)))
+
+
+def not_json_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first value in ``value`` that JSON cannot carry (a set, bytes,
+    a date, NaN or infinity ...), or of the mapping whose key is not a string or a number."""
+    return _first_path(value, path, _not_json)
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _not_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return not all(isinstance(k, (*_JSON_SCALARS, float)) for k in value)
+    return not isinstance(value, (*_JSON_SCALARS, list, tuple))
+
+
+def _first_path(value: Any, path: str, bad: Callable[[Any], bool]) -> str | None:
+    if bad(value):
+        return path
     if isinstance(value, Mapping):
         for key, child in value.items():
             here = f"{path}.{printable(str(key))}"
-            if isinstance(key, str) and _SURROGATE.search(key):
+            if bad(key):
                 return here
-            found = surrogate_path(child, here)
+            found = _first_path(child, here, bad)
             if found is not None:
                 return found
     elif isinstance(value, list | tuple):
         for i, child in enumerate(value):
-            found = surrogate_path(child, f"{path}.{i}")
+            found = _first_path(child, f"{path}.{i}", bad)
             if found is not None:
                 return found
     return None
 
 
 def dumps_line(obj: Mapping[str, Any]) -> str:
-    """One compact JSON line without the newline (what goes into the upload)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """One compact JSON line without the newline (what goes into the upload).
+
+    NaN and infinity raise ``ValueError``: they are not JSON, and neither the provider nor
+    PostgreSQL's jsonb takes them.
+    """
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def iter_jsonl(
@@ -192,9 +218,7 @@ class ItemValidator:
         elif _SURROGATE.search(custom_id):
             self.add_problem(index, "custom_id", SURROGATE_MESSAGE)
         elif custom_id in self.seen_ids:
-            self.add_problem(
-                index, "custom_id", f"{printable(custom_id)!r} is used more than once in the job"
-            )
+            self.add_problem(index, "custom_id", f"{custom_id!r} is used more than once in the job")
         else:
             self.seen_ids.add(custom_id)
         method = item.get("method", "POST")
@@ -237,7 +261,13 @@ class ItemValidator:
         if len(self.problems) != before:
             return None
         line = {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}  # type: ignore[arg-type]
-        text = dumps_line(line)
+        try:
+            text = dumps_line(line)
+        except (TypeError, ValueError) as err:
+            # Only the Python API can get here (parsed JSON is JSON): any mapping is taken.
+            where = not_json_path(line["body"], "body") or "body"
+            self.add_problem(index, where, f"is not JSON ({err})")
+            return None
         if "\\u0000" in text and _NUL_ESCAPE.search(text):
             # PostgreSQL's jsonb cannot hold U+0000; refuse it here instead of failing on save.
             self.add_problem(

@@ -776,3 +776,28 @@ def test_a_surrogate_in_metadata_is_a_problem() -> None:
         create_job(metadata={"k\udc00": "v"})
     assert where(info.value) == [(None, "metadata.k\\udc00")]
     assert BatchJob.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"temperature": float("nan")}, "body.temperature"),
+        ({"temperature": float("inf")}, "body.temperature"),
+        ({"stop": {"a", "b"}}, "body.stop"),
+        ({"messages": [{"role": "user", "content": b"bytes"}]}, "body.messages.0.content"),
+        ({"when": __import__("datetime").date(2025, 1, 1)}, "body.when"),
+        ({("tuple", "key"): 1}, "body"),
+    ],
+    ids=["nan", "inf", "set", "bytes", "date", "tuple-key"],
+)
+def test_a_body_that_is_not_json_is_a_problem_not_a_crash(
+    job: BatchJob, extra: dict[Any, Any], field: str
+) -> None:
+    """The Python API takes any mapping; what JSON (and so the provider and the database)
+    cannot carry is reported like any other problem, with the path to it."""
+    with pytest.raises(ValidationError) as info:
+        add_items(job, [item(0), {"custom_id": "x", "body": {"model": MODEL, **extra}}])
+    [problem] = info.value.problems
+    assert (problem.line, problem.field) == (2, field)
+    assert "JSON" in problem.message
+    assert RequestItem.objects.count() == 0 and row(job)["item_count"] == 0

@@ -7,7 +7,8 @@ random blank lines, which count in line numbers as in an editor). The bad reques
 a custom_id of the wrong type, blank, too long, unicode-huge, with a lone surrogate or a NUL,
 or used twice; a wrong ``method`` or ``url``; a missing or non-object body; a missing,
 empty or non-string model; a lone surrogate in a body value or key; a NUL in a body; and, in
-JSONL, a line that is not JSON, not an object, or not UTF-8. The valid requests alone are
+JSONL, a line that is not JSON, not an object, or not UTF-8; through the Python API, a body
+holding what JSON cannot (NaN, infinity, a set, bytes, a date, a Decimal). The valid requests alone are
 then accepted, so a refusal is the bad request's doing and not an over-strict validator.
 
 Example counts are modest (``MAX_EXAMPLES`` per way in) to keep the suite fast;
@@ -192,6 +193,32 @@ BAD_LINES = st.one_of(
 )
 
 
+#: Bad values only the Python API can be given (JSON cannot even express them).
+NOT_JSON_VALUES = st.one_of(
+    st.sampled_from([float("nan"), float("inf"), float("-inf")]),
+    st.sets(st.integers(), max_size=2),
+    st.binary(max_size=5),
+    st.dates(),
+    st.decimals(allow_nan=False, allow_infinity=False),
+)
+BAD_PYTHON = st.one_of(
+    st.tuples(SAFE_TEXT, NOT_JSON_VALUES).map(
+        lambda kv: Bad(
+            {"custom_id": "p", "body": {"model": MODEL, f"x{kv[0]}": kv[1]}},
+            f"body.x{kv[0]}",
+            "not json",
+        )
+    ),
+    NOT_JSON_VALUES.map(
+        lambda v: Bad(
+            {"custom_id": "p", "body": {"model": MODEL, "messages": [{"content": v}]}},
+            "body.messages.0.content",
+            "not json",
+        )
+    ),
+)
+
+
 @dataclass
 class Case:
     valid: list[dict[str, Any]]
@@ -221,13 +248,14 @@ class Case:
 
 
 @st.composite
-def cases(draw: Any, jsonl: bool) -> Case:
+def cases(draw: Any, jsonl: bool, python: bool = False) -> Case:
     n = draw(st.integers(0, 4))
     valid = [
         {"custom_id": f"ok-{i}-{draw(SAFE_TEXT)}", "body": good_body(draw(SAFE_TEXT))}
         for i in range(n)
     ]
-    bad = draw(st.one_of(BAD_REQUESTS, BAD_LINES) if jsonl else BAD_REQUESTS)
+    ways = [BAD_REQUESTS, *([BAD_LINES] if jsonl else []), *([BAD_PYTHON] if python else [])]
+    bad = draw(st.one_of(*ways))
     if bad.kind == "duplicate":
         if not valid:
             valid = [{"custom_id": "ok-0", "body": good_body()}]
@@ -265,7 +293,7 @@ def as_dicts(err: ValidationError) -> list[dict[str, Any]]:
 
 
 @examples
-@given(case=cases(jsonl=False))
+@given(case=cases(jsonl=False, python=True))
 def test_python_items(case: Case) -> None:
     before = counts()
     with pytest.raises(ValidationError) as info:
