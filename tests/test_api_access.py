@@ -332,7 +332,7 @@ def test_no_key_appears_in_any_api_answer_or_log(
     caplog.set_level(logging.DEBUG)
     root = django_user_model.objects.create_superuser("root2", password="pw")
     client = client_for(root)
-    keys = ["sk-emulator-test", "sk-test-key-never-logged", "sk-gone-key"]
+    keys = ["sk-emulator-test", "sk-test-key-never-logged", "sk-kept-key"]
     texts: list[str] = []
 
     def hit(job: BatchJob) -> None:
@@ -345,6 +345,12 @@ def test_no_key_appears_in_any_api_answer_or_log(
             )
             texts.append(content.decode("utf-8", "replace"))
 
+    # Settings first: running_emulator overrides on top of them and restores them after.
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "MAX_RETRIES": 0,
+        "ACCOUNTS": {"kept": {"API_KEY": "sk-kept-key", "BASE_URL": "http://127.0.0.1:9/v1"}},
+    }
     with running_emulator() as emulator:
         emulator.fail_request("req-1", status_code=400)
         done = job_of(root)
@@ -356,21 +362,15 @@ def test_no_key_appears_in_any_api_answer_or_log(
         services.request_submit(running)
         services.submit(running)
         emulator.inject_fault("*", "/v1/batches*", "status", status=500, count=100)
-        settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_RETRIES": 0}
         hit(running)
         assert any('"provider_error"' in t for t in texts)
-    settings.OPENAI_BATCHES = {
-        **settings.OPENAI_BATCHES,
-        "ACCOUNTS": {"gone": {"API_KEY": "sk-gone-key", "BASE_URL": "http://127.0.0.1:9/v1"}},
-    }
     orphan = job_of(root, name="orphan")
     BatchJob.objects.filter(pk=orphan.pk).update(
-        account="gone",
+        account="gone",  # renamed away from the settings
         state=JobState.SUBMITTED,
         provider_batch_id="batch_gone",
         provider_status=BatchStatus.IN_PROGRESS,
     )
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": {}}
     hit(orphan)
     assert any('"configuration_error"' in t for t in texts)
     logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
