@@ -11,6 +11,7 @@ Nothing here renders account credentials: only the account *name* is shown anywh
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain
@@ -41,7 +42,15 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from . import services
-from .exceptions import InvalidStateError, Problem, ProviderError, ValidationError
+from .conf import app_settings
+from .exceptions import (
+    ConfigurationError,
+    InvalidStateError,
+    OpenAIBatchesError,
+    Problem,
+    ProviderError,
+    ValidationError,
+)
 from .forms import BatchJobCreateForm
 from .models import (
     FINAL_ITEM_STATES,
@@ -51,8 +60,31 @@ from .models import (
     RequestItem,
 )
 
+logger = logging.getLogger(__name__)
+
 #: How many job names a message lists before it says "and N more".
 _MAX_NAMED = 10
+
+
+class _Unusable(str):
+    """A skip reason that is the deployment's fault, not the job's: reported as an error."""
+
+
+def _unusable_account(job: BatchJob, err: OpenAIBatchesError) -> _Unusable:
+    """Why ``job`` cannot be acted on, for the operator: the job and its account, nothing more.
+
+    A ConfigurationError's own text quotes the settings (other accounts' names, the shape of
+    OPENAI_BATCHES); it goes to the server log, where whoever can fix the settings reads it.
+    """
+    logger.error("openai_batches admin: job %s (account %r): %s", job.pk, job.account, err)
+    return _Unusable(
+        _(
+            "its account “%(account)s” is not usable with the server's current OPENAI_BATCHES "
+            "setting; fix the setting (manage.py check names the problem) and try again"
+        )
+        % {"account": job.account}
+    )
+
 
 #: Item states counted as failed in a job's progress (never ran counts as not succeeded).
 _FAILED_ITEM_STATES = sorted(FINAL_ITEM_STATES - {ItemState.SUCCEEDED})
@@ -503,6 +535,12 @@ class BatchJobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if not self.has_add_permission(request):
             raise PermissionDenied
+        try:
+            # The form lists the accounts; a broken ACCOUNTS setting would otherwise be a
+            # 500 while the page renders, after this view has returned.
+            app_settings.account_names()
+        except ConfigurationError as err:
+            return self._cannot_create(request, err)
         problems: list[Problem] = []
         truncated = False
         if request.method == "POST":
@@ -512,6 +550,8 @@ class BatchJobAdmin(admin.ModelAdmin):
                     job, count = self._create_from_jsonl(request, form)
                 except ValidationError as err:
                     problems, truncated = list(err.problems), err.truncated
+                except ConfigurationError as err:
+                    return self._cannot_create(request, err)
                 else:
                     self.log_addition(request, job, [{"added": {}}])
                     self.message_user(
@@ -548,6 +588,19 @@ class BatchJobAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.add_form_template or "", context)
+
+    def _cannot_create(self, request: HttpRequest, err: ConfigurationError) -> HttpResponse:
+        """Back to the job list with why no job can be created (the details go to the log)."""
+        logger.error("openai_batches admin: cannot create jobs: %s", err)
+        self.message_user(
+            request,
+            _(
+                "No job can be created until the server's OPENAI_BATCHES setting is fixed "
+                "(manage.py check names the problem)."
+            ),
+            messages.ERROR,
+        )
+        return HttpResponseRedirect(reverse("admin:openai_batches_batchjob_changelist"))
 
     def _create_from_jsonl(
         self, request: HttpRequest, form: BatchJobCreateForm
@@ -589,6 +642,10 @@ class BatchJobAdmin(admin.ModelAdmin):
                 skipped.append((job, str(err)))
             except ProviderError as err:
                 skipped.append((job, _("the provider call failed: %(err)s") % {"err": err}))
+            except ConfigurationError as err:
+                skipped.append((job, _unusable_account(job, err)))
+            except OpenAIBatchesError as err:
+                skipped.append((job, _Unusable(str(err))))
             else:
                 done.append(job)
         return done, skipped
@@ -619,7 +676,9 @@ class BatchJobAdmin(admin.ModelAdmin):
                     len(skipped),
                 )
                 % {"n": len(skipped), "reasons": reasons},
-                messages.WARNING if done else messages.ERROR,
+                messages.ERROR
+                if not done or any(isinstance(r, _Unusable) for _, r in skipped)
+                else messages.WARNING,
             )
 
     @admin.action(description=gettext_lazy("Submit selected jobs"), permissions=["change"])
@@ -689,6 +748,17 @@ class BatchJobAdmin(admin.ModelAdmin):
                 request,
                 _("Could not download the %(which)s file of “%(job)s”: %(err)s")
                 % {"which": which, "job": job, "err": err},
+                messages.ERROR,
+            )
+            return None
+        except OpenAIBatchesError as err:
+            reason = (
+                _unusable_account(job, err) if isinstance(err, ConfigurationError) else str(err)
+            )
+            self.message_user(
+                request,
+                _("Could not download the %(which)s file of “%(job)s”: %(err)s")
+                % {"which": which, "job": job, "err": reason},
                 messages.ERROR,
             )
             return None

@@ -138,7 +138,9 @@ class RequestItemInputSerializer(serializers.Serializer):
 class ItemsField(serializers.ListField):
     """A list of request items; every item is checked by the services, which name its index."""
 
-    child = serializers.JSONField()
+    # null too: the services report it like any other non-object item (index, "must be an
+    # object"), where DRF would name the list, "items", instead of the item.
+    child = serializers.JSONField(allow_null=True)
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
