@@ -97,7 +97,7 @@ def test_sigkill_at_checkpoint_then_recover(
     # The child must have died at the checkpoint, or the case tests nothing.
     assert code == -signal.SIGKILL, f"exit {code}, not killed at {checkpoint}: {child.output()}"
 
-    reports = recover([job.pk])
+    reports = recover(emu, [job.pk])
     assert_invariants(emu, job.pk)
     assert all(r.ok for r in reports), [r.errors for r in reports]
 
@@ -123,7 +123,7 @@ def test_recovery_leaves_other_jobs_alone(emu: EmulatorHandle, tmp_path: Path) -
     other = submitted_job(ITEMS, name="other")
     child = spawn(emu, tmp_path, "sync", crashed.pk, crash_at="ingest.before_commit", hit=1)
     assert child.finish() == -signal.SIGKILL, child.output()
-    recover([crashed.pk, other.pk])
+    recover(emu, [crashed.pk, other.pk])
     for pk in (crashed.pk, other.pk):
         assert_invariants(emu, pk)
     assert BatchJob.objects.filter(state=JobState.FINISHED).count() == 2

@@ -135,7 +135,7 @@ def expire_submit_leases() -> int:
     return BatchJob.objects.filter(state=JobState.SUBMITTING).update(submit_attempt_at=stale)
 
 
-def recover(job_pks: list[int], passes: int = 6) -> list[services.SyncReport]:
+def recover(emu: EmulatorHandle, job_pks: list[int], passes: int = 6) -> list[services.SyncReport]:
     """Run ``sync_batches`` passes (as cron would) until the jobs are finished and announced."""
     expire_submit_leases()
     reports = []
@@ -146,9 +146,6 @@ def recover(job_pks: list[int], passes: int = 6) -> list[services.SyncReport]:
             j.state in (JobState.FINISHED, JobState.CANCELLED) and j.finish_announced for j in jobs
         ):
             break
-        if any(j.state == JobState.FINISHED and not j.finish_announced for j in jobs):
-            continue
-        time.sleep(0.2)  # let the emulator's clock move a batch on
     return reports
 
 
@@ -163,11 +160,25 @@ def calls(tmp_path: Path) -> Counter[tuple[str, int, str]]:
     )
 
 
-def assert_invariants(emu: EmulatorHandle, job_pk: int, *, outcome: str = "finished") -> BatchJob:
-    """The promise, checked against the emulator's own state and the database."""
+def assert_invariants(
+    emu: EmulatorHandle,
+    job_pk: int,
+    *,
+    outcome: str = "completed",
+    cancelled_duplicates: bool = False,
+) -> BatchJob:
+    """The promise, checked against the emulator's own state and the database.
+
+    ``cancelled_duplicates``: a duplicate batch is tolerated only if it was cancelled (the
+    case of a submitter that outlived its lease: nothing billed twice, nothing untracked).
+    """
     job = BatchJob.objects.get(pk=job_pk)
     batches = emu.list_batches()
     mine = [b for b in batches if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == str(job.uuid)]
+    if cancelled_duplicates:
+        others = [b for b in mine if b["id"] != job.provider_batch_id]
+        assert all(b["status"] in ("cancelling", "cancelled") for b in others), others
+        mine = [b for b in mine if b["id"] == job.provider_batch_id]
     # Exactly one provider batch per job, and it is the one the job tracks.
     assert [b["id"] for b in mine] == [job.provider_batch_id], (mine, job.provider_batch_id)
     # No uploaded file left that never became a batch (the provider keeps and bills those).
@@ -179,8 +190,9 @@ def assert_invariants(emu: EmulatorHandle, job_pk: int, *, outcome: str = "finis
     states = Counter(job.items.values_list("state", flat=True))
     assert set(states) <= FINAL_ITEM_STATES, states
     assert sum(states.values()) == job.item_count
-    if outcome == "finished":
-        assert job.state == JobState.FINISHED, (job.state, job.last_error)
+    assert job.state == JobState.FINISHED, (job.state, job.last_error)
+    assert job.provider_status == outcome
+    if outcome == "completed":
         assert states[ItemState.SUCCEEDED] == job.item_count, states
     # Every result's receiver effect recorded exactly once (a duplicate delivery would hit
     # ResultLog's unique constraint and be recorded as an error), job_finished exactly once.
