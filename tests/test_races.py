@@ -85,6 +85,7 @@ def finish_within(child: Child, bound: float, paused: Child) -> float:
     assert paused.proc.poll() is None, "the paused process finished first: nothing was tested"
     assert child.proc.returncode == 0, child.output()
     elapsed: float = child.result()["elapsed"]
+    print(f"{child.log.stem} finished in {elapsed:.2f}s while another process was paused")
     return elapsed
 
 
