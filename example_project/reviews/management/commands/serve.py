@@ -52,7 +52,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        ports = [("web", options["port"], "--port")]
+        ports = [("site", options["port"], "--port")]
         if not options["no_emulator"]:
             ports.append(("emulator", options["emulator_port"], "--emulator-port"))
         for what, port, flag in ports:
