@@ -268,3 +268,34 @@ def test_paused_ingest_does_not_delay_a_users_cancel_of_another_job(
     recover(emu, [x.pk, running.pk])
     assert_invariants(emu, x.pk)
     assert_invariants(emu, running.pk, outcome="cancelled")
+
+
+def test_a_slow_download_holds_up_neither_cron_nor_a_cancel(
+    emu: EmulatorHandle, tmp_path: Path, children: list[Child], admin_user: str
+) -> None:
+    """A worker is in the middle of a slow download of job X's results. Cron's full pass
+    (X included) and a user's cancel of another job run meanwhile and finish promptly; cron
+    ingests X itself, and the slow worker, when its download ends, ingests nothing twice."""
+    x = submitted_job(ITEMS, name="x")
+    other = submitted_job(ITEMS, name="other")
+    running = submitted_job(items=chat_items(4, emulator={"stall": True}), name="running")
+    x = services.refresh(x, ingest=False)  # completed at the provider, not ingested
+    assert x.is_terminal and x.output_file_id
+    fault = emu.inject_fault("GET", f"/v1/files/{x.output_file_id}/content", "slow", delay=8.0)
+    slow = start(children, emu, tmp_path, "ingest", x.pk, name="slow")
+    deadline = time.monotonic() + 60
+    while fault.count > 0:  # the emulator took the fault: the slow download has begun
+        assert time.monotonic() < deadline and slow.proc.poll() is None, slow.output()
+        time.sleep(0.02)
+    cron = start(children, emu, tmp_path, "sync", x.pk, name="cron")
+    user = start(
+        children, emu, tmp_path, "admin-cancel", running.pk, name="user", PROC_ADMIN_USER=admin_user
+    )
+    assert finish_within(cron, 7.0, paused=slow) < 7.0
+    assert finish_within(user, 7.0, paused=slow) < 7.0
+    assert BatchJob.objects.get(pk=x.pk).state == JobState.FINISHED  # by cron, not the slow one
+    assert finish_ok(slow) == 0  # its download ended after cron's ingest: nothing written
+    recover(emu, [x.pk, other.pk, running.pk])
+    assert_invariants(emu, x.pk)
+    assert_invariants(emu, other.pk)
+    assert_invariants(emu, running.pk, outcome="cancelled")
