@@ -273,7 +273,7 @@ def test_paused_ingest_does_not_delay_a_users_cancel_of_another_job(
 def test_a_slow_download_holds_up_neither_cron_nor_a_cancel(
     emu: EmulatorHandle, tmp_path: Path, children: list[Child], admin_user: str
 ) -> None:
-    """A worker is in the middle of a slow download of job X's results. Cron's full pass
+    """A worker is in the middle of a slow (20 s) download of job X's results. Cron's full pass
     (X included) and a user's cancel of another job run meanwhile and finish promptly; cron
     ingests X itself, and the slow worker, when its download ends, ingests nothing twice."""
     x = submitted_job(ITEMS, name="x")
@@ -281,8 +281,9 @@ def test_a_slow_download_holds_up_neither_cron_nor_a_cancel(
     running = submitted_job(items=chat_items(4, emulator={"stall": True}), name="running")
     x = services.refresh(x, ingest=False)  # completed at the provider, not ingested
     assert x.is_terminal and x.output_file_id
-    fault = emu.inject_fault("GET", f"/v1/files/{x.output_file_id}/content", "slow", delay=8.0)
-    slow = start(children, emu, tmp_path, "ingest", x.pk, name="slow")
+    # 20 s: far longer than cron and a cancel need, even on a loaded CI machine.
+    fault = emu.inject_fault("GET", f"/v1/files/{x.output_file_id}/content", "slow", delay=20.0)
+    slow = start(children, emu, tmp_path, "ingest", x.pk, name="slow", PROC_TIMEOUT="60")
     deadline = time.monotonic() + 60
     while fault.count > 0:  # the emulator took the fault: the slow download has begun
         assert time.monotonic() < deadline and slow.proc.poll() is None, slow.output()
@@ -291,8 +292,8 @@ def test_a_slow_download_holds_up_neither_cron_nor_a_cancel(
     user = start(
         children, emu, tmp_path, "admin-cancel", running.pk, name="user", PROC_ADMIN_USER=admin_user
     )
-    assert finish_within(cron, 7.0, paused=slow) < 7.0
-    assert finish_within(user, 7.0, paused=slow) < 7.0
+    assert finish_within(cron, 15.0, paused=slow) < 7.0
+    assert finish_within(user, 15.0, paused=slow) < 7.0
     assert BatchJob.objects.get(pk=x.pk).state == JobState.FINISHED  # by cron, not the slow one
     assert finish_ok(slow) == 0  # its download ended after cron's ingest: nothing written
     recover(emu, [x.pk, other.pk, running.pk])

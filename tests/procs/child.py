@@ -124,6 +124,8 @@ def main() -> None:
         "USE_RQ": False,
         "INGEST_CHUNK_SIZE": int(os.environ.get("PROC_INGEST_CHUNK", "5")),
     }
+    if os.environ.get("PROC_TIMEOUT"):  # a deliberately slow response must not time out
+        settings.OPENAI_BATCHES["TIMEOUT"] = float(os.environ["PROC_TIMEOUT"])
     app_settings.reload()
     from openai_batches import services
 
