@@ -584,3 +584,34 @@ class RequestItem(models.Model):
             "url": self.url,
             "body": self.body,
         }
+
+
+class WebhookDelivery(models.Model):
+    """A webhook delivery already acted on, remembered by its ``webhook-id``.
+
+    The unique id makes a replayed (or concurrently duplicated) delivery a no-op: of two
+    inserts of one id, the database lets exactly one through. Rows are pruned once a replay
+    of the delivery would be refused as stale anyway (``expires_at``).
+    """
+
+    webhook_id = models.CharField(
+        _("webhook id"),
+        max_length=255,
+        unique=True,
+        help_text=_("The delivery's webhook-id header (the same on OpenAI's retries)."),
+    )
+    received_at = models.DateTimeField(
+        _("received"), default=timezone.now, help_text=_("When the delivery was first accepted.")
+    )
+    expires_at = models.DateTimeField(
+        _("remembered until"),
+        help_text=_("After this, any replay of the delivery fails the timestamp check."),
+    )
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        indexes = [models.Index(fields=["expires_at"], name="openai_batches_wh_expiry_idx")]
+
+    def __str__(self) -> str:
+        return self.webhook_id

@@ -54,7 +54,18 @@ ENDPOINTS = (
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 NOT_DOWNLOADABLE = ("assistants", "user_data")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-FAULT_KINDS = ("status", "drop", "slow", "truncate", "file_not_found")
+FAULT_KINDS = (
+    "status",
+    "drop",
+    "slow",
+    "truncate",
+    "file_not_found",
+    "huge",
+    "drip",
+    "garbage",
+    "wrong_shape",
+    "no_id",
+)
 
 DAY = 86400
 THIRTY_DAYS = 2592000
@@ -184,6 +195,7 @@ class Fault:
     status: int | None = None
     retry_after: float | None = None
     delay: float | None = None
+    size: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method.upper()) and fnmatchcase(
@@ -199,6 +211,7 @@ class Fault:
             "status": self.status,
             "retry_after": self.retry_after,
             "delay": self.delay,
+            "size": self.size,
         }
 
 
@@ -430,20 +443,30 @@ class Emulator:
         status: int | None = None,
         retry_after: float | None = None,
         delay: float | None = None,
+        size: int | None = None,
     ) -> Fault:
         """Make the next ``count`` calls matching ``method`` and the glob ``path`` misbehave.
 
-        ``kind``: ``"status"`` (answer ``status``, default 429 with ``retry-after``),
+        ``kind``: ``"status"`` (answer ``status``, default 429 with ``retry-after``:
+        ``retry_after`` seconds, 1 when not given, none when negative),
         ``"drop"`` (close the connection without answering), ``"slow"`` (wait ``delay``
-        seconds, then answer normally), ``"truncate"`` (a file-content download sends half
-        of its bytes, then closes), ``"file_not_found"`` (a batch create answers 400
-        "Cannot find file ...").
+        seconds, then answer normally), ``"truncate"`` (send half of the answer's bytes,
+        then close), ``"file_not_found"`` (a batch create answers 400 "Cannot find file
+        ...").
+
+        Broken or hostile servers, for testing a client's limits: ``"huge"`` (answer 200
+        with ``size`` bytes, default 150 MB, with no Content-Length, generated as sent;
+        the call is not run), ``"drip"`` (send the real answer one byte every ``delay``
+        seconds, default 1), ``"garbage"`` (200 with a body that is not JSON),
+        ``"wrong_shape"`` (200 with a JSON list), ``"no_id"`` (the real answer without its
+        ``id`` fields). Every kind but ``huge`` runs the call first, as a server that did
+        the work and then failed to say so would.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        fault = Fault(method, path, kind, count, status, retry_after, delay)
+        fault = Fault(method, path, kind, count, status, retry_after, delay, size)
         with self._lock:
             self._faults.append(fault)
         return fault
