@@ -300,3 +300,24 @@ def test_a_slow_download_holds_up_neither_cron_nor_a_cancel(
     assert_invariants(emu, x.pk)
     assert_invariants(emu, other.pk)
     assert_invariants(emu, running.pk, outcome="cancelled")
+
+
+def test_admin_cancel_while_a_webhook_poll_holds_a_stale_answer(
+    emu: EmulatorHandle, tmp_path: Path, children: list[Child], admin_user: str
+) -> None:
+    """The poll has read "in_progress" from the provider; before it applies that, an admin
+    cancels the job. The stale answer must not undo the cancel, and the job must end
+    cancelled with every item one final result."""
+    job = submitted_job(items=chat_items(4, emulator={"stall": True}), name="running")
+    poll = start(children, emu, tmp_path, "poll", job.pk, wait_at="refresh.fetched", name="poll")
+    poll.wait_reached("refresh.fetched")
+    admin = start(
+        children, emu, tmp_path, "admin-cancel", job.pk, name="admin", PROC_ADMIN_USER=admin_user
+    )
+    finish_within(admin, BOUND, paused=poll)
+    assert BatchJob.objects.get(pk=job.pk).provider_status in ("cancelling", "cancelled")
+    poll.release()
+    finish_ok(poll)
+    assert BatchJob.objects.get(pk=job.pk).provider_status in ("cancelling", "cancelled")
+    recover(emu, [job.pk])
+    assert_invariants(emu, job.pk, outcome="cancelled")
