@@ -1,7 +1,8 @@
 """System checks for everything about the configuration that can be known offline.
 
 Ids are stable (``openai_batches.E00n`` errors, ``openai_batches.W00n`` warnings) and every
-message carries a hint saying exactly what to change.
+message carries a hint saying exactly what to change. Nothing here needs a secret to pass:
+a missing API key is the warning W004, and the error E004 only under ``check --deploy``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .conf import (
     PROVIDER_MAX_FILE_BYTES,
     PROVIDER_MAX_REQUESTS,
     SETTING_NAME,
+    Account,
     app_settings,
 )
 from .exceptions import ConfigurationError
@@ -115,28 +117,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
 
-    try:
-        names = app_settings.account_names()
-    except ConfigurationError:
-        names = []  # reported as E003 above
-    for name in names:
-        try:
-            account = app_settings.account(name)
-        except ConfigurationError:
-            continue
-        if not account.api_key and not account.is_local:
-            where = (
-                f"{SETTING_NAME}['API_KEY'] or the OPENAI_API_KEY environment variable"
-                if name == "default"
-                else f"{SETTING_NAME}['ACCOUNTS'][{name!r}]['API_KEY']"
+    for name, account, where in _accounts_without_key():
+        messages.append(
+            Warning(
+                f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
+                hint=f"Set {where} where the app runs (a local emulator URL needs no key). "
+                "Only a warning here so migrate and collectstatic work without secrets; "
+                "'manage.py check --deploy' reports it as the error openai_batches.E004.",
+                id="openai_batches.W004",
             )
-            messages.append(
-                Error(
-                    f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
-                    hint=f"Set {where}. (A local emulator URL needs no key.)",
-                    id="openai_batches.E004",
-                )
-            )
+        )
+    for name, account in _accounts():
         if not account.base_url.startswith(("http://", "https://")):
             messages.append(
                 Error(
@@ -146,6 +137,51 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     return messages
+
+
+def _accounts() -> list[tuple[str, Account]]:
+    """Every configured account that can be built (a broken one is reported as E003)."""
+    try:
+        names = app_settings.account_names()
+    except ConfigurationError:
+        return []
+    found = []
+    for name in names:
+        try:
+            found.append((name, app_settings.account(name)))
+        except ConfigurationError:
+            continue
+    return found
+
+
+def _accounts_without_key() -> list[tuple[str, Account, str]]:
+    """``(name, account, where to set its key)`` for each remote account that has no key."""
+    return [
+        (
+            name,
+            account,
+            f"{SETTING_NAME}['API_KEY'] or the OPENAI_API_KEY environment variable"
+            if name == "default"
+            else f"{SETTING_NAME}['ACCOUNTS'][{name!r}]['API_KEY']",
+        )
+        for name, account in _accounts()
+        if not account.api_key and not account.is_local
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_api_keys_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A remote account without a key is an error where it matters: a deployment's
+    ``check --deploy``. Everywhere else it is the warning W004, because builds (CI, Docker)
+    run ``migrate``, ``makemigrations`` and ``collectstatic`` without secrets."""
+    return [
+        Error(
+            f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
+            hint=f"Set {where}. (A local emulator URL needs no key.)",
+            id="openai_batches.E004",
+        )
+        for name, account, where in _accounts_without_key()
+    ]
 
 
 @register(Tags.compatibility)

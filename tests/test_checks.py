@@ -12,7 +12,7 @@ from django.core.checks import ERROR, WARNING, CheckMessage
 from django.core.management import call_command
 from django.test import override_settings
 
-from openai_batches.checks import check_rq, check_settings
+from openai_batches.checks import check_api_keys_deploy, check_rq, check_settings
 from openai_batches.conf import DEFAULTS, app_settings
 
 SECRET = "sk-proj-must-not-appear-in-any-check-message"
@@ -219,46 +219,90 @@ def test_e003_default_account_entry_not_a_dict(settings) -> None:
     assert "'default'" in message.msg
 
 
-# --- E004 -------------------------------------------------------------------------------------
+# --- W004 / E004: no API key ----------------------------------------------------------------
+# A missing key is a warning in the checks every command runs (migrate, collectstatic and
+# makemigrations must work in CI and Docker builds, which have no secrets) and an error under
+# ``check --deploy``, the check a production deployment runs with its real settings.
 
 
-def test_e004_no_api_key_for_openai(settings) -> None:
+def test_w004_no_api_key_is_a_warning_not_an_error(settings) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
     messages = check_settings()
+    message = only(messages, "openai_batches.W004")
+    assert message.level == WARNING
+    assert "'default'" in message.msg
+    assert "https://api.openai.com/v1" in message.msg
+    assert "OPENAI_API_KEY" in message.hint
+    assert "--deploy" in message.hint
+    assert ids(messages) == ["openai_batches.W004"]
+    assert not [m for m in messages if m.level >= ERROR]
+
+
+def test_e004_no_api_key_is_an_error_under_deploy(settings) -> None:
+    settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
+    messages = check_api_keys_deploy()
     message = only(messages, "openai_batches.E004")
     assert message.level == ERROR
     assert "'default'" in message.msg
     assert "https://api.openai.com/v1" in message.msg
     assert "OPENAI_API_KEY" in message.hint
-    assert ids(messages) == ["openai_batches.E004"]
+
+
+def test_e004_is_registered_as_a_deploy_check_only() -> None:
+    from django.core.checks import registry
+
+    assert check_api_keys_deploy in registry.registry.get_checks(include_deployment_checks=True)
+    assert check_api_keys_deploy not in registry.registry.get_checks()
+
+
+@pytest.mark.django_db
+def test_migrate_runs_its_checks_and_passes_without_an_api_key(settings) -> None:
+    settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
+    # skip_checks=False: migrate runs the system checks as it does from the command line.
+    call_command("migrate", verbosity=0, skip_checks=False, stdout=StringIO(), stderr=StringIO())
+
+
+def test_check_deploy_fails_without_an_api_key(settings) -> None:
+    from django.core.management.base import SystemCheckError
+
+    settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
+    with pytest.raises(SystemCheckError, match=r"openai_batches\.E004"):
+        call_command("check", deploy=True, stdout=StringIO(), stderr=StringIO())
 
 
 def test_e004_env_key_satisfies_the_check(settings, monkeypatch) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     assert check_settings() == []
+    assert check_api_keys_deploy() == []
 
 
 def test_e004_no_api_key_for_a_named_remote_account(settings) -> None:
     configure(settings, ACCOUNTS={"azure": {"BASE_URL": "https://a.example.com/openai/v1"}})
-    message = only(check_settings(), "openai_batches.E004")
-    assert "'azure'" in message.msg
-    assert "OPENAI_BATCHES['ACCOUNTS']['azure']['API_KEY']" in message.hint
+    for messages, check_id in (
+        (check_settings(), "openai_batches.W004"),
+        (check_api_keys_deploy(), "openai_batches.E004"),
+    ):
+        message = only(messages, check_id)
+        assert "'azure'" in message.msg
+        assert "OPENAI_BATCHES['ACCOUNTS']['azure']['API_KEY']" in message.hint
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost:8000/v1", "http://127.0.0.1:9/v1", "http://[::1]:8000/v1"],
+    ["http://localhost:8765/v1", "http://127.0.0.1:9/v1", "http://[::1]:8765/v1"],
 )
 def test_e004_not_raised_for_a_local_url(settings, url: str) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches", "BASE_URL": url}
     assert check_settings() == []
+    assert check_api_keys_deploy() == []
 
 
 def test_e004_not_raised_for_a_local_env_base_url(settings, monkeypatch) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8765/v1")
     assert check_settings() == []
+    assert check_api_keys_deploy() == []
 
 
 # --- E005 -------------------------------------------------------------------------------------
