@@ -68,6 +68,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         "MAX_FILE_BYTES": (1, PROVIDER_MAX_FILE_BYTES),
         "INGEST_CHUNK_SIZE": (1, 100_000),
         "SUBMIT_LEASE": (30, None),
+        "REQUEST_DEADLINE": (1, None),
+        "TRANSFER_DEADLINE": (1, None),
+        "MAX_RESPONSE_BYTES": (65536, None),
+        "MAX_DOWNLOAD_BYTES": (1, None),
+        "WEBHOOK_TOLERANCE": (30, 3600),
     }
     for key, (low, high) in ranges.items():
         if key in user:

@@ -115,11 +115,13 @@ class BatchJobQuerySet(models.QuerySet["BatchJob"]):
         return self.filter(state=JobState.SUBMIT_REQUESTED)
 
     def for_user(self, user: Any) -> BatchJobQuerySet:
-        """Jobs ``user`` may see: all for staff, their own otherwise."""
-        if getattr(user, "is_staff", False):
-            return self
-        if not getattr(user, "is_authenticated", False):
+        """Jobs ``user`` may see: every job with Django's view (or change) permission on
+        jobs, their own otherwise. ``is_staff`` alone grants nothing, as in the admin."""
+        if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
             return self.none()
+        label, name = self.model._meta.app_label, self.model._meta.model_name
+        if user.has_perm(f"{label}.view_{name}") or user.has_perm(f"{label}.change_{name}"):
+            return self
         return self.filter(owner=user)
 
 

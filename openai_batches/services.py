@@ -83,6 +83,14 @@ def create_job(
             )
         )
     problems += validate_metadata(metadata)
+    if not isinstance(name, str) or len(name) > 200 or _clean_text(name) != name:
+        problems.append(
+            Problem(
+                None,
+                "name",
+                "must be text of at most 200 characters, without NUL or lone surrogates",
+            )
+        )
     if account not in app_settings.account_names():
         problems.append(
             Problem(
@@ -148,10 +156,14 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update().get(pk=job.pk)
         if locked.state != JobState.DRAFT:
+            reason = f"it is {locked.get_state_display().lower()}; only a draft takes items"
             raise InvalidStateError(
-                f"Job {locked.pk} is {locked.get_state_display().lower()}; items can only be added to a draft.",
+                f"Job {locked.pk} cannot be given more items: {reason}.",
                 job_id=locked.pk,
                 state=locked.state,
+                job_uuid=str(locked.uuid),
+                action="given more items",
+                reason=reason,
             )
         validator = ItemValidator(
             endpoint=locked.endpoint,
@@ -1268,7 +1280,7 @@ def _ingest_locked(
     for custom_id, values in rows:
         writer.add(custom_id, values)
         lines += 1
-        if lines == writer.chunk:
+        if lines % writer.chunk == 0:
             _checkpoint("ingest.rows_written")
         if progress and lines % 1000 == 0:
             progress(lines, total)
@@ -1542,8 +1554,14 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
         "error": current.error_file_id,
     }[which]
     if not file_id:
+        reason = f"it has no {which} file"
         raise InvalidStateError(
-            f"Job {current.pk} has no {which} file.", job_id=current.pk, state=current.state
+            f"Job {current.pk} cannot be downloaded: {reason}.",
+            job_id=current.pk,
+            state=current.state,
+            job_uuid=str(current.uuid),
+            action="downloaded",
+            reason=reason,
         )
     client = get_client(current.account)
 

@@ -147,6 +147,12 @@ def test_e001_setting_is_not_a_dict(settings, value: Any) -> None:
         ("MAX_FILE_BYTES", None),
         ("INGEST_CHUNK_SIZE", 0),
         ("INGEST_CHUNK_SIZE", 100_001),
+        ("REQUEST_DEADLINE", 0),
+        ("TRANSFER_DEADLINE", "1h"),
+        ("MAX_RESPONSE_BYTES", 1024),
+        ("MAX_DOWNLOAD_BYTES", 0),
+        ("WEBHOOK_TOLERANCE", 5),
+        ("WEBHOOK_TOLERANCE", 86400),
     ],
 )
 def test_e002_value_out_of_range(settings, key: str, value: Any) -> None:

@@ -515,3 +515,21 @@ def test_an_unknown_account_is_refused_without_listing_the_configured_ones(
         services.create_job(account="nope", items=chat_items(1))
     assert "'nope' is not a configured account" in str(caught.value)
     assert "secret-team" not in str(caught.value) and "default" not in str(caught.value)
+
+
+def test_a_job_name_no_database_takes_is_a_validation_error(emu: EmulatorHandle) -> None:
+    for bad in ("\ud800", "x" * 201, "a\x00b", 5):
+        with pytest.raises(ValidationError) as caught:
+            services.create_job(name=bad, items=chat_items(1))  # type: ignore[arg-type]
+        assert [p.field for p in caught.value.problems] == ["name"]
+    assert not BatchJob.objects.exists()
+
+
+def test_adding_to_a_submitted_job_names_it_by_uuid_for_the_api(emu: EmulatorHandle) -> None:
+    from openai_batches.exceptions import InvalidStateError
+
+    job = submitted_job(1)
+    with pytest.raises(InvalidStateError) as caught:
+        services.add_items(job, chat_items(1, prefix="late-"))
+    assert caught.value.job_uuid == str(job.uuid)
+    assert caught.value.action == "given more items" and "draft" in (caught.value.reason or "")

@@ -72,12 +72,7 @@ def has_job_permission(user: Any, action: str) -> bool:
 
 def visible_jobs(user: Any) -> QuerySet[BatchJob]:
     """The jobs ``user`` may see: all with the view (or change) permission, else their own."""
-    jobs = BatchJob.objects.all()
-    if not getattr(user, "is_authenticated", False):
-        return jobs.none()
-    if has_job_permission(user, "view"):
-        return jobs
-    return jobs.filter(owner=user)
+    return BatchJob.objects.for_user(user)
 
 
 def may_act(user: Any, job: BatchJob, action: str) -> bool:
