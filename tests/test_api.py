@@ -591,9 +591,12 @@ def test_a_job_whose_account_was_removed_is_a_503_not_a_500(
         assert "kept-acct" not in text and "sk-" not in text and "OPENAI_BATCHES[" not in text
     assert api.get(job_url(job)).status_code == 200
     after = BatchJob.objects.filter(pk=job.pk).values().get()
-    assert {k: v for k, v in after.items() if k not in ("last_error", "last_error_at")} == {
-        k: v for k, v in before.items() if k not in ("last_error", "last_error_at")
+    # The failure is recorded on the job (and a failed poll backs off); nothing else moves.
+    recorded = ("last_error", "last_error_at", "last_polled_at", "next_poll_at", "poll_interval")
+    assert {k: v for k, v in after.items() if k not in recorded} == {
+        k: v for k, v in before.items() if k not in recorded
     }
+    assert "Unknown account 'gone'" in after["last_error"]
 
 
 def test_whole_lifecycle_over_the_api(
