@@ -7,6 +7,8 @@ a missing API key is the warning W004, and the error E004 only under ``check --d
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Any
 
 from django.apps import apps
@@ -141,7 +143,58 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="openai_batches.E005",
                 )
             )
+    messages += [
+        Error(
+            f"{SETTING_NAME}['PRICES']{where} {problem}.",
+            hint='PRICES maps a model to USD per 1M tokens at batch rates, e.g. {"gpt-4o-mini": '
+            '{"input": 0.075, "cached_input": 0.0375, "output": 0.3}}; "input" and "output" '
+            'are required, "cached_input" defaults to "input".',
+            id="openai_batches.E008",
+        )
+        for where, problem in price_problems(user.get("PRICES", {}))
+    ]
     return messages
+
+
+#: The keys of one model's price entry; the first two are required.
+PRICE_KEYS = ("input", "output", "cached_input")
+
+
+def price_problems(prices: Any) -> list[tuple[str, str]]:
+    """Every problem with a ``PRICES`` value, as ``(where, what)``; empty when usable.
+
+    Shared with :func:`openai_batches.services.job_cost`, which ignores an entry this
+    rejects instead of crashing the pages that show costs.
+    """
+    if prices is None:
+        return []
+    if not isinstance(prices, dict):
+        return [("", f"must be a dict of model -> prices, not {type(prices).__name__}")]
+    problems: list[tuple[str, str]] = []
+    for model, entry in prices.items():
+        where = f"[{model!r}]"
+        if not isinstance(entry, dict):
+            problems.append(
+                (where, f"must be a dict of input/output prices, not {type(entry).__name__}")
+            )
+            continue
+        unknown = sorted(set(entry) - set(PRICE_KEYS), key=str)
+        if unknown:
+            problems.append((where, f"has unknown keys: {', '.join(map(repr, unknown))}"))
+        for key in PRICE_KEYS[:2]:
+            if key not in entry:
+                problems.append((where, f"is missing {key!r}"))
+        for key in PRICE_KEYS:
+            value = entry.get(key)
+            if key in entry and not _is_price(value):
+                problems.append((f"{where}[{key!r}]", f"is {value!r}, not a non-negative number"))
+    return problems
+
+
+def _is_price(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 def _accounts() -> list[tuple[str, Account]]:

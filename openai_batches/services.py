@@ -26,6 +26,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from . import signals
+from .checks import price_problems
 from .client import BatchProvider, get_client, retry_delay
 from .conf import app_settings
 from .exceptions import (
@@ -1577,8 +1578,11 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
 def job_cost(job: BatchJob | int) -> Decimal | None:
     """Cost in USD from ``OPENAI_BATCHES["PRICES"]`` (per 1M tokens, batch rates), if known."""
     job = _get(job) if not isinstance(job, BatchJob) else job
-    prices = (app_settings.PRICES or {}).get(job.model or job.provider_model)
-    if not prices:
+    table = app_settings.PRICES
+    prices = table.get(job.model or job.provider_model) if isinstance(table, dict) else None
+    # A malformed entry is reported by ``manage.py check`` (openai_batches.E008); the admin
+    # and the API show "unknown" for it rather than fail every page that shows a cost.
+    if not prices or price_problems({"model": prices}):
         return None
     million = Decimal(1_000_000)
     uncached = max(job.input_tokens - job.cached_tokens, 0)

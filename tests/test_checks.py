@@ -402,3 +402,63 @@ def test_use_rq_false_needs_no_queue(settings) -> None:  # type: ignore[no-untyp
 
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "USE_RQ": False, "QUEUE": "missing"}
     assert check_rq() == []
+
+
+# --- E008: PRICES ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prices", "where", "what"),
+    [
+        (0.5, "['PRICES']", "must be a dict of model -> prices, not float"),
+        ({"gpt-4o-mini": 0.15}, "['PRICES']['gpt-4o-mini']", "must be a dict"),
+        ({"gpt-4o-mini": {"input": 0.15}}, "['PRICES']['gpt-4o-mini']", "is missing 'output'"),
+        (
+            {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cahced_input": 0.075}},
+            "['PRICES']['gpt-4o-mini']",
+            "has unknown keys: 'cahced_input'",
+        ),
+        (
+            {"gpt-4o-mini": {"input": "0.15", "output": 0.6}},
+            "['PRICES']['gpt-4o-mini']['input']",
+            "is '0.15', not a non-negative number",
+        ),
+        (
+            {"gpt-4o-mini": {"input": 0.15, "output": -1}},
+            "['PRICES']['gpt-4o-mini']['output']",
+            "not a non-negative number",
+        ),
+        (
+            {"gpt-4o-mini": {"input": 0.15, "output": float("nan")}},
+            "['PRICES']['gpt-4o-mini']['output']",
+            "not a non-negative number",
+        ),
+    ],
+    ids=[
+        "bare-number",
+        "entry-not-a-dict",
+        "missing-key",
+        "misspelled-key",
+        "text",
+        "negative",
+        "nan",
+    ],
+)
+def test_e008_prices_that_would_break_the_cost_columns(
+    settings, prices: Any, where: str, what: str
+) -> None:
+    configure(settings, PRICES=prices)
+    message = only(check_settings(), "openai_batches.E008")
+    assert message.level == ERROR
+    assert f"OPENAI_BATCHES{where}" in message.msg and what in message.msg
+
+
+def test_e008_a_valid_price_table_passes(settings) -> None:
+    configure(
+        settings,
+        PRICES={
+            "gpt-4o-mini": {"input": 0.075, "cached_input": 0.0375, "output": 0.3},
+            "text-embedding-3-small": {"input": 0.01, "output": 0},
+        },
+    )
+    assert "openai_batches.E008" not in ids(check_settings())

@@ -533,3 +533,18 @@ def test_adding_to_a_submitted_job_names_it_by_uuid_for_the_api(emu: EmulatorHan
         services.add_items(job, chat_items(1, prefix="late-"))
     assert caught.value.job_uuid == str(job.uuid)
     assert caught.value.action == "given more items" and "draft" in (caught.value.reason or "")
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [0.5, {"gpt-4o-mini": 0.15}, {"gpt-4o-mini": {"input": "x", "output": 1}}, {"gpt-4o-mini": {}}],
+)
+def test_a_malformed_price_table_shows_no_cost_instead_of_failing_pages(
+    emu: EmulatorHandle, admin_client: Any, prices: Any
+) -> None:
+    job = submitted_job(2)
+    with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "PRICES": prices}):
+        assert services.job_cost(job) is None
+        assert admin_client.get("/admin/openai_batches/batchjob/").status_code == 200
+        page = admin_client.get(f"/admin/openai_batches/batchjob/{job.pk}/change/")
+        assert page.status_code == 200
