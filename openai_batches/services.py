@@ -1544,7 +1544,10 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
     """Stream one of the job's provider files: ``input``, ``output`` or ``error``.
 
     The checks run on the call (a missing file raises :class:`InvalidStateError` before any
-    response starts); the download itself streams as the iterator is consumed.
+    response starts); the download itself streams as the iterator is consumed. When the
+    provider no longer has the file (deleted, expired after its retention, or an emulator
+    that is gone) and nothing has been sent yet, the same lines are built from what the
+    database holds: the items for the input, the ingested results for output and errors.
     """
     current = _get(job)
     if which not in ("input", "output", "error"):
@@ -1564,15 +1567,69 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
             action="downloaded",
             reason=reason,
         )
-    client = get_client(current.account)
+    rebuildable = which == "input" or current.ingested_at is not None
+    try:
+        client = get_client(current.account)
+    except ConfigurationError:
+        if not rebuildable:
+            raise
+        return _stored_file(current, which)
 
     def chunks() -> Iterator[bytes]:
+        sent = False
         try:
-            yield from client.iter_file_chunks(file_id)
+            for chunk in client.iter_file_chunks(file_id):
+                sent = True
+                yield chunk
+        except (NotFoundError, APIConnectionError) as err:
+            if sent or not rebuildable:
+                raise
+            logger.info(
+                "job %s: %s file unavailable (%s); built from the database", current.pk, which, err
+            )
+            yield from _stored_file(current, which)
         finally:
             client.close()
 
     return chunks()
+
+
+def _stored_file(job: BatchJob, which: str) -> Iterator[bytes]:
+    """The job's ``which`` file as the provider wrote it, rebuilt from the database.
+
+    Output: every succeeded item. Errors: every request that ran and failed (its status and
+    error body) and every one that never ran (its error object); the app's own
+    ``missing`` marks are not provider lines and are left out.
+    """
+    if which == "input":
+        yield from iter_input_jsonl(job)
+        return
+    states = (
+        [ItemState.SUCCEEDED]
+        if which == "output"
+        else [ItemState.FAILED, ItemState.EXPIRED, ItemState.CANCELLED]
+    )
+    rows = (
+        RequestItem.objects.filter(job_id=job.pk, state__in=states)
+        .order_by("pk")
+        .values_list(
+            "custom_id", "status_code", "response", "error", "provider_request_id", "result_line_id"
+        )
+        .iterator(chunk_size=2000)
+    )
+    for custom_id, status_code, response, error, request_id, line_id in rows:
+        ran = status_code is not None
+        line = {
+            "id": line_id or None,
+            "custom_id": custom_id,
+            "response": (
+                {"status_code": status_code, "request_id": request_id or None, "body": response}
+                if ran
+                else None
+            ),
+            "error": None if ran else error,
+        }
+        yield dumps_line(line).encode("utf-8") + b"\n"
 
 
 def job_cost(job: BatchJob | int) -> Decimal | None:

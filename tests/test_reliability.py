@@ -548,3 +548,38 @@ def test_a_malformed_price_table_shows_no_cost_instead_of_failing_pages(
         assert admin_client.get("/admin/openai_batches/batchjob/").status_code == 200
         page = admin_client.get(f"/admin/openai_batches/batchjob/{job.pk}/change/")
         assert page.status_code == 200
+
+
+@pytest.mark.parametrize("which", ["input", "output", "error"])
+def test_a_file_the_provider_forgot_is_built_from_the_database(
+    emu: EmulatorHandle, which: str
+) -> None:
+    emu.fail_request("req-1", status_code=400)
+    job = services.refresh(submitted_job(3))
+    assert job.state == JobState.FINISHED
+    from_provider = b"".join(services.iter_provider_file(job, which))
+    file_id = {"input": job.input_file_id, "output": job.output_file_id}.get(
+        which, job.error_file_id
+    )
+    emu.emulator.delete_file(file_id)  # expired after its retention, or deleted
+    rebuilt = b"".join(services.iter_provider_file(job, which))
+
+    def lines(data: bytes) -> list[dict[str, Any]]:
+        return sorted(
+            (json.loads(line) for line in data.splitlines()), key=lambda x: x["custom_id"]
+        )
+
+    assert lines(rebuilt) == lines(from_provider)
+
+
+def test_a_file_is_not_rebuilt_before_the_results_are_stored(emu: EmulatorHandle) -> None:
+    from openai_batches.exceptions import NotFoundError
+
+    emu.stall_request("req-0")
+    job = services.refresh(submitted_job(2), ingest=False)
+    emu.advance(86400 + 60)  # the batch expires with one result
+    job = services.refresh(job, ingest=False)
+    assert job.is_terminal and not job.ingested_at
+    emu.emulator.delete_file(job.output_file_id)
+    with pytest.raises(NotFoundError):
+        b"".join(services.iter_provider_file(job, "output"))
