@@ -107,10 +107,114 @@ def _requested_format(body: dict[str, Any]) -> dict[str, Any] | None:
     return fmt if isinstance(fmt, dict) else None
 
 
-def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0) -> Any:
-    """A deterministic value that fits a JSON schema (enums picked by hash of the input)."""
-    if not isinstance(schema, dict) or depth > 8:
+_FORMATS = {
+    "date": "2024-05-17",
+    "date-time": "2024-05-17T12:30:00Z",
+    "time": "12:30:00",
+    "duration": "P1D",
+    "email": "user@example.com",
+    "hostname": "example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "uuid": "123e4567-e89b-42d3-a456-426614174000",
+    "uri": "https://example.com/emulated",
+}
+
+
+def _resolve(ref: str, root: Any) -> Any:
+    node = root
+    for part in ref.removeprefix("#").strip("/").split("/"):
+        if not part:
+            continue
+        node = (
+            node.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(node, dict) else None
+        )
+    return node
+
+
+def _from_pattern(pattern: str, pick: int) -> str:
+    """A string matching a regular expression, built from its parse tree."""
+    import re._parser as sre  # private, but the only parser of Python's own regex syntax
+
+    def gen(items: Any) -> str:
+        out = []
+        for op, arg in items:
+            name = str(op)
+            if name == "LITERAL":
+                out.append(chr(arg))
+            elif name == "ANY":
+                out.append("x")
+            elif name == "IN":
+                out.append(_in(arg))
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                low, high, sub = arg
+                count = max(low, min(high, 1 if low == 0 else low))
+                out.append("".join(gen(sub) for _ in range(count)))
+            elif name == "SUBPATTERN":
+                out.append(gen(arg[-1]))
+            elif name == "BRANCH":
+                branches = arg[1]
+                out.append(gen(branches[pick % len(branches)]))
+            # AT (anchors) and the like match no characters
+        return "".join(out)
+
+    def _in(arg: Any) -> str:
+        negated = any(str(op) == "NEGATE" for op, _ in arg)
+        if negated:
+            excluded = {chr(v) for op, v in arg if str(op) == "LITERAL"}
+            return next(c for c in "xyz0" if c not in excluded)
+        op, value = next((o, v) for o, v in arg if str(o) != "NEGATE")
+        if str(op) == "LITERAL":
+            return chr(value)
+        if str(op) == "RANGE":
+            return chr(value[0] + pick % (value[1] - value[0] + 1))
+        return {"CATEGORY_DIGIT": "7", "CATEGORY_SPACE": " "}.get(str(value), "a")
+
+    return gen(sre.parse(pattern))
+
+
+def _string(schema: dict[str, Any], pick: int, prompt: str) -> str:
+    if schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
+    if isinstance(schema.get("pattern"), str):
+        return _from_pattern(schema["pattern"], pick)
+    text = f"Emulated text for: {prompt[:60]}"
+    low = schema.get("minLength")
+    high = schema.get("maxLength")
+    if isinstance(high, int):
+        text = text[:high]
+    if isinstance(low, int) and len(text) < low:
+        text = text.ljust(low, ".")
+    return text
+
+
+def _number(schema: dict[str, Any], pick: int, integer: bool) -> float | int:
+    given_low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    given_high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if given_low is None and given_high is None:
+        return pick % 100 if integer else round((pick % 10_000) / 100, 2)
+    # One bound at least is given here.
+    low = float(given_low) if given_low is not None else float(given_high or 0) - 100
+    high = float(given_high) if given_high is not None else low + 100
+    if integer:
+        first = math.floor(low) + 1 if "exclusiveMinimum" in schema else math.ceil(low)
+        last = math.ceil(high) - 1 if "exclusiveMaximum" in schema else math.floor(high)
+        return first + pick % max(1, last - first + 1)
+    # A point strictly inside the range satisfies inclusive and exclusive bounds alike.
+    return low + (high - low) * ((pick % 98) + 1) / 100
+
+
+def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0, root: Any = None) -> Any:
+    """A deterministic value that fits a JSON schema (enums picked by hash of the input):
+    ``$ref`` into ``$defs``, unions (first non-null branch), formats, patterns, bounds."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 12:
         return None
+    if isinstance(schema.get("$ref"), str):
+        target = _resolve(schema["$ref"], root)
+        merged = {**(target if isinstance(target, dict) else {}), **schema}
+        merged.pop("$ref")
+        return _from_schema(merged, seed, prompt, depth + 1, root)
     pick = int(stable_hex(seed, length=8), 16)
     if schema.get("enum"):
         return schema["enum"][pick % len(schema["enum"])]
@@ -118,27 +222,39 @@ def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0) -> Any:
         return schema["const"]
     for key in ("anyOf", "oneOf"):
         if schema.get(key):
-            return _from_schema(schema[key][0], seed, prompt, depth + 1)
+            options = schema[key]
+            chosen = next((o for o in options if o.get("type") != "null"), options[0])
+            return _from_schema(chosen, seed, prompt, depth + 1, root)
+    if isinstance(schema.get("allOf"), list) and schema["allOf"]:
+        merged = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in schema["allOf"]:
+            merged.update(part if isinstance(part, dict) else {})
+        return _from_schema(merged, seed, prompt, depth + 1, root)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         return {
-            name: _from_schema(sub, f"{seed}.{name}", prompt, depth + 1)
+            name: _from_schema(sub, f"{seed}.{name}", prompt, depth + 1, root)
             for name, sub in props.items()
         }
     if kind == "array":
-        return [_from_schema(schema.get("items"), f"{seed}[0]", prompt, depth + 1)]
-    if kind == "integer":
-        return pick % 100
-    if kind == "number":
-        return round((pick % 10_000) / 100, 2)
+        # A recursive schema stops growing: deep arrays are left empty when allowed.
+        count = int(schema.get("minItems") or (1 if depth < 6 else 0))
+        if isinstance(schema.get("maxItems"), int):
+            count = min(count, schema["maxItems"])
+        return [
+            _from_schema(schema.get("items"), f"{seed}[{i}]", prompt, depth + 1, root)
+            for i in range(count)
+        ]
+    if kind in ("integer", "number"):
+        return _number(schema, pick, kind == "integer")
     if kind == "boolean":
         return bool(pick % 2)
     if kind == "null":
         return None
-    return f"Emulated text for: {prompt[:60]}"
+    return _string(schema, pick, prompt)
 
 
 def reply_text(endpoint: str, body: dict[str, Any]) -> str:

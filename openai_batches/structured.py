@@ -1,0 +1,311 @@
+"""Structured outputs with Pydantic: the request asks for a model's JSON schema, the result
+is parsed and validated into an instance of that model.
+
+Needs the optional extra: ``pip install "django-openai-batches[pydantic]"``. A model is kept
+on the job (or an item) by its import path, so whichever process ingests the batch (an RQ
+worker, ``sync_batches``) can load it::
+
+    from pydantic import BaseModel
+
+    class Sentiment(BaseModel):          # importable as "reviews.schemas.Sentiment"
+        sentiment: Literal["positive", "negative", "neutral", "mixed"]
+        reason: str
+
+    job = structured.create_job(
+        endpoint=Endpoint.CHAT_COMPLETIONS, output_schema=Sentiment, items=items
+    )
+    ...
+    item.result.parsed          # Sentiment(sentiment="positive", reason="...")
+    item.result.code            # "parse_failed" when the answer broke the schema
+
+The request gets the strict JSON schema the way the official ``openai`` SDK builds it for
+``.parse()`` (``response_format`` for chat completions, ``text.format`` for the Responses
+API). A reply that does not validate is a failed parse (``result.parse_error`` says which
+field and why), never a crash and never a success.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils.module_loading import import_string
+
+from .exceptions import ConfigurationError, Problem, ValidationError
+from .models import BatchJob, Endpoint, ItemState, RequestItem
+from .results import one_line
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+#: The endpoints that take a structured output format.
+STRUCTURED_ENDPOINTS = (Endpoint.CHAT_COMPLETIONS, Endpoint.RESPONSES)
+
+#: Items parsed and saved per statement by :func:`store_parsed`.
+_CHUNK = 1000
+
+
+def _pydantic() -> Any:
+    try:
+        import pydantic
+    except ImportError as err:  # pragma: no cover - the extra is part of the test env
+        raise ConfigurationError(
+            'Structured outputs need Pydantic: pip install "django-openai-batches[pydantic]"'
+        ) from err
+    return pydantic
+
+
+def import_path(model: type[BaseModel] | str) -> str:
+    """``"package.module.Class"`` for a Pydantic model class (a string is checked as is)."""
+    path = model if isinstance(model, str) else f"{model.__module__}.{model.__qualname__}"
+    if "<locals>" in path:
+        raise ValueError(
+            f"{path}: a structured output model must be importable by a worker process; "
+            "define it at module level"
+        )
+    load_model(path)
+    return path
+
+
+@lru_cache(maxsize=128)
+def load_model(path: str) -> type[BaseModel]:
+    """The Pydantic model class at ``path``; ``ConfigurationError`` if it is not one."""
+    pydantic = _pydantic()
+    try:
+        model = import_string(path)
+    except ImportError as err:
+        raise ConfigurationError(
+            f"Structured output model {path!r} cannot be imported: {err}"
+        ) from err
+    if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+        raise ConfigurationError(f"Structured output model {path!r} is not a Pydantic BaseModel")
+    return model
+
+
+# -- the request side ------------------------------------------------------------------
+
+
+def strict_json_schema(model: type[BaseModel] | str) -> dict[str, Any]:
+    """The model's JSON schema made strict, as the openai SDK's ``to_strict_json_schema``:
+    every object closed (``additionalProperties: false``) with every property required,
+    ``None`` defaults dropped, single-entry ``allOf`` flattened and ``$ref`` with siblings
+    inlined (strict mode accepts neither)."""
+    cls = load_model(model) if isinstance(model, str) else model
+    schema = cls.model_json_schema()
+    return _strict(schema, root=schema)
+
+
+def _strict(node: Any, *, root: dict[str, Any]) -> Any:
+    if not isinstance(node, dict):
+        return node
+    for key in ("$defs", "definitions"):
+        if isinstance(node.get(key), dict):
+            for sub in node[key].values():
+                _strict(sub, root=root)
+    if node.get("type") == "object" and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    if isinstance(node.get("properties"), dict):
+        node["required"] = list(node["properties"])
+        node["properties"] = {k: _strict(v, root=root) for k, v in node["properties"].items()}
+    if isinstance(node.get("items"), dict):
+        node["items"] = _strict(node["items"], root=root)
+    if isinstance(node.get("anyOf"), list):
+        node["anyOf"] = [_strict(v, root=root) for v in node["anyOf"]]
+    if isinstance(node.get("allOf"), list):
+        if len(node["allOf"]) == 1:
+            node.update(_strict(node.pop("allOf")[0], root=root))
+        else:
+            node["allOf"] = [_strict(v, root=root) for v in node["allOf"]]
+    if "default" in node and node["default"] is None:
+        node.pop("default")
+    ref = node.get("$ref")
+    if isinstance(ref, str) and len(node) > 1:
+        resolved: Any = root
+        for part in ref.removeprefix("#/").split("/"):
+            resolved = resolved[part]
+        node.update({**resolved, **node})
+        node.pop("$ref")
+        return _strict(node, root=root)
+    return node
+
+
+def response_format(model: type[BaseModel] | str, endpoint: str) -> tuple[str, dict[str, Any]]:
+    """``(body key, value)`` asking ``endpoint`` for ``model``'s schema: chat completions'
+    ``response_format``, or the Responses API's ``text`` (whose ``format`` it sets)."""
+    cls = load_model(model) if isinstance(model, str) else model
+    schema = strict_json_schema(cls)
+    if endpoint == Endpoint.CHAT_COMPLETIONS:
+        return "response_format", {
+            "type": "json_schema",
+            "json_schema": {"schema": schema, "name": cls.__name__, "strict": True},
+        }
+    if endpoint == Endpoint.RESPONSES:
+        return "text", {
+            "format": {
+                "type": "json_schema",
+                "name": cls.__name__,
+                "schema": schema,
+                "strict": True,
+            }
+        }
+    raise ValueError(
+        f"{endpoint} takes no structured output; use one of {', '.join(STRUCTURED_ENDPOINTS)}"
+    )
+
+
+def with_schema(
+    body: Mapping[str, Any], model: type[BaseModel] | str, endpoint: str
+) -> dict[str, Any]:
+    """A copy of ``body`` that asks for ``model``'s schema (other ``text`` options kept)."""
+    key, value = response_format(model, endpoint)
+    out = dict(body)
+    if key == "text" and isinstance(body.get("text"), Mapping):
+        value = {**body["text"], **value}
+    out[key] = value
+    return out
+
+
+def create_job(
+    *,
+    output_schema: type[BaseModel] | str,
+    items: Iterable[Mapping[str, Any]] | None = None,
+    endpoint: str = Endpoint.CHAT_COMPLETIONS,
+    **kwargs: Any,
+) -> BatchJob:
+    """:func:`services.create_job` for a structured output: every body asks for the model's
+    schema and every result is parsed into it. An item may name its own model with an
+    ``output_schema`` key (a class or import path). All or nothing, like ``create_job``."""
+    from . import services
+
+    if endpoint not in STRUCTURED_ENDPOINTS:
+        raise ValidationError(
+            [
+                Problem(
+                    None,
+                    "endpoint",
+                    f"{endpoint!r} takes no structured output; use one of "
+                    f"{', '.join(STRUCTURED_ENDPOINTS)}",
+                )
+            ]
+        )
+    job_path = import_path(output_schema)
+    own: dict[str, list[str]] = {}  # per-item models that differ from the job's
+
+    def prepared() -> Iterator[Mapping[str, Any]]:
+        for item in items or ():
+            if not isinstance(item, Mapping) or not isinstance(item.get("body"), Mapping):
+                yield item  # services reports it, with its index
+                continue
+            model = item.get("output_schema") or job_path
+            path = import_path(model)
+            if path != job_path:
+                own.setdefault(path, []).append(str(item.get("custom_id")))
+            rest = {k: v for k, v in item.items() if k != "output_schema"}
+            yield {**rest, "body": with_schema(item["body"], path, endpoint)}
+
+    with transaction.atomic():
+        job = services.create_job(endpoint=endpoint, items=prepared(), **kwargs)
+        BatchJob.objects.filter(pk=job.pk).update(output_schema=job_path)
+        job.output_schema = job_path
+        for path, custom_ids in own.items():
+            for start in range(0, len(custom_ids), _CHUNK):
+                RequestItem.objects.filter(
+                    job=job, custom_id__in=custom_ids[start : start + _CHUNK]
+                ).update(output_schema=path)
+    return job
+
+
+# -- the result side -------------------------------------------------------------------
+
+
+def _errors(err: Any) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(x) for x in e.get("loc") or ()) or "(root)"
+        parts.append(f"{loc}: {e.get('msg')}")
+    return one_line("; ".join(parts))
+
+
+def parse_text(path: str, text: str | None, *, truncated: bool = False) -> tuple[Any, str]:
+    """``(validated JSON, "")`` for an answer that fits the model at ``path``, else
+    ``(None, why)``; never raises for a bad answer."""
+    pydantic = _pydantic()
+    model = load_model(path)
+    if not text:
+        return None, "the answer is empty"
+    try:
+        instance = model.model_validate_json(text)
+    except pydantic.ValidationError as err:
+        why = _errors(err)
+        if truncated:
+            why = f"the answer was cut at the output token limit: {why}"
+        return None, why
+    return instance.model_dump(mode="json"), ""
+
+
+def store_parsed(job: BatchJob | int) -> int:
+    """Parse and store the structured output of every succeeded, not yet parsed item of
+    ``job``, in chunks (one ``bulk_update`` per chunk); returns how many it parsed.
+
+    Meant to run once per job right after ingest, in its transaction, so receivers and the
+    export read stored JSON. Without it each item is parsed on first access instead.
+    """
+    job_obj = job if isinstance(job, BatchJob) else BatchJob.objects.get(pk=job)
+    qs = RequestItem.objects.filter(
+        job_id=job_obj.pk, state=ItemState.SUCCEEDED, parsed__isnull=True, parse_error=""
+    )
+    if not job_obj.output_schema:
+        qs = qs.exclude(output_schema="")
+    done = 0
+    batch: list[RequestItem] = []
+    for item in (
+        qs.order_by("pk")
+        .only("pk", "url", "state", "status_code", "response", "output_schema", "job_id")
+        .iterator(chunk_size=_CHUNK)
+    ):
+        item.job = job_obj  # the job's model without a query per item
+        result = item.result
+        result._store = None  # saved below in bulk, not one UPDATE each
+        item.parsed, item.parse_error = result.parsed_json, result.parse_error
+        batch.append(item)
+        if len(batch) >= _CHUNK:
+            done += _save(batch)
+    return done + _save(batch)
+
+
+def _save(batch: list[RequestItem]) -> int:
+    RequestItem.objects.bulk_update(batch, ["parsed", "parse_error"])
+    n = len(batch)
+    batch.clear()
+    return n
+
+
+def schema_fields(path: str) -> list[str]:
+    """The model's fields flattened with dots (``address.city``), for CSV columns."""
+    return list(_flat_names(strict_json_schema(path)))
+
+
+def _flat_names(schema: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    props = schema.get("properties")
+    if not isinstance(props, Mapping):
+        yield prefix.rstrip(".")
+        return
+    for name, sub in props.items():
+        if isinstance(sub, Mapping) and isinstance(sub.get("properties"), Mapping):
+            yield from _flat_names(sub, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested objects flattened with dots; lists kept as JSON text."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    key = prefix.rstrip(".")
+    return {key: json.dumps(value) if isinstance(value, list) else value}
