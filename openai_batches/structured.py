@@ -26,7 +26,6 @@ field and why), never a crash and never a success.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -284,28 +283,36 @@ def _save(batch: list[RequestItem]) -> int:
 
 
 def schema_fields(path: str) -> list[str]:
-    """The model's fields flattened with dots (``address.city``), for CSV columns."""
-    return list(_flat_names(strict_json_schema(path)))
+    """The model's fields, nested objects flattened with dots (``home.city``), in order;
+    a union or list is one field. For CSV columns, read back with :func:`field_value`."""
+    schema = strict_json_schema(path)
+    return list(_flat_names(schema, "", schema, 0))
 
 
-def _flat_names(schema: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    props = schema.get("properties")
-    if not isinstance(props, Mapping):
+def _flat_names(
+    node: Mapping[str, Any], prefix: str, root: Mapping[str, Any], depth: int
+) -> Iterator[str]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and depth < 8:
+        target: Any = root
+        for part in ref.removeprefix("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    props = node.get("properties")
+    if not isinstance(props, Mapping) or depth >= 8:  # a leaf, or a recursive model's depth cap
         yield prefix.rstrip(".")
         return
     for name, sub in props.items():
-        if isinstance(sub, Mapping) and isinstance(sub.get("properties"), Mapping):
-            yield from _flat_names(sub, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}"
+        yield from _flat_names(
+            sub if isinstance(sub, Mapping) else {}, f"{prefix}{name}.", root, depth + 1
+        )
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested objects flattened with dots; lists kept as JSON text."""
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    key = prefix.rstrip(".")
-    return {key: json.dumps(value) if isinstance(value, list) else value}
+def field_value(parsed: Any, dotted: str) -> Any:
+    """The value at ``home.city`` in parsed JSON (None where a level is missing or null)."""
+    value = parsed
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
