@@ -204,8 +204,10 @@ class Result:
         self._store = store
 
     @classmethod
-    def from_item(cls, item: RequestItem) -> Result:
-        def store(parsed: Any, error: str) -> None:
+    def from_item(cls, item: RequestItem, *, store: bool = True) -> Result:
+        """The item's result; with ``store`` a structured output parsed here is saved on it."""
+
+        def save(parsed: Any, error: str) -> None:
             item.parsed, item.parse_error = parsed, error
             if item.pk:
                 type(item).objects.filter(pk=item.pk).update(parsed=parsed, parse_error=error)
@@ -219,7 +221,7 @@ class Result:
             schema=item.output_schema_path,
             parsed_json=item.parsed,
             parse_error=item.parse_error,
-            store=store,
+            store=save if store else None,
         )
 
     def __repr__(self) -> str:
@@ -512,7 +514,9 @@ class Result:
             return ""
         if self.code and self.code != PARSE_FAILED:
             return one_line(self.reason, limit)
-        if self.tool_calls and not self.text:
+        if isinstance(self.parsed_json, dict):
+            text = ", ".join(f"{k}: {v}" for k, v in self.parsed_json.items())
+        elif self.tool_calls and not self.text:
             text = ", ".join(f"{c.name}({c.arguments})" for c in self.tool_calls)
         elif self.endpoint == "/v1/embeddings":
             dims = len(self.embedding or [])

@@ -267,3 +267,54 @@ def test_export_memory_stays_flat_as_the_job_grows(fmt: str) -> None:
     # Five times the rows, about the same peak: one chunk of rows from the database and one
     # of output, never the whole export.
     assert big_peak < 1.3 * small_peak + 256 * 1024, (small_peak, big_peak)
+
+
+# -- the admin action ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_action_and_job_page_button_stream_the_export(
+    emu: EmulatorHandle, admin_client: Any
+) -> None:
+    from django.urls import reverse
+
+    job = finish(
+        services.create_job(
+            endpoint=Endpoint.CHAT_COMPLETIONS, name="Kettles", items=[chat("k1", "Hi")]
+        )
+    )
+    other = services.create_job(endpoint=Endpoint.CHAT_COMPLETIONS, items=[chat("d1", "Hi")])
+    changelist = reverse("admin:openai_batches_batchjob_changelist")
+    response = admin_client.post(
+        changelist, {"action": "export_results_csv", "_selected_action": [job.pk]}
+    )
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="kettles-{job.pk}-results.csv"'
+    body = b"".join(response.streaming_content).decode()
+    assert body.splitlines()[1].startswith("k1,succeeded,")
+
+    jsonl = admin_client.post(
+        changelist, {"action": "export_results_jsonl", "_selected_action": [job.pk]}
+    )
+    assert json.loads(b"".join(jsonl.streaming_content))["custom_id"] == "k1"
+
+    both = admin_client.post(
+        changelist,
+        {"action": "export_results_csv", "_selected_action": [job.pk, other.pk]},
+        follow=True,
+    )
+    assert "Select exactly one job to export its results." in both.content.decode()
+
+    page = admin_client.get(
+        reverse("admin:openai_batches_batchjob_change", args=[job.pk])
+    ).content.decode()
+    assert 'data-action="export_results_csv"' in page
+    draft = admin_client.get(
+        reverse("admin:openai_batches_batchjob_change", args=[other.pk])
+    ).content.decode()
+    assert 'data-action="export_results_csv"' not in draft  # nothing to export yet
+    button = admin_client.post(
+        reverse("admin:openai_batches_batchjob_object_action", args=[job.pk, "export_results_csv"])
+    )
+    assert button.streaming and b"k1,succeeded," in b"".join(button.streaming_content)

@@ -408,3 +408,103 @@ def test_every_endpoint_through_the_emulator(emu: EmulatorHandle) -> None:
     )
     images = img["i"].result.images
     assert len(images) == 2 and images[0].bytes().startswith(b"\x89PNG")
+
+
+# -- the admin shows the answer ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_item_page_shows_answer_and_parsed_fields_above_the_raw_json(
+    emu: EmulatorHandle, admin_client: Any
+) -> None:
+    from django.urls import reverse
+
+    from openai_batches import structured
+    from tests.test_structured import Sentiment
+
+    job = structured.create_job(
+        output_schema=Sentiment,
+        items=[
+            {
+                "custom_id": "s1",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "Great kettle"}],
+                },
+            },
+            {
+                "custom_id": "s2",
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+            },
+        ],
+    )
+    emu.fail_request("s2", code="invalid_prompt", message="Invalid prompt.")
+    done = run_job_from(job)
+    item = done["s1"]
+    parsed = item.result.parsed
+    assert isinstance(parsed, Sentiment)
+    html = admin_client.get(
+        reverse("admin:openai_batches_requestitem_change", args=[item.pk])
+    ).content.decode()
+    assert html.index("field-answer") < html.index("field-parsed_pretty")
+    assert html.index("field-parsed_pretty") < html.index(
+        "field-response_pretty"
+    )  # above the raw JSON
+    assert f"<th>sentiment</th><td>{parsed.sentiment}</td>" in html
+    assert "tests.test_structured.Sentiment" in html and "finish reason" in html
+
+    failed = admin_client.get(
+        reverse("admin:openai_batches_requestitem_change", args=[done["s2"].pk])
+    ).content.decode()
+    assert "invalid_prompt: Invalid prompt." in failed
+
+    listing = admin_client.get(
+        reverse("admin:openai_batches_requestitem_changelist"), {"job": job.pk}
+    ).content.decode()
+    assert "column-answer_short" in listing
+    assert f"sentiment: {parsed.sentiment}, reason: {parsed.reason[:20]}" in listing
+    assert "invalid_prompt: Invalid prompt." in listing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_item_list_neither_writes_nor_grows_queries_with_structured_rows(
+    emu: EmulatorHandle, admin_client: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from openai_batches import structured
+    from tests.test_structured import Sentiment
+
+    def rows(n: int, start: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "custom_id": f"q{i}",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"r{i}"}],
+                },
+            }
+            for i in range(start, start + n)
+        ]
+
+    small = run_job_from(structured.create_job(output_schema=Sentiment, items=rows(1, 0)))
+    url = reverse("admin:openai_batches_requestitem_changelist")
+    with CaptureQueriesContext(connection) as one:
+        admin_client.get(url)
+    run_job_from(structured.create_job(output_schema=Sentiment, items=rows(15, 1)))
+    with CaptureQueriesContext(connection) as many:
+        admin_client.get(url)
+    assert len(many.captured_queries) == len(one.captured_queries)
+    assert not any(q["sql"].lstrip().upper().startswith("UPDATE") for q in many.captured_queries)
+    assert RequestItem.objects.get(pk=small["q0"].pk).parsed is None  # a GET stored nothing
+
+
+def run_job_from(job: Any) -> dict[str, RequestItem]:
+    services.request_submit(job)
+    services.submit(job)
+    services.refresh(job)
+    job.refresh_from_db()
+    assert job.state == "finished", job.last_error
+    return {i.custom_id: i for i in job.items.select_related("job")}
