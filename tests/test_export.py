@@ -318,3 +318,62 @@ def test_admin_action_and_job_page_button_stream_the_export(
         reverse("admin:openai_batches_batchjob_object_action", args=[job.pk, "export_results_csv"])
     )
     assert button.streaming and b"k1,succeeded," in b"".join(button.streaming_content)
+
+
+# -- the API endpoint ----------------------------------------------------------------------
+
+
+def _error(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and {"type", "message", "problems"} <= set(body["error"])
+    return dict(body["error"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_export_streams_csv_and_jsonl_for_the_owner_only(
+    emu: EmulatorHandle, django_user_model: Any
+) -> None:
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    alice = django_user_model.objects.create_user("alice", password="pw")
+    bob = django_user_model.objects.create_user("bob", password="pw")
+    job = finish(
+        services.create_job(
+            endpoint=Endpoint.CHAT_COMPLETIONS,
+            name="Kettles",
+            owner=alice,
+            items=[chat("k1", "Hi"), chat("k2", "Yo")],
+        )
+    )
+    url = reverse("openai_batches_api:job-export", kwargs={"uuid": str(job.uuid)})
+    api = APIClient()
+    api.force_authenticate(alice)
+
+    response = api.get(url)
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="kettles-{job.pk}-results.csv"'
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [r["custom_id"] for r in rows] == ["k1", "k2"] and rows[0]["state"] == "succeeded"
+
+    for kwargs in ({"format": "jsonl"}, {}):
+        headers = {} if kwargs else {"HTTP_ACCEPT": "application/jsonl"}
+        jsonl = api.get(url, kwargs, **headers)
+        assert jsonl["Content-Type"] == "application/jsonl"
+        lines = [json.loads(x) for x in b"".join(jsonl.streaming_content).splitlines()]
+        assert [x["custom_id"] for x in lines] == ["k1", "k2"]
+
+    only = api.get(url, {"state": "failed"})
+    assert b"".join(only.streaming_content).decode().splitlines()[1:] == []
+
+    bad = api.get(url, {"state": "nope"})
+    assert bad.status_code == 400 and _error(bad)["problems"][0]["field"] == "state"
+    wrong = api.get(url, HTTP_ACCEPT="application/json")
+    assert wrong.status_code == 406 and _error(wrong)["type"] == "not_acceptable"
+
+    other = APIClient()
+    other.force_authenticate(bob)
+    hidden = other.get(url)
+    assert hidden.status_code == 404 and _error(hidden)["type"] == "not_found"
+    assert APIClient().get(url).status_code in (401, 403)
