@@ -78,8 +78,7 @@ class JobExportViewSet(BatchesViewSet):
                 OpenApiTypes.OBJECT, description="JSONL: one object per item."
             ),
             **{
-                (code, "application/json"): response
-                for code, response in _errors(400, 404).items()
+                (code, "application/json"): response for code, response in _errors(400, 404).items()
             },
         },
     )
