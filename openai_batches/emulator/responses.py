@@ -4,6 +4,20 @@ The same request body always yields the same reply text, embedding vector and ``
 tests can assert on results. Tokens are estimated as one token per four characters of the
 text in the request (rounded up, at least one); that is not tiktoken, but it is stable and
 grows with the input, which is what budgets and usage accounting need.
+
+Answers that are not plain text, on documented triggers, so receivers can be tested on them:
+
+- a ``json_schema`` format (chat ``response_format``, Responses ``text.format``): JSON that
+  fits the schema; the Responses body echoes the format as the real one does;
+- ``tool_choice`` ``"required"`` or naming a function: a call of that function (the first one
+  for ``"required"``) with arguments that fit its ``parameters`` schema; ``"auto"`` answers
+  in text;
+- a prompt containing ``emulator-refuse``: a refusal (chat ``message.refusal``, Responses a
+  ``refusal`` content part);
+- a prompt containing ``emulator-flag`` (moderations): flagged as violence;
+- ``max_tokens``/``max_completion_tokens``/``max_output_tokens`` below the reply: the reply
+  cut with a ``length`` stop (Responses: ``incomplete``, ``max_output_tokens``);
+- images with ``response_format: "url"``: URLs instead of base64.
 """
 
 from __future__ import annotations
@@ -307,10 +321,64 @@ def _count(body: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
+REFUSE_TRIGGER = "emulator-refuse"
+REFUSAL_TEXT = "I'm sorry, I can't help with that request (emulated refusal)."
+
+
+def _refuses(endpoint: str, body: dict[str, Any]) -> bool:
+    return REFUSE_TRIGGER in _last_user_text(endpoint, body).lower()
+
+
+def _forced_tool(body: dict[str, Any]) -> tuple[str, Any] | None:
+    """(name, parameters schema) of the function ``tool_choice`` forces, if it forces one.
+    Chat nests a function under ``function``; the Responses API does not."""
+    tools = [
+        t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"
+    ]
+    specs = [t.get("function") if isinstance(t.get("function"), dict) else t for t in tools]
+    choice = body.get("tool_choice")
+    if choice == "required" and specs:
+        return str(specs[0].get("name")), specs[0].get("parameters")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        named = choice.get("function") if isinstance(choice.get("function"), dict) else choice
+        for spec in specs:
+            if spec.get("name") == named.get("name"):
+                return str(spec.get("name")), spec.get("parameters")
+    return None
+
+
+def _tool_arguments(endpoint: str, body: dict[str, Any], parameters: Any) -> str:
+    digest = stable_hex(json.dumps(body, sort_keys=True), length=8)
+    prompt = " ".join(_last_user_text(endpoint, body).split())[:80]
+    return json.dumps(_from_schema(parameters or {"type": "object"}, digest, prompt))
+
+
 def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
-    text, out_tokens, finish = _reply_and_tokens("/v1/chat/completions", body)
+    endpoint = "/v1/chat/completions"
+    text, out_tokens, finish = _reply_and_tokens(endpoint, body)
     n = _count(body)
-    in_tokens = estimate_input_tokens("/v1/chat/completions", body)
+    in_tokens = estimate_input_tokens(endpoint, body)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text,
+        "refusal": None,
+        "annotations": [],
+    }
+    forced = _forced_tool(body)
+    if forced is not None:
+        arguments = _tool_arguments(endpoint, body, forced[1])
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": "call_" + stable_hex("call", key, length=24),
+                "type": "function",
+                "function": {"name": forced[0], "arguments": arguments},
+            }
+        ]
+        out_tokens, finish = count_tokens(arguments), "tool_calls"
+    elif _refuses(endpoint, body):
+        message["content"], message["refusal"] = None, REFUSAL_TEXT
+        out_tokens, finish = count_tokens(REFUSAL_TEXT), "stop"
     return {
         "id": "chatcmpl-" + stable_hex("chat", key, length=29),
         "object": "chat.completion",
@@ -319,12 +387,7 @@ def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str,
         "choices": [
             {
                 "index": i,
-                "message": {
-                    "role": "assistant",
-                    "content": text,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": dict(message),
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -348,8 +411,38 @@ def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str,
 
 
 def _responses(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
-    text, out_tokens, finish = _reply_and_tokens("/v1/responses", body)
-    in_tokens = estimate_input_tokens("/v1/responses", body)
+    endpoint = "/v1/responses"
+    text, out_tokens, finish = _reply_and_tokens(endpoint, body)
+    in_tokens = estimate_input_tokens(endpoint, body)
+    content: dict[str, Any] = {
+        "type": "output_text",
+        "text": text,
+        "annotations": [],
+        "logprobs": [],
+    }
+    output: dict[str, Any] = {
+        "type": "message",
+        "id": "msg_" + stable_hex("msg", key, length=48),
+        "status": "completed" if finish == "stop" else "incomplete",
+        "role": "assistant",
+        "content": [content],
+    }
+    forced = _forced_tool(body)
+    if forced is not None:
+        arguments = _tool_arguments(endpoint, body, forced[1])
+        output = {
+            "type": "function_call",
+            "id": "fc_" + stable_hex("fc", key, length=48),
+            "call_id": "call_" + stable_hex("call", key, length=24),
+            "name": forced[0],
+            "arguments": arguments,
+            "status": "completed",
+        }
+        out_tokens, finish = count_tokens(arguments), "stop"
+    elif _refuses(endpoint, body):
+        output["content"] = [{"type": "refusal", "refusal": REFUSAL_TEXT}]
+        out_tokens, finish = count_tokens(REFUSAL_TEXT), "stop"
+    requested_text = body.get("text") if isinstance(body.get("text"), dict) else {}
     return {
         "id": "resp_" + stable_hex("resp", key, length=48),
         "object": "response",
@@ -361,26 +454,16 @@ def _responses(body: dict[str, Any], model: str, created: int, key: str) -> dict
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": model,
-        "output": [
-            {
-                "type": "message",
-                "id": "msg_" + stable_hex("msg", key, length=48),
-                "status": "completed",
-                "role": "assistant",
-                "content": [
-                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-                ],
-            }
-        ],
+        "output": [output],
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "service_tier": "default",
         "store": True,
         "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}, "verbosity": "medium"},
-        "tool_choice": "auto",
-        "tools": [],
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **requested_text},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "truncation": "disabled",
         "usage": {
@@ -431,11 +514,14 @@ def _completions(body: dict[str, Any], model: str, created: int, key: str) -> di
         "created": created,
         "model": model,
         "system_fingerprint": "fp_emulator",
-        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        "choices": [
+            {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
+            for i in range(_count(body))
+        ],
         "usage": {
             "prompt_tokens": in_tokens,
-            "completion_tokens": out_tokens,
-            "total_tokens": in_tokens + out_tokens,
+            "completion_tokens": out_tokens * _count(body),
+            "total_tokens": in_tokens + out_tokens * _count(body),
         },
     }
 
@@ -463,12 +549,19 @@ def _moderations(body: dict[str, Any], model: str, key: str) -> dict[str, Any]:
     return {"id": "modr-" + stable_hex("modr", key, length=32), "model": model, "results": results}
 
 
-def _images(body: dict[str, Any], created: int) -> dict[str, Any]:
+def _images(body: dict[str, Any], created: int, key: str) -> dict[str, Any]:
     n = _count(body)
     in_tokens = estimate_input_tokens("/v1/images/generations", body)
     return {
         "created": created,
-        "data": [{"b64_json": _PNG_1X1, "revised_prompt": body.get("prompt")} for _ in range(n)],
+        "data": [
+            {
+                "url": f"https://files.emulator.invalid/images/{stable_hex('img', key, str(i), length=16)}.png"
+            }
+            if body.get("response_format") == "url"
+            else {"b64_json": _PNG_1X1, "revised_prompt": body.get("prompt")}
+            for i in range(n)
+        ],
         "usage": {
             "input_tokens": in_tokens,
             "input_tokens_details": {"text_tokens": in_tokens, "image_tokens": 0},
@@ -514,7 +607,7 @@ def response_body(
     if endpoint == "/v1/moderations":
         return _moderations(body, model, key)
     if endpoint.startswith("/v1/images/"):
-        return _images(body, created)
+        return _images(body, created, key)
     return _videos(body, model, created, key)
 
 
