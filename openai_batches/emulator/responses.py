@@ -335,12 +335,16 @@ def _forced_tool(body: dict[str, Any]) -> tuple[str, Any] | None:
     tools = [
         t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"
     ]
-    specs = [t.get("function") if isinstance(t.get("function"), dict) else t for t in tools]
+    specs: list[dict[str, Any]] = []
+    for tool in tools:
+        nested = tool.get("function")
+        specs.append(nested if isinstance(nested, dict) else tool)
     choice = body.get("tool_choice")
     if choice == "required" and specs:
         return str(specs[0].get("name")), specs[0].get("parameters")
     if isinstance(choice, dict) and choice.get("type") == "function":
-        named = choice.get("function") if isinstance(choice.get("function"), dict) else choice
+        nested = choice.get("function")
+        named = nested if isinstance(nested, dict) else choice
         for spec in specs:
             if spec.get("name") == named.get("name"):
                 return str(spec.get("name")), spec.get("parameters")
@@ -442,7 +446,8 @@ def _responses(body: dict[str, Any], model: str, created: int, key: str) -> dict
     elif _refuses(endpoint, body):
         output["content"] = [{"type": "refusal", "refusal": REFUSAL_TEXT}]
         out_tokens, finish = count_tokens(REFUSAL_TEXT), "stop"
-    requested_text = body.get("text") if isinstance(body.get("text"), dict) else {}
+    requested = body.get("text")
+    requested_text: dict[str, Any] = requested if isinstance(requested, dict) else {}
     return {
         "id": "resp_" + stable_hex("resp", key, length=48),
         "object": "response",
