@@ -106,7 +106,8 @@ def test_structured_fields_become_columns(emu: EmulatorHandle) -> None:
             "choices": [
                 {"index": 0, "message": {"content": '{"name": 1}'}, "finish_reason": "stop"}
             ]
-        }
+        },
+        parsed=None,  # the answer stored earlier no longer stands
     )
     rows = list(csv.DictReader(io.StringIO(text(export_results(job, "csv")))))
     fields = ["name", "born", "home.city", "home.postcode", "work", "tags", "score"]

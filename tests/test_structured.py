@@ -209,6 +209,9 @@ def test_a_structured_job_end_to_end(emu: EmulatorHandle, endpoint: str) -> None
     assert sent == structured.response_format(Person, endpoint)[1]
 
     done = finish(job)
+    # Receivers were sent ``parsed``, which stored it; clear it to run the bulk pass alone.
+    assert RequestItem.objects.filter(job=job, parsed__isnull=True).count() == 0
+    RequestItem.objects.filter(job=job).update(parsed=None)
     assert structured.store_parsed(job) == 5
     assert structured.store_parsed(job) == 0  # stored once; a second pass has nothing to do
     for item in RequestItem.objects.filter(job=job).select_related("job"):
@@ -222,8 +225,9 @@ def test_a_structured_job_end_to_end(emu: EmulatorHandle, endpoint: str) -> None
 @pytest.mark.django_db(transaction=True)
 def test_first_access_parses_and_stores_when_no_bulk_pass_ran(emu: EmulatorHandle) -> None:
     job = structured.create_job(output_schema=Sentiment, items=items(2))
-    done = finish(job)
-    item = done["r0"]
+    finish(job)
+    RequestItem.objects.filter(job=job).update(parsed=None)  # as if no receiver had run
+    item = RequestItem.objects.select_related("job").get(job=job, custom_id="r0")
     assert item.parsed is None
     assert item.result.parsed is not None
     assert RequestItem.objects.get(pk=item.pk).parsed == item.result.parsed_json
@@ -250,8 +254,9 @@ def test_a_violating_answer_is_stored_as_a_parse_error(emu: EmulatorHandle) -> N
     finish(job)
     # The provider's answer for r0 no longer fits a stricter model of the same name.
     RequestItem.objects.filter(job=job, custom_id="r0").update(
-        response=chat_body('{"sentiment": "meh", "reason": "x"}')
+        response=chat_body('{"sentiment": "meh", "reason": "x"}'), parsed=None
     )
+    RequestItem.objects.filter(job=job, custom_id="r1").update(parsed=None)
     assert structured.store_parsed(job) == 2
     item = RequestItem.objects.select_related("job").get(job=job, custom_id="r0")
     assert item.parsed is None and item.parse_error.startswith("sentiment: Input should be")
@@ -262,3 +267,40 @@ def test_a_violating_answer_is_stored_as_a_parse_error(emu: EmulatorHandle) -> N
 def test_create_job_refuses_an_endpoint_without_structured_output() -> None:
     with pytest.raises(ValidationError, match="takes no structured output"):
         structured.create_job(endpoint=Endpoint.EMBEDDINGS, output_schema=Sentiment, items=[])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_result_received_hands_receivers_the_result_and_the_parsed_object(
+    emu: EmulatorHandle,
+) -> None:
+    from openai_batches import signals
+
+    got: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        got.append(kwargs)
+
+    signals.result_received.connect(receiver, custom_id_prefix="r")
+    try:
+        rows = items(2)
+        rows[1]["body"]["messages"][0]["content"] = "emulator-refuse"
+        finish(structured.create_job(output_schema=Sentiment, items=rows))
+    finally:
+        signals.result_received.disconnect(receiver, custom_id_prefix="r")
+    by_id = {k["custom_id"]: k for k in got}
+    assert set(by_id) == {"r0", "r1"}
+    ok, refused = by_id["r0"], by_id["r1"]
+    assert isinstance(ok["result"], Result) and ok["result"].ok
+    assert isinstance(ok["parsed"], Sentiment) and ok["parsed"] == ok["item"].result.parsed
+    assert refused["succeeded"] is True and refused["parsed"] is None
+    assert refused["result"].code == "refusal" and not refused["result"].ok
+    # Stored as it was parsed: the receivers' transaction saved the JSON on the item.
+    assert RequestItem.objects.get(pk=ok["item"].pk).parsed == ok["parsed"].model_dump()
+
+
+def test_the_result_kwargs_are_only_added_for_an_item() -> None:
+    from openai_batches.signals import _with_result
+
+    assert _with_result({"custom_id": "x", "item": None}) == {"custom_id": "x", "item": None}
+    given = {"item": object(), "result": "mine", "parsed": "mine too"}
+    assert _with_result(given) == given  # a sender's own values win
