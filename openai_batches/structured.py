@@ -26,16 +26,17 @@ field and why), never a crash and never a success.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.module_loading import import_string
 
 from .exceptions import ConfigurationError, Problem, ValidationError
 from .models import BatchJob, Endpoint, ItemState, RequestItem
-from .results import one_line
+from .results import Result, one_line
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -247,10 +248,12 @@ def parse_text(path: str, text: str | None, *, truncated: bool = False) -> tuple
 
 def store_parsed(job: BatchJob | int) -> int:
     """Parse and store the structured output of every succeeded, not yet parsed item of
-    ``job``, in chunks (one ``bulk_update`` per chunk); returns how many it parsed.
+    ``job``; returns how many it parsed.
 
     Meant to run once per job right after ingest, in its transaction, so receivers and the
-    export read stored JSON. Without it each item is parsed on first access instead.
+    export read stored JSON instead of each parsing (and saving) on first access. Reads plain
+    values in pk-ordered chunks and writes each chunk with one ``executemany`` UPDATE by pk
+    (``bulk_update``'s CASE/WHEN costs about a hundred times more here).
     """
     job_obj = job if isinstance(job, BatchJob) else BatchJob.objects.get(pk=job)
     qs = RequestItem.objects.filter(
@@ -258,25 +261,38 @@ def store_parsed(job: BatchJob | int) -> int:
     )
     if not job_obj.output_schema:
         qs = qs.exclude(output_schema="")
+    rows = qs.order_by("pk").values_list("pk", "state", "status_code", "response", "output_schema")
     done = 0
-    batch: list[RequestItem] = []
-    for item in (
-        qs.order_by("pk")
-        .only("pk", "url", "state", "status_code", "response", "output_schema", "job_id")
-        .iterator(chunk_size=_CHUNK)
-    ):
-        item.job = job_obj  # the job's model without a query per item
-        result = item.result
-        result._store = None  # saved below in bulk, not one UPDATE each
-        item.parsed, item.parse_error = result.parsed_json, result.parse_error
-        batch.append(item)
+    batch: list[tuple[str | None, str, int]] = []
+    for pk, state, status_code, response, own in rows.iterator(chunk_size=_CHUNK):
+        result = Result(
+            job_obj.endpoint, state, status_code, response, schema=own or job_obj.output_schema
+        )
+        parsed, error = result.parsed_json, result.parse_error
+        batch.append((None if parsed is None else json.dumps(parsed), error, pk))
         if len(batch) >= _CHUNK:
             done += _save(batch)
     return done + _save(batch)
 
 
-def _save(batch: list[RequestItem]) -> int:
-    RequestItem.objects.bulk_update(batch, ["parsed", "parse_error"])
+def _save(batch: list[tuple[str | None, str, int]]) -> int:
+    if not batch:
+        return 0
+    table = connection.ops.quote_name(RequestItem._meta.db_table)
+    # Identifiers come from the model's metadata, never from input.
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One statement per chunk: the values travel as three arrays.
+            parsed, errors, pks = (list(column) for column in zip(*batch, strict=True))
+            cursor.execute(
+                f"UPDATE {table} AS i SET parsed = v.parsed::jsonb, parse_error = v.error "  # noqa: S608
+                "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(parsed, error, id) "
+                "WHERE i.id = v.id",
+                [parsed, errors, pks],
+            )
+        else:
+            sql = f"UPDATE {table} SET parsed = %s, parse_error = %s WHERE id = %s"  # noqa: S608
+            cursor.executemany(sql, batch)
     n = len(batch)
     batch.clear()
     return n
