@@ -1004,7 +1004,7 @@ class RequestItemAdmin(admin.ModelAdmin):
     def answer(self, item: RequestItem) -> SafeString:
         """What the model answered, read through ``item.result``: the endpoint's answer
         and, for anything unusable, why."""
-        r = item.result
+        r = Result.from_item(item, store=False)  # a GET shows, never writes
         rows: list[tuple[str, Any]] = []
         if r.code:
             rows.append(
@@ -1075,7 +1075,7 @@ class RequestItemAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("parsed output"))
     def parsed_pretty(self, item: RequestItem) -> SafeString:
-        r = item.result
+        r = Result.from_item(item, store=False)
         if not r.schema:
             return mark_safe('<span class="ob-muted">—</span>')
         schema = format_html("<p>{}: <code>{}</code></p>", _("model"), r.schema)

@@ -151,9 +151,7 @@ def response_format(model: type[BaseModel] | str, endpoint: str) -> tuple[str, d
                 "strict": True,
             }
         }
-    raise ValueError(
-        f"{endpoint} takes no structured output; use one of {', '.join(STRUCTURED_ENDPOINTS)}"
-    )
+    raise ValueError(_no_structured_output(endpoint))
 
 
 def with_schema(
@@ -177,45 +175,92 @@ def create_job(
 ) -> BatchJob:
     """:func:`services.create_job` for a structured output: every body asks for the model's
     schema and every result is parsed into it. An item may name its own model with an
-    ``output_schema`` key (a class or import path). All or nothing, like ``create_job``."""
+    ``output_schema`` key (a class or import path). All or nothing, like ``create_job``:
+    a model that cannot be loaded is a problem naming the item's index and field."""
     from . import services
 
     if endpoint not in STRUCTURED_ENDPOINTS:
-        raise ValidationError(
-            [
-                Problem(
-                    None,
-                    "endpoint",
-                    f"{endpoint!r} takes no structured output; use one of "
-                    f"{', '.join(STRUCTURED_ENDPOINTS)}",
-                )
-            ]
-        )
+        raise ValidationError([Problem(None, "endpoint", _no_structured_output(endpoint))])
     job_path = import_path(output_schema)
-    own: dict[str, list[str]] = {}  # per-item models that differ from the job's
+    with transaction.atomic():
+        batch = _Prepared(job_path, endpoint)
+        job = batch.run(
+            lambda: services.create_job(endpoint=endpoint, items=batch.items(items), **kwargs)
+        )
+        BatchJob.objects.filter(pk=job.pk).update(output_schema=job_path)
+        job.output_schema = job_path
+        batch.save_own_models(job)
+    return job
 
-    def prepared() -> Iterator[Mapping[str, Any]]:
-        for item in items or ():
+
+def add_items(job: BatchJob, items: Iterable[Mapping[str, Any]]) -> int:
+    """:func:`services.add_items` for a job made by :func:`create_job`: each body gets the
+    job's schema (or its own ``output_schema``'s). All or nothing."""
+    from . import services
+
+    if not job.output_schema:
+        raise ValidationError(
+            [Problem(None, "output_schema", f"job {job.pk} has no structured output model")]
+        )
+    with transaction.atomic():
+        batch = _Prepared(job.output_schema, job.endpoint)
+        added = batch.run(lambda: services.add_items(job, batch.items(items)))
+        batch.save_own_models(job)
+    return added
+
+
+def _no_structured_output(endpoint: str) -> str:
+    return f"{str(endpoint)!r} takes no structured output; use one of {', '.join(STRUCTURED_ENDPOINTS)}"
+
+
+class _Prepared:
+    """Items on their way to ``services``: schema added to each body, per-item models noted,
+    problems with ``output_schema`` kept with the item's index."""
+
+    def __init__(self, job_path: str, endpoint: str) -> None:
+        self.job_path = job_path
+        self.endpoint = endpoint
+        self.own: dict[str, list[str]] = {}  # per-item models that differ from the job's
+        self.problems: list[Problem] = []
+
+    def items(self, items: Iterable[Mapping[str, Any]] | None) -> Iterator[Mapping[str, Any]]:
+        for index, item in enumerate(items or ()):
             if not isinstance(item, Mapping) or not isinstance(item.get("body"), Mapping):
                 yield item  # services reports it, with its index
                 continue
-            model = item.get("output_schema") or job_path
-            path = import_path(model)
-            if path != job_path:
-                own.setdefault(path, []).append(str(item.get("custom_id")))
             rest = {k: v for k, v in item.items() if k != "output_schema"}
-            yield {**rest, "body": with_schema(item["body"], path, endpoint)}
+            try:
+                path = import_path(item.get("output_schema") or self.job_path)
+            except (ConfigurationError, ValueError, TypeError) as err:
+                self.problems.append(Problem(index, "output_schema", str(err)))
+                yield rest  # still validated by services, so every problem is listed
+                continue
+            if path != self.job_path:
+                self.own.setdefault(path, []).append(str(item.get("custom_id")))
+            yield {**rest, "body": with_schema(item["body"], path, self.endpoint)}
 
-    with transaction.atomic():
-        job = services.create_job(endpoint=endpoint, items=prepared(), **kwargs)
-        BatchJob.objects.filter(pk=job.pk).update(output_schema=job_path)
-        job.output_schema = job_path
-        for path, custom_ids in own.items():
+    def run(self, call: Any) -> Any:
+        """``call()``, with this batch's problems merged into its ValidationError, or raised
+        on their own (rolling the caller's transaction back) when it had none."""
+        try:
+            result = call()
+        except ValidationError as err:
+            if not self.problems:
+                raise
+            merged = sorted(
+                [*err.problems, *self.problems], key=lambda p: -1 if p.index is None else p.index
+            )
+            raise type(err)(merged, truncated=err.truncated) from err
+        if self.problems:
+            raise ValidationError(self.problems)
+        return result
+
+    def save_own_models(self, job: BatchJob) -> None:
+        for path, custom_ids in self.own.items():
             for start in range(0, len(custom_ids), _CHUNK):
                 RequestItem.objects.filter(
                     job=job, custom_id__in=custom_ids[start : start + _CHUNK]
                 ).update(output_schema=path)
-    return job
 
 
 # -- the result side -------------------------------------------------------------------

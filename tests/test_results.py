@@ -453,6 +453,11 @@ def test_admin_item_page_shows_answer_and_parsed_fields_above_the_raw_json(
     assert f"<th>sentiment</th><td>{parsed.sentiment}</td>" in html
     assert "tests.test_structured.Sentiment" in html and "finish reason" in html
 
+    RequestItem.objects.filter(pk=item.pk).update(parsed=None)
+    again = admin_client.get(reverse("admin:openai_batches_requestitem_change", args=[item.pk]))
+    assert f"<th>sentiment</th><td>{parsed.sentiment}</td>" in again.content.decode()
+    assert RequestItem.objects.get(pk=item.pk).parsed is None  # shown, not stored, on a GET
+
     failed = admin_client.get(
         reverse("admin:openai_batches_requestitem_change", args=[done["s2"].pk])
     ).content.decode()

@@ -93,7 +93,7 @@ def test_with_schema_keeps_other_text_options() -> None:
 
 
 def test_endpoints_without_structured_output_are_refused() -> None:
-    with pytest.raises(ValueError, match="/v1/embeddings takes no structured output"):
+    with pytest.raises(ValueError, match="'/v1/embeddings' takes no structured output"):
         structured.response_format(Sentiment, Endpoint.EMBEDDINGS)
 
 
@@ -304,3 +304,41 @@ def test_the_result_kwargs_are_only_added_for_an_item() -> None:
     assert _with_result({"custom_id": "x", "item": None}) == {"custom_id": "x", "item": None}
     given = {"item": object(), "result": "mine", "parsed": "mine too"}
     assert _with_result(given) == given  # a sender's own values win
+
+
+@pytest.mark.django_db
+def test_a_bad_item_model_is_a_problem_with_its_index_and_nothing_is_saved() -> None:
+    from openai_batches.models import BatchJob
+
+    rows = items(3)
+    rows[1]["output_schema"] = "tests.nowhere.Model"
+    del rows[2]["body"]["model"]  # a problem services finds: both are listed
+    with pytest.raises(ValidationError) as caught:
+        structured.create_job(output_schema=Sentiment, items=rows)
+    found = [(p.index, p.field) for p in caught.value.problems]
+    assert found == [(1, "output_schema"), (2, "body.model")]
+    assert "cannot be imported" in caught.value.problems[0].message
+    assert not BatchJob.objects.exists() and not RequestItem.objects.exists()
+
+    rows = items(2)
+    rows[0]["output_schema"] = f"{HERE}.NotAModel"
+    with pytest.raises(
+        ValidationError, match=r"item 0 \(line 1\), output_schema: .*is not a Pydantic"
+    ):
+        structured.create_job(output_schema=Sentiment, items=rows)
+    assert not BatchJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_add_items_to_a_structured_job_adds_the_schema() -> None:
+    from openai_batches import services
+
+    job = structured.create_job(output_schema=Sentiment, items=items(1))
+    more = [{"custom_id": "extra", "body": items(1)[0]["body"], "output_schema": Address}]
+    assert structured.add_items(job, more) == 1
+    extra = RequestItem.objects.get(job=job, custom_id="extra")
+    assert extra.output_schema == f"{HERE}.Address"
+    assert extra.body["response_format"] == structured.response_format(Address, job.endpoint)[1]
+    plain = services.create_job(endpoint=Endpoint.CHAT_COMPLETIONS, items=items(1))
+    with pytest.raises(ValidationError, match="has no structured output model"):
+        structured.add_items(plain, items(1))
