@@ -106,7 +106,7 @@ def export_results(
     if state:
         qs = qs.filter(state=state)
     rows = _rows(current, qs)
-    return _csv(current, qs, rows) if fmt == "csv" else _jsonl(rows)
+    return _csv(_header(current, qs), rows) if fmt == "csv" else _jsonl(rows)
 
 
 class _Row:
@@ -199,15 +199,30 @@ def _safe(value: Any) -> Any:
     return value
 
 
-def _csv(job: BatchJob, qs: Any, rows: Iterator[_Row]) -> Iterator[bytes]:
-    from .structured import field_value, schema_fields
+def _header(job: BatchJob, qs: Any) -> tuple[list[str], list[str], bool]:
+    """(header, the model's field columns, whether a ``parsed`` JSON column is added), found
+    before the first byte is streamed."""
+    from .exceptions import ConfigurationError
+    from .structured import schema_fields
 
-    fields = schema_fields(job.output_schema) if job.output_schema else []
+    try:
+        fields = schema_fields(job.output_schema) if job.output_schema else []
+        unloadable = False
+    except ConfigurationError:
+        # The model is gone from the code: the stored parsed JSON is still worth exporting.
+        fields, unloadable = [], True
     own_models = qs.filter(~Q(output_schema="")).exclude(output_schema=job.output_schema).exists()
-    header = [*BASE_COLUMNS, *fields, *(["parsed"] if own_models else [])]
+    json_column = own_models or unloadable
+    return [*BASE_COLUMNS, *fields, *(["parsed"] if json_column else [])], fields, json_column
+
+
+def _csv(header: tuple[list[str], list[str], bool], rows: Iterator[_Row]) -> Iterator[bytes]:
+    from .structured import field_value
+
+    columns, fields, own_models = header
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(header)
+    writer.writerow(columns)
     for n, row in enumerate(rows, 1):
         r = row.result
         cells: list[Any] = [

@@ -439,9 +439,16 @@ class Result:
             return self._parsed_json, self._parse_error
         if not self.succeeded or (self.refusal and not self.text):
             return None, ""  # nothing to parse; ``code`` says why
+        from .exceptions import ConfigurationError
         from .structured import parse_text
 
-        parsed, error = parse_text(self.schema, self.text, truncated=self.truncated)
+        try:
+            parsed, error = parse_text(self.schema, self.text, truncated=self.truncated)
+        except ConfigurationError as err:
+            # The deployment's fault, not the answer's: reported, not stored, so the item
+            # parses once the model is importable again.
+            self._parse_error = str(err)
+            return None, self._parse_error
         self._parsed_json, self._parse_error = parsed, error
         if self._store is not None:
             self._store(parsed, error)
@@ -463,9 +470,14 @@ class Result:
         data = self.parsed_json
         if data is None:
             return None
+        from .exceptions import ConfigurationError
         from .structured import load_model
 
-        return load_model(self.schema).model_validate(data)
+        try:
+            return load_model(self.schema).model_validate(data)
+        except ConfigurationError as err:
+            self._parse_error = str(err)
+            return None
 
     # -- failures ----------------------------------------------------------------------
 

@@ -378,3 +378,30 @@ def test_api_export_streams_csv_and_jsonl_for_the_owner_only(
     hidden = other.get(url)
     assert hidden.status_code == 404 and _error(hidden)["type"] == "not_found"
     assert APIClient().get(url).status_code in (401, 403)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_model_removed_from_the_code_neither_crashes_nor_loses_stored_answers(
+    emu: EmulatorHandle,
+) -> None:
+    from tests.test_structured import Sentiment
+
+    job = finish(
+        structured.create_job(output_schema=Sentiment, items=[chat("a", "x"), chat("b", "y")])
+    )
+    stored = RequestItem.objects.get(job=job, custom_id="a").parsed
+    assert stored is not None
+    RequestItem.objects.filter(job=job, custom_id="b").update(parsed=None)
+    BatchJob.objects.filter(pk=job.pk).update(output_schema="tests.gone.Sentiment")
+    job.refresh_from_db()
+
+    rows = list(csv.DictReader(io.StringIO(text(export_results(job, "csv")))))
+    assert list(rows[0]) == [*BASE_COLUMNS, "parsed"]
+    assert json.loads(rows[0]["parsed"]) == stored and rows[0]["code"] == ""
+    assert rows[1]["parsed"] == "" and rows[1]["code"] == "parse_failed"
+    assert "tests.gone.Sentiment" in rows[1]["reason"] and "cannot be imported" in rows[1]["reason"]
+
+    item = RequestItem.objects.select_related("job").get(job=job, custom_id="b")
+    assert item.result.parsed is None and item.result.code == "parse_failed"
+    item.refresh_from_db()
+    assert item.parsed is None and item.parse_error == ""  # not stored: parses once it is back
