@@ -309,15 +309,17 @@ def store_parsed(job: BatchJob | int) -> int:
     rows = qs.order_by("pk").values_list("pk", "state", "status_code", "response", "output_schema")
     done = 0
     batch: list[tuple[str | None, str, int]] = []
-    for pk, state, status_code, response, own in rows.iterator(chunk_size=_CHUNK):
-        result = Result(
-            job_obj.endpoint, state, status_code, response, schema=own or job_obj.output_schema
-        )
-        parsed, error = result.parsed_json, result.parse_error
-        batch.append((None if parsed is None else json.dumps(parsed), error, pk))
-        if len(batch) >= _CHUNK:
-            done += _save(batch)
-    return done + _save(batch)
+    # One transaction: in autocommit, SQLite would commit (and sync) each row of executemany.
+    with transaction.atomic():
+        for pk, state, status_code, response, own in rows.iterator(chunk_size=_CHUNK):
+            result = Result(
+                job_obj.endpoint, state, status_code, response, schema=own or job_obj.output_schema
+            )
+            parsed, error = result.parsed_json, result.parse_error
+            batch.append((None if parsed is None else json.dumps(parsed), error, pk))
+            if len(batch) >= _CHUNK:
+                done += _save(batch)
+        return done + _save(batch)
 
 
 def _save(batch: list[tuple[str | None, str, int]]) -> int:
