@@ -342,3 +342,27 @@ def test_add_items_to_a_structured_job_adds_the_schema() -> None:
     plain = services.create_job(endpoint=Endpoint.CHAT_COMPLETIONS, items=items(1))
     with pytest.raises(ValidationError, match="has no structured output model"):
         structured.add_items(plain, items(1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_store_parsed_writes_in_one_transaction_even_in_autocommit(
+    emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a transaction each row of SQLite's executemany would commit on its own
+    (20,000 rows: 61 s instead of 1.7 s)."""
+    from django.db import connection
+
+    job = structured.create_job(output_schema=Sentiment, items=items(3))
+    finish(job)
+    RequestItem.objects.filter(job=job).update(parsed=None)
+    seen: list[bool] = []
+    save = structured._save
+
+    def spy(batch: list[Any]) -> int:
+        seen.append(connection.in_atomic_block)
+        return save(batch)
+
+    monkeypatch.setattr(structured, "_save", spy)
+    assert not connection.in_atomic_block
+    assert structured.store_parsed(job) == 3
+    assert seen and all(seen)
