@@ -179,6 +179,11 @@ def create_job(
     a model that cannot be loaded is a problem naming the item's index and field."""
     from . import services
 
+    if "jsonl" in kwargs:
+        # Lines added from JSONL would bypass the schema: refuse rather than half-structure.
+        raise TypeError(
+            "structured.create_job takes items=, not jsonl= (each body needs the schema)"
+        )
     if endpoint not in STRUCTURED_ENDPOINTS:
         raise ValidationError([Problem(None, "endpoint", _no_structured_output(endpoint))])
     job_path = import_path(output_schema)

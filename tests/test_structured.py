@@ -267,6 +267,8 @@ def test_a_violating_answer_is_stored_as_a_parse_error(emu: EmulatorHandle) -> N
 def test_create_job_refuses_an_endpoint_without_structured_output() -> None:
     with pytest.raises(ValidationError, match="takes no structured output"):
         structured.create_job(endpoint=Endpoint.EMBEDDINGS, output_schema=Sentiment, items=[])
+    with pytest.raises(TypeError, match="not jsonl="):
+        structured.create_job(output_schema=Sentiment, jsonl=[b"{}"])
 
 
 @pytest.mark.django_db(transaction=True)
