@@ -29,13 +29,26 @@ receiver, the admin, the API and the export never touch the wire format:
 
 Examples, one per endpoint (``item`` is a :class:`~openai_batches.models.RequestItem`)::
 
-    item.result.text                      # chat / responses / completions: "Paris."
-    item.result.tool_calls[0].json()      # chat / responses with tools: {"city": "Paris"}
-    item.result.embeddings                # embeddings: [[0.01, ...], [0.02, ...]]
-    item.result.categories                # moderations: ["violence"]
-    item.result.images[0].bytes()         # images: the PNG
-    item.result.parsed.sentiment          # structured output: "positive"
-    item.result.reason                    # any failure: "invalid_prompt: Invalid prompt."
+    # /v1/chat/completions
+    r = item.result
+    r.text, r.finish_reason             # "Paris.", "stop"
+    r.tool_calls[0].json()              # with tools: {"city": "Paris"}
+    r.texts                             # with n=3: ["Paris.", "Paris!", "It is Paris."]
+    # /v1/responses
+    r.text                              # output_text of every message item, joined
+    r.refusal                           # a refusal content part, when the model refused
+    # /v1/completions
+    r.text, r.truncated                 # " upon a time", True when cut at max_tokens
+    # /v1/embeddings
+    r.embeddings                        # [[0.01, ...], [0.02, ...]] one per input
+    # /v1/moderations
+    r.flagged, r.categories             # True, ["violence"]
+    # /v1/images/generations and /v1/images/edits
+    r.images[0].bytes()                 # the PNG (or r.images[0].url)
+    # any endpoint
+    r.usage.input_tokens                # 42
+    r.ok, r.reason                      # False, "invalid_prompt: Invalid prompt."
+    r.parsed.sentiment                  # a structured output: "positive"
 
 Failure codes: the provider's error ``code`` (or ``type``) of a 4xx/5xx body or of an error
 object of a request that never ran (``batch_expired``, ``batch_cancelled``, ...), this app's own
