@@ -77,6 +77,25 @@ PARSE_FAILED = "parse_failed"
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: Any) -> int:
+    """A token count or index as stored; anything that is not a number counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if value == value and abs(value) != float("inf") else 0
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def one_line(text: Any, limit: int = 500) -> str:
     """``text`` on one line, whitespace collapsed, at most ``limit`` characters."""
     flat = " ".join(str(text or "").split())
@@ -98,18 +117,18 @@ class Usage:
 
     @classmethod
     def of(cls, body: Any) -> Usage:
-        usage = body.get("usage") if isinstance(body, Mapping) else None
-        if not isinstance(usage, Mapping):
+        usage = _map(_map(body).get("usage"))
+        if not usage:
             return cls()
-        inp = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
-        out = usage.get("output_tokens", usage.get("completion_tokens")) or 0
-        ind = usage.get("input_tokens_details") or usage.get("prompt_tokens_details") or {}
-        outd = usage.get("output_tokens_details") or usage.get("completion_tokens_details") or {}
+        inp = usage.get("input_tokens", usage.get("prompt_tokens"))
+        out = usage.get("output_tokens", usage.get("completion_tokens"))
+        ind = _map(usage.get("input_tokens_details") or usage.get("prompt_tokens_details"))
+        outd = _map(usage.get("output_tokens_details") or usage.get("completion_tokens_details"))
         return cls(
-            input_tokens=int(inp),
-            cached_tokens=int(ind.get("cached_tokens") or 0),
-            output_tokens=int(out),
-            reasoning_tokens=int(outd.get("reasoning_tokens") or 0),
+            input_tokens=_int(inp),
+            cached_tokens=_int(ind.get("cached_tokens")),
+            output_tokens=_int(out),
+            reasoning_tokens=_int(outd.get("reasoning_tokens")),
         )
 
 
@@ -163,14 +182,16 @@ class Moderation:
 
 def _tool_calls_chat(message: Mapping[str, Any]) -> list[ToolCall]:
     calls = []
-    for call in message.get("tool_calls") or []:
+    for call in _list(message.get("tool_calls")):
         if not isinstance(call, Mapping):
             continue
         kind = str(call.get("type") or "function")
         spec = call.get(kind)
         if not isinstance(spec, Mapping):
             spec = {}
-        arguments = spec.get("arguments", spec.get("input", ""))
+        arguments = spec.get("arguments", spec.get("input"))
+        if not isinstance(arguments, str):
+            arguments = "" if arguments is None else json.dumps(arguments)
         calls.append(
             ToolCall(str(call.get("id") or ""), str(spec.get("name") or ""), str(arguments), kind)
         )
@@ -178,10 +199,18 @@ def _tool_calls_chat(message: Mapping[str, Any]) -> list[ToolCall]:
 
 
 def _decode_vector(value: Any) -> list[float]:
-    if isinstance(value, str):  # encoding_format=base64: little-endian float32
-        raw = base64.b64decode(value)
-        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
-    return [float(v) for v in value or []]
+    """A vector as stored: a list of numbers, or base64 of little-endian float32
+    (``encoding_format=base64``). Anything else is no vector (an empty list)."""
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            return []
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4]))
+    values = _list(value)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return []
+    return [float(v) for v in values]
 
 
 class Result:
@@ -279,11 +308,11 @@ class Result:
                 )
             ]
         out = []
-        for i, choice in enumerate(body.get("choices") or []):
+        for i, choice in enumerate(_list(body.get("choices"))):
             if not isinstance(choice, Mapping):
                 continue
-            index = int(choice.get("index", i))
-            finish = choice.get("finish_reason")
+            index = _int(choice.get("index", i))
+            finish = _text(choice.get("finish_reason"))
             message = choice.get("message")
             if isinstance(message, Mapping):
                 content = message.get("content")
@@ -291,23 +320,24 @@ class Result:
                     content = "".join(
                         str(p.get("text") or "") for p in content if isinstance(p, Mapping)
                     )
+                content = _text(content)
                 out.append(
                     Choice(
                         index,
                         content,
-                        message.get("refusal") or None,
+                        _text(message.get("refusal")) or None,
                         finish,
                         _tool_calls_chat(message),
                     )
                 )
             else:
-                out.append(Choice(index, choice.get("text"), None, finish))
+                out.append(Choice(index, _text(choice.get("text")), None, finish))
         return out
 
     def _responses_items(self, kind: str) -> list[Mapping[str, Any]]:
         return [
             o
-            for o in self.body.get("output") or []
+            for o in _list(self.body.get("output"))
             if isinstance(o, Mapping) and o.get("type") == kind
         ]
 
@@ -315,7 +345,7 @@ class Result:
         return [
             part
             for message in self._responses_items("message")
-            for part in message.get("content") or []
+            for part in _list(message.get("content"))
             if isinstance(part, Mapping) and part.get("type") == kind
         ]
 
@@ -329,7 +359,7 @@ class Result:
 
     def _responses_tools(self) -> list[ToolCall]:
         calls = []
-        for item in self.body.get("output") or []:
+        for item in _list(self.body.get("output")):
             if not isinstance(item, Mapping):
                 continue
             if item.get("type") == "function_call":
@@ -354,7 +384,7 @@ class Result:
     def _responses_finish(self) -> str | None:
         status = self.body.get("status")
         if status == "incomplete":
-            reason = (self.body.get("incomplete_details") or {}).get("reason")
+            reason = _map(self.body.get("incomplete_details")).get("reason")
             return _INCOMPLETE_REASONS.get(str(reason), str(reason or "incomplete"))
         if status == "completed":
             return "tool_calls" if self._responses_tools() else "stop"
@@ -399,8 +429,8 @@ class Result:
         """One vector per input, in input order."""
         if self.endpoint != "/v1/embeddings":
             return []
-        data = [d for d in self.body.get("data") or [] if isinstance(d, Mapping)]
-        data.sort(key=lambda d: int(d.get("index") or 0))
+        data = [d for d in _list(self.body.get("data")) if isinstance(d, Mapping)]
+        data.sort(key=lambda d: _int(d.get("index")))
         return [_decode_vector(d.get("embedding")) for d in data]
 
     @property
@@ -412,15 +442,19 @@ class Result:
         if self.endpoint != "/v1/moderations":
             return []
         out = []
-        for r in self.body.get("results") or []:
+        for r in _list(self.body.get("results")):
             if not isinstance(r, Mapping):
                 continue
-            cats = r.get("categories") or {}
+            cats = _map(r.get("categories"))
             out.append(
                 Moderation(
                     flagged=bool(r.get("flagged")),
                     categories=[name for name, on in cats.items() if on],
-                    scores={k: float(v) for k, v in (r.get("category_scores") or {}).items()},
+                    scores={
+                        k: float(v)
+                        for k, v in _map(r.get("category_scores")).items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)
+                    },
                 )
             )
         return out
@@ -439,8 +473,8 @@ class Result:
         if not self.endpoint.startswith("/v1/images/"):
             return []
         return [
-            Image(d.get("b64_json"), d.get("url"), d.get("revised_prompt"))
-            for d in self.body.get("data") or []
+            Image(_text(d.get("b64_json")), _text(d.get("url")), _text(d.get("revised_prompt")))
+            for d in _list(self.body.get("data"))
             if isinstance(d, Mapping)
         ]
 

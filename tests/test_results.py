@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from openai_batches import services
 from openai_batches.models import Endpoint, ItemState, RequestItem
@@ -515,3 +517,89 @@ def run_job_from(job: Any) -> dict[str, RequestItem]:
     job.refresh_from_db()
     assert job.state == "finished", job.last_error
     return {i.custom_id: i for i in job.items.select_related("job")}
+
+
+# -- any stored body: the accessors never raise ----------------------------------------
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "choices",
+                    "message",
+                    "content",
+                    "refusal",
+                    "tool_calls",
+                    "function",
+                    "type",
+                    "output",
+                    "text",
+                    "data",
+                    "embedding",
+                    "index",
+                    "results",
+                    "categories",
+                    "flagged",
+                    "usage",
+                    "b64_json",
+                    "url",
+                    "status",
+                    "incomplete_details",
+                    "reason",
+                    "error",
+                    "code",
+                    "message",
+                    "prompt_tokens",
+                    "input_tokens",
+                    "finish_reason",
+                    "arguments",
+                    "name",
+                    "category_scores",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    endpoint=st.sampled_from([e.value for e in Endpoint]),
+    state=st.sampled_from([s.value for s in ItemState]),
+    status_code=st.none() | st.integers(100, 599),
+    response=_json,
+    error=_json,
+)
+def test_accessors_never_raise_on_any_stored_body(
+    endpoint: str, state: str, status_code: int | None, response: Any, error: Any
+) -> None:
+    r = Result(endpoint, state, status_code, response, error)
+    for name in (
+        "choices",
+        "text",
+        "texts",
+        "refusal",
+        "finish_reason",
+        "truncated",
+        "tool_calls",
+        "moderations",
+        "flagged",
+        "categories",
+        "images",
+        "code",
+        "reason",
+        "ok",
+    ):
+        getattr(r, name)
+    assert all(isinstance(x, float) for v in r.embeddings for x in v)
+    assert all(isinstance(n, int) for n in vars(r.usage).values())
+    assert isinstance(r.summary(), str)
+    if state != ItemState.SUCCEEDED and state not in ("pending", "submitted"):
+        assert r.code and not r.ok
