@@ -21,6 +21,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .results import Result
+
 
 class Endpoint(models.TextChoices):
     """The endpoints OpenAI's Batch API accepts."""
@@ -425,6 +427,16 @@ class BatchJob(ProviderBatchFields):
         blank=True,
         help_text=_("When the last local error happened."),
     )
+    output_schema = models.CharField(
+        _("structured output model"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_(
+            "Import path of the Pydantic model every result is parsed into "
+            "(see openai_batches.structured); empty for plain answers."
+        ),
+    )
 
     objects = BatchJobQuerySet.as_manager()
 
@@ -549,6 +561,27 @@ class RequestItem(models.Model):
         default=False,
         help_text=_("Whether the result signal has been sent (the outbox mark)."),
     )
+    output_schema = models.CharField(
+        _("structured output model"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_(
+            "Import path of this request's Pydantic model, when it differs from the job's."
+        ),
+    )
+    parsed = models.JSONField(
+        _("parsed output"),
+        null=True,
+        blank=True,
+        help_text=_("The structured output, validated against its model, as JSON."),
+    )
+    parse_error = models.TextField(
+        _("parse error"),
+        blank=True,
+        default="",
+        help_text=_("Why the structured output did not validate against its model."),
+    )
 
     objects = RequestItemQuerySet.as_manager()
 
@@ -577,6 +610,16 @@ class RequestItem(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.state == ItemState.SUCCEEDED
+
+    @property
+    def output_schema_path(self) -> str:
+        """The Pydantic model this request's answer is parsed into: its own, else the job's."""
+        return self.output_schema or self.job.output_schema
+
+    @property
+    def result(self) -> Result:
+        """The answer, typed, whatever the endpoint (see :mod:`openai_batches.results`)."""
+        return Result.from_item(self)
 
     def as_input_line(self) -> dict[str, Any]:
         """The JSONL line the provider receives for this request."""

@@ -25,8 +25,7 @@ from django.db import connection, models, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from . import signals
-from .checks import price_problems
+from . import signals, structured
 from .client import BatchProvider, get_client, retry_delay
 from .conf import app_settings
 from .exceptions import (
@@ -40,6 +39,9 @@ from .exceptions import (
     ProviderError,
     ValidationError,
 )
+
+# Re-exported: ``services.export_results`` is the scripts' entry point (see export.py).
+from .export import export_results as export_results
 from .jsonl import METADATA_JOB_KEY, ItemValidator, dumps_line, iter_jsonl, validate_metadata
 from .models import (
     PROVIDER_TIMESTAMPS,
@@ -52,6 +54,7 @@ from .models import (
     JobState,
     RequestItem,
 )
+from .results import Usage, token_cost
 
 #: Rows per INSERT when adding items.
 _INSERT_CHUNK = 2000
@@ -1286,6 +1289,9 @@ def _ingest_locked(
         if progress and lines % 1000 == 0:
             progress(lines, total)
     writer.finish()
+    # Structured outputs are parsed once, in bulk, in this transaction, so receivers and
+    # the export read stored JSON instead of each parsing (and saving) on first access.
+    structured.store_parsed(job)
     leftover = _leftover(job)
     RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).update(
         state=leftover[0], error=leftover[1], completed_at=now, announced=announced
@@ -1637,19 +1643,8 @@ def job_cost(job: BatchJob | int) -> Decimal | None:
     job = _get(job) if not isinstance(job, BatchJob) else job
     table = app_settings.PRICES
     prices = table.get(job.model or job.provider_model) if isinstance(table, dict) else None
-    # A malformed entry is reported by ``manage.py check`` (openai_batches.E008); the admin
-    # and the API show "unknown" for it rather than fail every page that shows a cost.
-    if not prices or price_problems({"model": prices}):
-        return None
-    million = Decimal(1_000_000)
-    uncached = max(job.input_tokens - job.cached_tokens, 0)
-    cost = (
-        Decimal(uncached) * Decimal(str(prices.get("input", 0)))
-        + Decimal(job.cached_tokens)
-        * Decimal(str(prices.get("cached_input", prices.get("input", 0))))
-        + Decimal(job.output_tokens) * Decimal(str(prices.get("output", 0)))
-    ) / million
-    return cost.quantize(Decimal("0.000001"))
+    usage = Usage(job.input_tokens, job.cached_tokens, job.output_tokens, job.reasoning_tokens)
+    return token_cost(prices, usage)  # one formula for jobs, items and the export
 
 
 # -- sync (what sync_batches runs) -------------------------------------------------------

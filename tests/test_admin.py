@@ -641,6 +641,8 @@ def test_retry_action_is_hidden_until_retries_exist(admin_client: Client) -> Non
         "download_input",
         "download_output",
         "download_errors",
+        "export_results_csv",
+        "export_results_jsonl",
     ]
 
 

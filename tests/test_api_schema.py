@@ -68,6 +68,7 @@ def test_the_schema_is_served_and_valid() -> None:
         f"{PREFIX}jobs/{{uuid}}/refresh/",
         f"{PREFIX}jobs/{{uuid}}/cancel/",
         f"{PREFIX}jobs/{{uuid}}/results/",
+        f"{PREFIX}jobs/{{uuid}}/export/",
         f"{PREFIX}jobs/{{job_uuid}}/items/",
         f"{PREFIX}jobs/{{job_uuid}}/items/{{custom_id}}/",
     }
