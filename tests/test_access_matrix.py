@@ -136,6 +136,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         True,
     ),
     "results": Endpoint("get", "draft", lambda j: api_url("job-results", uuid=str(j.uuid))),
+    "export": Endpoint("get", "done", lambda j: api_url("job-export", uuid=str(j.uuid))),
     "submit": Endpoint(
         "post", "draft", lambda j: api_url("job-submit", uuid=str(j.uuid)), None, True
     ),
@@ -160,6 +161,7 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "item": (200, 404, 200, 200, 200, 401),
     "add items": (201, 404, 403, 201, 201, 401),
     "results": (200, 404, 200, 200, 200, 401),
+    "export": (200, 404, 200, 200, 200, 401),
     "submit": (202, 404, 403, 202, 202, 401),
     "cancel": (200, 404, 403, 200, 200, 401),
     "refresh": (200, 404, 403, 200, 200, 401),
@@ -188,6 +190,7 @@ def test_the_api_matrix_covers_every_route() -> None:
         "job-item-list",
         "job-item-detail",
         "job-results",
+        "job-export",
         "job-submit",
         "job-cancel",
         "job-refresh",
@@ -313,6 +316,8 @@ ADMIN_TARGETS: dict[str, tuple[str, Callable[[Client, BatchJob], Any]]] = {
             ("download_input", "draft"),
             ("download_output", "done"),
             ("download_errors", "done"),
+            ("export_results_csv", "done"),
+            ("export_results_jsonl", "done"),
         )
     },
 }
@@ -350,6 +355,8 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
             ("download_input", D),
             ("download_output", D),
             ("download_errors", D),
+            ("export_results_csv", D),
+            ("export_results_jsonl", D),
         )
     },
     # The job page's buttons: the same actions, refused outright without the permission.
@@ -362,6 +369,8 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
             ("download_input", D),
             ("download_output", D),
             ("download_errors", D),
+            ("export_results_csv", D),
+            ("export_results_jsonl", D),
         )
     },
 }

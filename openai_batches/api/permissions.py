@@ -41,6 +41,7 @@ JOB_ACTION_PERMISSIONS: dict[str, str] = {
     "list": "view",
     "retrieve": "view",
     "results": "view",
+    "export": "view",  # read-only, like results
     "submit": "change",
     "cancel": "change",
     "refresh": "change",
