@@ -92,7 +92,7 @@ def test_full_valid_configuration_is_clean(settings) -> None:
         MAX_FILE_BYTES=200 * 1024 * 1024,
         INGEST_CHUNK_SIZE=100_000,
         ACCOUNTS={"azure": {"API_KEY": "k", "BASE_URL": "https://a.example.com/openai/v1"}},
-        PRICES={"gpt-4o-mini": {"input": 0.075}},
+        PRICES={"gpt-4o-mini": {"input": 0.075, "output": 0.3}},
         WEBHOOK_SECRET="whsec_x",
     )
     assert run_checks() == []
