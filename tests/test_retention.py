@@ -219,6 +219,34 @@ def test_a_failed_submission_being_purged_cannot_be_submitted_again_half_deleted
     assert not BatchJob.objects.filter(pk=job.pk).exists()
 
 
+def test_a_purge_killed_between_chunks_is_finished_by_the_next_run() -> None:
+    job = aged(make_job(25), JobState.SUBMIT_FAILED)
+
+    def crash(done: int, total: int) -> None:
+        raise KeyboardInterrupt  # the process dies after the first chunk committed
+
+    with pytest.raises(KeyboardInterrupt):
+        retention.purge(older_than=30 * DAY, chunk=10, progress=crash, keep_files=True)
+    half = BatchJob.objects.get(pk=job.pk)
+    # Claimed: it can no longer be submitted with a third of its items gone.
+    assert half.state == JobState.CANCELLED and half.items.count() == 15
+    report = retention.purge(older_than=30 * DAY, chunk=10, keep_files=True)
+    assert (report.jobs, report.items) == (1, 15)
+    assert not BatchJob.objects.filter(pk=job.pk).exists()
+
+
+def test_a_job_of_an_account_no_longer_configured_is_kept_and_reported(
+    emu: EmulatorHandle,
+) -> None:
+    job = finished_job(1)
+    BatchJob.objects.filter(pk=job.pk).update(account="removed")
+    report = retention.purge(older_than=30 * DAY)
+    assert [pk for pk, _ in report.errors] == [job.pk]
+    assert "Unknown account 'removed'" in report.errors[0][1]
+    assert BatchJob.objects.filter(pk=job.pk, input_file_id=job.input_file_id).exists()
+    assert at_provider(emu, job.input_file_id)
+
+
 def test_items_go_in_chunks_each_its_own_transaction() -> None:
     n, chunk = 20_000, 1000
     job = make_job(items=chat_items(n))
