@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from .client import BatchProvider, get_client
 from .exceptions import ConfigurationError, NotFoundError, ProviderError
-from .models import BatchJob, JobState, RequestItem
+from .models import BatchJob, ItemState, JobState, RequestItem
 
 __all__ = ["PURGEABLE_STATES", "PurgeReport", "purge", "purgeable_jobs"]
 
@@ -117,7 +117,12 @@ def _old(qs: QuerySet[BatchJob], cutoff: datetime) -> QuerySet[BatchJob]:
 
 
 def _unannounced() -> Q:
-    pending = RequestItem.objects.pending_announcement().filter(job_id=OuterRef("pk"))
+    # pending_announcement() in the words of the outbox's partial index (not announced, not
+    # pending or submitted), so the check is one index probe per job, not a scan of its
+    # items: the same rows for a finished job, whose items are all final.
+    pending = RequestItem.objects.filter(job_id=OuterRef("pk"), announced=False).exclude(
+        state__in=(ItemState.PENDING, ItemState.SUBMITTED)
+    )
     return Q(state=JobState.FINISHED) & (Q(finish_announced=False) | Q(Exists(pending)))
 
 
