@@ -294,6 +294,8 @@ def test_items_go_in_chunks_each_its_own_transaction() -> None:
         assert events[i][1], "a DELETE ran outside a transaction"
     for a, b in itertools.pairwise(deletes):
         assert any(sql == "COMMIT" for sql, _ in events[a:b]), "two chunks shared a transaction"
+    # Nothing but one pk per chunk was read: no item row was loaded to be deleted.
+    assert not [sql for sql, _ in events if sql.startswith("SELECT") and '"body"' in sql]
     assert seen == [(chunk * (i + 1), n) for i in range(n // chunk)]
     assert not RequestItem.objects.filter(job_id=job.pk).exists()
     assert RequestItem.objects.filter(job=other).count() == 5
