@@ -17,6 +17,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import (
     DEFAULTS,
+    MAX_EXPIRES_AFTER,
+    MIN_EXPIRES_AFTER,
     PROVIDER_MAX_FILE_BYTES,
     PROVIDER_MAX_REQUESTS,
     SETTING_NAME,
@@ -75,9 +77,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         "MAX_RESPONSE_BYTES": (65536, None),
         "MAX_DOWNLOAD_BYTES": (1, None),
         "WEBHOOK_TOLERANCE": (30, 3600),
+        # None (the default) means the provider's own retention.
+        "FILE_EXPIRES_AFTER": (MIN_EXPIRES_AFTER, MAX_EXPIRES_AFTER),
+        "OUTPUT_EXPIRES_AFTER": (MIN_EXPIRES_AFTER, MAX_EXPIRES_AFTER),
     }
     for key, (low, high) in ranges.items():
-        if key in user:
+        if key in user and not (user[key] is None and DEFAULTS[key] is None):
             problem = _number_problem(key, user[key], low, high)
             if problem:
                 messages.append(

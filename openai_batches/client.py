@@ -104,7 +104,9 @@ class _Malformed(Exception):
 class BatchProvider(Protocol):
     """What the services need from a batch provider."""
 
-    def upload_file(self, path: Path, *, filename: str) -> dict[str, Any]: ...
+    def upload_file(
+        self, path: Path, *, filename: str, expires_after: int | None = None
+    ) -> dict[str, Any]: ...
     def delete_file(self, file_id: str) -> None: ...
     def list_files(self, *, purpose: str | None = None) -> Iterator[dict[str, Any]]: ...
     def download_file(self, file_id: str, dest: IO[bytes]) -> int: ...
@@ -116,6 +118,7 @@ class BatchProvider(Protocol):
         endpoint: str,
         completion_window: str,
         metadata: Mapping[str, str],
+        output_expires_after: int | None = None,
     ) -> dict[str, Any]: ...
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]: ...
     def cancel_batch(self, batch_id: str) -> dict[str, Any]: ...
@@ -635,15 +638,27 @@ class OpenAIClient:
 
     # -- files ---------------------------------------------------------------------------
 
-    def upload_file(self, path: Path, *, filename: str) -> dict[str, Any]:
+    def upload_file(
+        self, path: Path, *, filename: str, expires_after: int | None = None
+    ) -> dict[str, Any]:
         """Upload a JSONL file with ``purpose=batch``, streamed from disk (retried: a
-        duplicate upload costs nothing and the services delete files they do not use)."""
+        duplicate upload costs nothing and the services delete files they do not use).
+
+        ``expires_after``: seconds after its upload when the provider deletes the file
+        (3600 to 2592000); None leaves the provider's default (30 days for batch files).
+        """
+        data = {"purpose": "batch"}
+        if expires_after is not None:
+            # Multipart has no nesting: OpenAI (and its SDK) flatten the object with brackets.
+            expiry = expiration(expires_after)
+            data["expires_after[anchor]"] = expiry["anchor"]
+            data["expires_after[seconds]"] = str(expiry["seconds"])
         with open(path, "rb") as fp:
             return self._call(
                 "POST",
                 "files",
                 _check_file,
-                data={"purpose": "batch"},
+                data=data,
                 files={"file": (filename, fp, "application/jsonl")},
                 rewind=lambda: fp.seek(0),
                 deadline=self.transfer_deadline,
@@ -735,14 +750,21 @@ class OpenAIClient:
         endpoint: str,
         completion_window: str,
         metadata: Mapping[str, str],
+        output_expires_after: int | None = None,
     ) -> dict[str, Any]:
-        """Create a batch. Never retried: see the module docstring."""
-        payload = {
+        """Create a batch. Never retried: see the module docstring.
+
+        ``output_expires_after``: seconds after the output and error files are written when
+        the provider deletes them (3600 to 2592000); None leaves the provider's default.
+        """
+        payload: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
             "completion_window": completion_window,
             "metadata": dict(metadata),
         }
+        if output_expires_after is not None:
+            payload["output_expires_after"] = expiration(output_expires_after)
         return self._call("POST", "batches", _check_batch, json=payload, retry=False)
 
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
@@ -777,6 +799,17 @@ class OpenAIClient:
             if not page.get("has_more") or not data:
                 return
             after = data[-1]["id"]
+
+
+def expiration(seconds: int | float) -> dict[str, Any]:
+    """OpenAI's expiration object: ``seconds`` after the file's creation (whole seconds).
+
+    The range (3600 to 2592000) is the provider's to enforce and the system checks' to
+    warn about; a float setting such as ``7200.0`` is sent as the integer the API wants.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ConfigurationError(f"An expiry must be a number of seconds, not {seconds!r}.")
+    return {"anchor": "created_at", "seconds": int(seconds)}
 
 
 def _segment(value: str) -> str:

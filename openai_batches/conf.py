@@ -32,6 +32,10 @@ SETTING_NAME = "OPENAI_BATCHES"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_ACCOUNT = "default"
 
+#: The range OpenAI accepts for ``expires_after.seconds`` / ``output_expires_after.seconds``.
+MIN_EXPIRES_AFTER = 3600
+MAX_EXPIRES_AFTER = 2_592_000
+
 #: Provider limits for one batch input file (OpenAI Batch API).
 PROVIDER_MAX_REQUESTS = 50_000
 PROVIDER_MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -77,6 +81,14 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FILE_BYTES": PROVIDER_MAX_FILE_BYTES,
     # Results are written in chunks of this many rows.
     "INGEST_CHUNK_SIZE": 5000,
+    # Retention at the provider, in seconds (3600 to 2592000, OpenAI's range), or None for
+    # the provider's default (30 days for batch files). FILE_EXPIRES_AFTER goes with each
+    # input upload (``expires_after``), OUTPUT_EXPIRES_AFTER with each batch create
+    # (``output_expires_after``, counted from when the output/error file is written).
+    # Results are ingested as soon as a batch ends, so a short retention loses nothing
+    # unless ingestion is down for longer than it.
+    "FILE_EXPIRES_AFTER": None,
+    "OUTPUT_EXPIRES_AFTER": None,
     # Price per 1M tokens at batch rates, per model: {"gpt-4o-mini": {"input": 0.075, "cached_input": 0.0375, "output": 0.3}}.
     "PRICES": {},
     # Signing secret of OpenAI's webhooks (whsec_...), used by webhooks.py. ``None`` falls
