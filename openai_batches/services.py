@@ -55,6 +55,9 @@ from .models import (
     RequestItem,
 )
 from .results import Usage, token_cost
+from .retention import PurgeReport as PurgeReport
+from .retention import purge as purge
+from .retention import purgeable_jobs as purgeable_jobs
 
 #: Rows per INSERT when adding items.
 _INSERT_CHUNK = 2000
@@ -564,6 +567,7 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
                 endpoint=job.endpoint,
                 completion_window=job.completion_window,
                 metadata=metadata,
+                output_expires_after=app_settings.OUTPUT_EXPIRES_AFTER,
             )
             _checkpoint("submit.created")
             adopted = _adopt(job, batch, client)
@@ -612,7 +616,11 @@ def _upload(job: BatchJob, client: BatchProvider) -> dict[str, Any]:
         for chunk in iter_input_jsonl(job):
             tmp.write(chunk)
         tmp.flush()
-        return client.upload_file(Path(tmp.name), filename=_upload_name(job))
+        return client.upload_file(
+            Path(tmp.name),
+            filename=_upload_name(job),
+            expires_after=app_settings.FILE_EXPIRES_AFTER,
+        )
 
 
 def _find_upload(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:

@@ -356,16 +356,7 @@ def test_expiry_settings_are_range_checked(key: str, value: Any, ok: bool) -> No
         assert messages[0].id == "openai_batches.E002" and messages[0].hint
 
 
-# These two need the services change described in the report (services._upload and
-# services._submit_io passing the settings to the client). Until the lead applies it they
-# fail, so they are marked xfail(strict=True): applying the change makes them pass, and
-# the strict marker then fails the run until it is removed.
-PENDING_SERVICES_CHANGE = pytest.mark.xfail(
-    strict=True, reason="needs services._upload/_submit_io to pass the expiry settings"
-)
-
-
-@PENDING_SERVICES_CHANGE
+# The expiry settings reach the provider through services._upload and services._submit_io.
 def test_file_expires_after_reaches_the_upload(emu: EmulatorHandle) -> None:
     with override_settings(OPENAI_BATCHES={**emu_settings(emu), "FILE_EXPIRES_AFTER": 7200}):
         job = submitted_job(2)
@@ -373,7 +364,6 @@ def test_file_expires_after_reaches_the_upload(emu: EmulatorHandle) -> None:
     assert f["expires_at"] == f["created_at"] + 7200
 
 
-@PENDING_SERVICES_CHANGE
 def test_output_expires_after_reaches_the_batch(emu: EmulatorHandle) -> None:
     with override_settings(OPENAI_BATCHES={**emu_settings(emu), "OUTPUT_EXPIRES_AFTER": 3600}):
         job = services.refresh(submitted_job(2))
