@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import database, mb, reset_hwm, status_kb, trim
+from _common import configure_django, database, mb, reset_hwm, status_kb, trim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,29 +38,8 @@ SCHEMA = "benchmarks_export_schema.Review"
 
 
 def configure(db: dict[str, Any]) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        DEBUG=False,  # DEBUG would keep every query in memory and spoil the measurement
-        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_rq",
-            "openai_batches",
-        ],
-        DATABASES={"default": db},
-        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
-        OPENAI_BATCHES={
-            "API_KEY": "sk-bench",
-            "BASE_URL": "http://127.0.0.1:9/v1",
-            "PRICES": {MODEL: {"input": 0.075, "cached_input": 0.0375, "output": 0.3}},
-        },
-    )
-    django.setup()
+    prices = {MODEL: {"input": 0.075, "cached_input": 0.0375, "output": 0.3}}
+    configure_django(db, openai_batches={"PRICES": prices})
 
 
 def define_schema() -> None:

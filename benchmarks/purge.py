@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import database, mb, reset_hwm, status_kb, trim
+from _common import configure_django, database, mb, reset_hwm, status_kb, trim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,26 +41,7 @@ PER_JOB = 50_000
 
 
 def configure(db: dict[str, Any]) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_rq",
-            "openai_batches",
-        ],
-        DATABASES={"default": db},
-        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
-        OPENAI_BATCHES={"API_KEY": "sk-bench", "BASE_URL": "http://127.0.0.1:9/v1"},
-    )
-    django.setup()
+    configure_django(db)
 
 
 def _response(i: int) -> str:
@@ -101,7 +82,7 @@ def build(n: int) -> tuple[list[int], int]:
     columns = (
         "job_id, custom_id, method, url, body, object_id, state, status_code, response, "
         "provider_request_id, result_line_id, input_tokens, cached_tokens, output_tokens, "
-        "reasoning_tokens, completed_at, announced"
+        "reasoning_tokens, completed_at, announced, output_schema, parse_error"
     )
     jobs: list[int] = []
     sizes = [PER_JOB] * (n // PER_JOB) + ([n % PER_JOB] if n % PER_JOB else [])
@@ -137,10 +118,12 @@ def build(n: int) -> tuple[list[int], int]:
                 0,
                 None if draft else old,
                 not draft,
+                "",
+                "",
             )
             for i in range(size)
         ]
-        marks = ", ".join(["%s"] * 17)
+        marks = ", ".join(["%s"] * 19)
         with transaction.atomic(), connection.cursor() as cursor:
             for start in range(0, len(values), 10_000):
                 cursor.executemany(

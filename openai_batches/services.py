@@ -163,15 +163,8 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update().get(pk=job.pk)
         if locked.state != JobState.DRAFT:
-            reason = f"it is {locked.get_state_display().lower()}; only a draft takes items"
-            raise InvalidStateError(
-                f"Job {locked.pk} cannot be given more items: {reason}.",
-                job_id=locked.pk,
-                state=locked.state,
-                job_uuid=str(locked.uuid),
-                action="given more items",
-                reason=reason,
-            )
+            state = locked.get_state_display().lower()
+            raise _refusal(locked, "given more items", f"it is {state}; only a draft takes items")
         validator = ItemValidator(
             endpoint=locked.endpoint,
             model=locked.model,
@@ -393,15 +386,20 @@ def _require(job: BatchJob, check: Callable[[BatchJob], tuple[bool, str]], actio
     """``job`` if ``check`` allows the action, else :class:`InvalidStateError` saying why."""
     allowed, reason = check(job)
     if not allowed:
-        raise InvalidStateError(
-            f"Job {job.pk} cannot be {action}: {reason}.",
-            job_id=job.pk,
-            state=job.state,
-            job_uuid=str(job.uuid),
-            action=action,
-            reason=reason,
-        )
+        raise _refusal(job, action, reason)
     return job
+
+
+def _refusal(job: BatchJob, action: str, reason: str) -> InvalidStateError:
+    """The error saying ``job`` cannot be ``action`` (e.g. "submitted") because ``reason``."""
+    return InvalidStateError(
+        f"Job {job.pk} cannot be {action}: {reason}.",
+        job_id=job.pk,
+        state=job.state,
+        job_uuid=str(job.uuid),
+        action=action,
+        reason=reason,
+    )
 
 
 def can_submit(job: BatchJob | int) -> tuple[bool, str]:
@@ -1572,15 +1570,7 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
         "error": current.error_file_id,
     }[which]
     if not file_id:
-        reason = f"it has no {which} file"
-        raise InvalidStateError(
-            f"Job {current.pk} cannot be downloaded: {reason}.",
-            job_id=current.pk,
-            state=current.state,
-            job_uuid=str(current.uuid),
-            action="downloaded",
-            reason=reason,
-        )
+        raise _refusal(current, "downloaded", f"it has no {which} file")
     rebuildable = which == "input" or current.ingested_at is not None
     try:
         client = get_client(current.account)
