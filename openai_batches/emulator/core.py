@@ -199,6 +199,8 @@ class Fault:
     retry_after: float | None = None
     delay: float | None = None
     size: int | None = None
+    #: ``x-should-retry`` on a status fault (None: no header).
+    should_retry: bool | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method.upper()) and fnmatchcase(
@@ -215,6 +217,7 @@ class Fault:
             "retry_after": self.retry_after,
             "delay": self.delay,
             "size": self.size,
+            "should_retry": self.should_retry,
         }
 
 
@@ -450,11 +453,14 @@ class Emulator:
         retry_after: float | None = None,
         delay: float | None = None,
         size: int | None = None,
+        should_retry: bool | None = None,
     ) -> Fault:
         """Make the next ``count`` calls matching ``method`` and the glob ``path`` misbehave.
 
         ``kind``: ``"status"`` (answer ``status``, default 429 with ``retry-after``:
-        ``retry_after`` seconds, 1 when not given, none when negative),
+        ``retry_after`` seconds, 1 when not given, none when negative; ``should_retry``
+        adds ``x-should-retry: true|false``, the header OpenAI uses to overrule a client's
+        own retry decision),
         ``"drop"`` (close the connection without answering), ``"slow"`` (wait ``delay``
         seconds, then answer normally), ``"truncate"`` (send half of the answer's bytes,
         then close), ``"file_not_found"`` (a batch create answers 400 "Cannot find file
@@ -472,7 +478,7 @@ class Emulator:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        fault = Fault(method, path, kind, count, status, retry_after, delay, size)
+        fault = Fault(method, path, kind, count, status, retry_after, delay, size, should_retry)
         with self._lock:
             self._faults.append(fault)
         return fault
