@@ -40,6 +40,7 @@ from .responses import (
     response_body,
     usage_of,
 )
+from .validation import check_body
 from .webhooks import Delivery, WebhookDispatcher, event_body
 
 ENDPOINTS = (
@@ -1060,10 +1061,14 @@ class Emulator:
                 tokens += estimate_input_tokens(b.endpoint, body)
                 marker = body.get("emulator")
                 flag = 0
-                if custom_id in self._failures or (
-                    isinstance(marker, dict)
-                    and isinstance(marker.get("status_code"), int)
-                    and marker["status_code"] >= 400
+                if (
+                    check_body(b.endpoint, body) is not None
+                    or custom_id in self._failures
+                    or (
+                        isinstance(marker, dict)
+                        and isinstance(marker.get("status_code"), int)
+                        and marker["status_code"] >= 400
+                    )
                 ):
                     flag |= _FLAG_FAIL
                 if custom_id in self._stalls or (isinstance(marker, dict) and marker.get("stall")):
@@ -1115,7 +1120,20 @@ class Emulator:
         b.fail_prefix = prefix
         return errors
 
-    def _failure_for(self, custom_id: str, body: dict[str, Any]) -> RequestFailure | None:
+    def _failure_for(
+        self, endpoint: str, custom_id: str, body: dict[str, Any]
+    ) -> RequestFailure | None:
+        # A body its endpoint refuses fails as the real API fails it, before anything a
+        # test scripted: the request never gets as far as the model.
+        refused = check_body(endpoint, body)
+        if refused is not None:
+            return RequestFailure(
+                status_code=400,
+                code=refused.code,
+                message=refused.message,
+                type="invalid_request_error",
+                param=refused.param,
+            )
         scripted = self._failures.get(custom_id)
         if scripted is not None:
             return scripted
@@ -1175,7 +1193,7 @@ class Emulator:
                         # The flag fixed at validation decides, so live request_counts
                         # and the final files always agree.
                         failure = (
-                            (self._failure_for(custom_id, body) or RequestFailure())
+                            (self._failure_for(b.endpoint, custom_id, body) or RequestFailure())
                             if b.flags[idx] & _FLAG_FAIL
                             else None
                         )
