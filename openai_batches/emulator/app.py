@@ -176,6 +176,7 @@ class EmulatorApp:
                 return self._json(
                     start_response, 200, self._control(method, path, environ), request_id
                 )
+            start_response = self._rate_limited(start_response)
             fault = self.emu.take_fault(method, path)
             if fault is not None:
                 self._apply_fault(fault)
@@ -187,6 +188,18 @@ class EmulatorApp:
             return self._json(start_response, err.status, err.body(), request_id, err.headers)
 
     # ------------------------------------------------------------------ plumbing
+
+    def _rate_limited(self, start_response: StartResponse) -> StartResponse:
+        """``start_response`` adding the ``x-ratelimit-*`` headers of this call (a 429
+        says no request is left)."""
+        limits = self.emu.spend_request()
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if status.startswith("429"):
+                limits["x-ratelimit-remaining-requests"] = "0"
+            return start_response(status, [*headers, *limits.items()], exc_info)
+
+        return start
 
     def _json(
         self,

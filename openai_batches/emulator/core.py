@@ -38,6 +38,7 @@ from .responses import (
     embedding_input_count,
     estimate_input_tokens,
     response_body,
+    snapshot,
     usage_of,
 )
 from .validation import check_body
@@ -115,6 +116,10 @@ class Limits:
     max_file_bytes: int = 512 * 1024 * 1024
     max_embedding_inputs: int = 50_000
     max_reported_errors: int = 100
+    #: What the ``x-ratelimit-*`` headers announce (per minute; Files and Batches calls
+    #: spend requests, not tokens).
+    requests_per_minute: int = 5_000
+    tokens_per_minute: int = 2_000_000
 
 
 class ApiError(Exception):
@@ -308,7 +313,8 @@ class _Batch:
             "id": self.id,
             "object": "batch",
             "endpoint": self.endpoint,
-            "model": self.model,
+            # The alias the lines use stays in ``model`` (token budgets are keyed by it).
+            "model": None if self.model is None else snapshot(self.model),
             "errors": None if self.errors is None else {"object": "list", "data": self.errors},
             "input_file_id": self.input_file_id,
             "completion_window": self.completion_window,
@@ -418,6 +424,8 @@ class Emulator:
         # at its expires_at, so from then on it answers 404 like a deleted one.
         self._expiring: list[tuple[int, int, str]] = []
         self.events: list[dict[str, Any]] = []
+        # The current rate-limit window: when it started and the requests spent in it.
+        self._window: tuple[float, int] = (-math.inf, 0)
 
     # ------------------------------------------------------------------ public Python API
 
@@ -487,6 +495,26 @@ class Emulator:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def spend_request(self) -> dict[str, str]:
+        """Count one API call against the per-minute request limit (a fixed window from
+        the first call, on the emulator's clock); return the ``x-ratelimit-*`` headers."""
+        now = self.clock.now()
+        with self._lock:
+            start, used = self._window
+            if now >= start + 60:
+                start, used = now, 0
+            used += 1
+            self._window = (start, used)
+        rpm, tpm = self.limits.requests_per_minute, self.limits.tokens_per_minute
+        return {
+            "x-ratelimit-limit-requests": str(rpm),
+            "x-ratelimit-limit-tokens": str(tpm),
+            "x-ratelimit-remaining-requests": str(max(0, rpm - used)),
+            "x-ratelimit-remaining-tokens": str(tpm),
+            "x-ratelimit-reset-requests": duration(start + 60 - now),
+            "x-ratelimit-reset-tokens": "0s",
+        }
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         """Consume one use of the first fault matching this call (the HTTP layer's hook)."""
@@ -1261,6 +1289,15 @@ class Emulator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def duration(seconds: float) -> str:
+    """A wait as OpenAI's rate-limit headers write it: ``20ms``, ``8.64s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(round(seconds, 2), 60)
+    secs = f"{rest:.2f}".rstrip("0").rstrip(".")
+    return f"{int(minutes)}m{secs}s" if minutes else f"{secs}s"
 
 
 def _unlink(path: str) -> None:
