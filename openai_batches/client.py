@@ -13,9 +13,9 @@ What a provider (or a broken or hostile base URL) can do to a call, and what the
                                :class:`~.exceptions.APIError`
 other 4xx                      a typed ``APIError`` at once (401 authentication, 403
                                :class:`PermissionDeniedError`, 404, ...)
-``x-should-retry: true|false`` overrules the status, as in the official SDK
-a wait over ``MAX_RETRY_AFTER`` not retried in the call: the error's ``retry_after`` says
-                               when to try again (the caller reschedules)
+``x-should-retry`` header      ``true``/``false`` overrules the status, as in the official SDK
+a wait over                    not retried in the call: the error's ``retry_after`` says
+``MAX_RETRY_AFTER``            when to try again (the caller reschedules)
 a list cursor that repeats     :class:`~.exceptions.APIConnectionError` instead of a loop
 connection refused, reset,     retried, then :class:`~.exceptions.APIConnectionError`
 timeout, truncated body
