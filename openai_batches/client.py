@@ -8,9 +8,15 @@ What a provider (or a broken or hostile base URL) can do to a call, and what the
 
 =============================  ===============================================================
 408/409/429/5xx                retried (``MAX_RETRIES``) after ``retry-after-ms`` /
-                               ``retry-after`` or jittered exponential backoff, then a typed
+                               ``retry-after`` (above 0, at most ``MAX_RETRY_AFTER``) or
+                               jittered exponential backoff, then a typed
                                :class:`~.exceptions.APIError`
-other 4xx                      a typed ``APIError`` at once (401/403, 404, ...)
+other 4xx                      a typed ``APIError`` at once (401 authentication, 403
+                               :class:`PermissionDeniedError`, 404, ...)
+``x-should-retry`` header      ``true``/``false`` overrules the status, as in the official SDK
+a wait over                    not retried in the call: the error's ``retry_after`` says
+``MAX_RETRY_AFTER``            when to try again (the caller reschedules)
+a list cursor that repeats     :class:`~.exceptions.APIConnectionError` instead of a loop
 connection refused, reset,     retried, then :class:`~.exceptions.APIConnectionError`
 timeout, truncated body
 a 2xx body that is not JSON    retried (a garbled answer), then ``APIConnectionError``
@@ -48,6 +54,7 @@ import logging
 import random
 import re
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -82,6 +89,12 @@ _MAX_COUNT = 2**31 - 1
 _MAX_TOKENS = 2**63 - 1
 #: 9999-12-31: a later Unix time is not a date Python (or a database) can hold.
 _MAX_TIMESTAMP = 253402300799
+
+
+class PermissionDeniedError(APIError):
+    """403 from the provider: the key is valid but may not do this (a project or
+    organisation without access, an unsupported region). Not an
+    :class:`~.exceptions.AuthenticationError`: rotating the key does not help."""
 
 
 class _Final(APIConnectionError):
@@ -131,13 +144,16 @@ def _error_class(status: int) -> type[APIError]:
         return RateLimitError
     if status == 404:
         return NotFoundError
-    if status in (401, 403):
+    if status == 401:
         return AuthenticationError
+    if status == 403:
+        return PermissionDeniedError
     return APIError
 
 
-def server_retry_after(response: httpx.Response | None) -> float | None:
-    """The wait the server asked for (``retry-after-ms`` / ``retry-after``), if usable."""
+def asked_wait(response: httpx.Response | None) -> float | None:
+    """The wait the server asked for (``retry-after-ms``, else ``retry-after`` in seconds
+    or as an HTTP date), whatever its size; None when absent or malformed."""
     if response is None:
         return None
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
@@ -153,8 +169,40 @@ def server_retry_after(response: httpx.Response | None) -> float | None:
                 value = email.utils.parsedate_to_datetime(raw).timestamp() - time.time()
             except (TypeError, ValueError, OverflowError):
                 continue  # malformed: fall back to our own backoff
-        if 0 <= value <= MAX_RETRY_AFTER:  # also false for nan
+        if value == value:  # not nan
             return value
+    return None
+
+
+def server_retry_after(response: httpx.Response | None) -> float | None:
+    """The server's wait when a retry within the call should use it: above 0 (the SDK
+    reads 0 or less as "no advice" and backs off) and at most ``MAX_RETRY_AFTER``."""
+    value = asked_wait(response)
+    if value is not None and 0 < value <= MAX_RETRY_AFTER:
+        return value
+    return None
+
+
+#: The server's own retry advice (``x-should-retry``, a wait over the cap) per error.
+_ADVICE: weakref.WeakKeyDictionary[APIError, bool] = weakref.WeakKeyDictionary()
+
+
+def should_retry(err: APIError) -> bool:
+    """Whether to retry ``err`` within the call, as the official SDK decides: never when
+    the server asked for a wait over ``MAX_RETRY_AFTER`` (the caller reschedules, with
+    ``err.retry_after`` saying when), else as ``x-should-retry`` says, else by status."""
+    advice = _ADVICE.get(err)
+    return err.retryable if advice is None else advice
+
+
+def _advice(response: httpx.Response, wait: float | None) -> bool | None:
+    if wait is not None and wait > MAX_RETRY_AFTER:
+        return False
+    header = response.headers.get("x-should-retry")
+    if header == "true":
+        return True
+    if header == "false":
+        return False
     return None
 
 
@@ -165,6 +213,12 @@ def retry_delay(attempt: int, response: httpx.Response | None = None) -> float:
         return asked
     base = min(0.5 * (2**attempt), 8.0)
     return base * (1 - 0.25 * random.random())
+
+
+def _quick_wait(err: APIError, attempt: int) -> float:
+    """The wait before retrying ``err`` within the call (never one over the cap)."""
+    asked = err.retry_after
+    return asked if asked is not None and asked <= MAX_RETRY_AFTER else retry_delay(attempt)
 
 
 def _scrub(err: BaseException) -> BaseException:
@@ -573,7 +627,13 @@ class OpenAIClient:
             method=method,
             path="/" + path,
         )
-        error.retry_after = server_retry_after(response)
+        wait = asked_wait(response)
+        # Within the cap, the wait before a retry; over it (never retried here), kept so
+        # that the caller can reschedule for then. 0 or less is no advice.
+        error.retry_after = wait if wait is not None and wait > 0 else None
+        advice = _advice(response, wait)
+        if advice is not None:
+            _ADVICE[error] = advice
         return error
 
     def _call(
@@ -614,9 +674,9 @@ class OpenAIClient:
             except _Final:
                 raise
             except APIError as err:
-                if last or not err.retryable:
+                if last or not should_retry(err):
                     raise
-                delay = err.retry_after if err.retry_after is not None else retry_delay(attempt)
+                delay = _quick_wait(err, attempt)
                 logger.warning(
                     "%s /%s answered %s; retrying in %.1fs", method, path, err.status_code, delay
                 )
@@ -671,19 +731,15 @@ class OpenAIClient:
 
     def list_files(self, *, purpose: str | None = None) -> Iterator[dict[str, Any]]:
         """Files, newest first (the files list takes up to 10,000 per page)."""
-        after: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 10_000, "order": "desc"}
-            if purpose:
-                params["purpose"] = purpose
-            if after:
-                params["after"] = after
-            page = self._call("GET", "files", _check_page(_check_file), params=params)
-            data = page.get("data") or []
-            yield from data
-            if not page.get("has_more") or not data:
-                return
-            after = data[-1]["id"]
+        params: dict[str, Any] = {"limit": 10_000, "order": "desc"}
+        if purpose:
+            params["purpose"] = purpose
+
+        def page(after: str | None) -> dict[str, Any]:
+            query = {**params, "after": after} if after else params
+            return self._call("GET", "files", _check_page(_check_file), params=query)
+
+        return _walk(page, "GET /files")
 
     def iter_file_chunks(self, file_id: str) -> Iterator[bytes]:
         """Stream a file's bytes (one attempt: a caller re-reading from the start can retry).
@@ -732,11 +788,10 @@ class OpenAIClient:
             except _Final:
                 raise
             except (APIConnectionError, APIError) as err:
-                retryable = isinstance(err, APIConnectionError) or err.retryable
+                retryable = isinstance(err, APIConnectionError) or should_retry(err)
                 if not retryable or n == self.max_retries:
                     raise
-                asked = err.retry_after if isinstance(err, APIError) else None
-                delay = asked if asked is not None else retry_delay(n)
+                delay = _quick_wait(err, n) if isinstance(err, APIError) else retry_delay(n)
                 logger.warning("download of %s failed (%s); retrying in %.1fs", file_id, err, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -791,14 +846,29 @@ class OpenAIClient:
 
     def iter_batches(self, *, limit: int = 100) -> Iterator[dict[str, Any]]:
         """All batches, newest first, one list call per ``limit`` batches."""
-        after: str | None = None
-        while True:
-            page = self.list_batches(after=after, limit=limit)
-            data = page.get("data") or []
-            yield from data
-            if not page.get("has_more") or not data:
-                return
-            after = data[-1]["id"]
+        return _walk(lambda after: self.list_batches(after=after, limit=limit), "GET /batches")
+
+
+def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """Every entry of a cursor-paged list. A provider whose cursor does not advance (a
+    page ending on an id already used as the cursor) would make this loop for ever, so
+    that is an error, raised before the repeated page is yielded."""
+    used: set[str | None] = {None}
+    after: str | None = None
+    while True:
+        page = fetch(after)
+        data = page.get("data") or []
+        cursor = data[-1]["id"] if data else None
+        if page.get("has_more") and data and cursor in used:
+            raise APIConnectionError(
+                f"{what}: the list cursor does not advance (a page after {after!r} ends on "
+                f"{cursor!r} again); stopped instead of looping"
+            )
+        yield from data
+        if not page.get("has_more") or not data:
+            return
+        used.add(cursor)
+        after = cursor
 
 
 def expiration(seconds: int | float) -> dict[str, Any]:

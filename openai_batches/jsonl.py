@@ -18,6 +18,9 @@ from .exceptions import Problem
 
 MAX_CUSTOM_ID_LENGTH = 255
 MAX_METADATA_PAIRS = 16
+#: Endpoints whose ``model`` the API fills in when a body leaves it out (the line is
+#: valid without one, and counts as this model for the one-model-per-batch rule).
+DEFAULT_MODELS = {"/v1/moderations": "omni-moderation-latest"}
 #: The metadata key that carries the job's UUID to the provider (to find the batch after a crash).
 METADATA_JOB_KEY = "openai_batches_job"
 MAX_METADATA_KEY_LENGTH = 64
@@ -234,7 +237,7 @@ class ItemValidator:
             kind = "missing" if body is None else f"a {type(body).__name__}"
             self.add_problem(index, "body", f"must be a JSON object, got {kind}")
         else:
-            model = body.get("model")
+            model = body.get("model", DEFAULT_MODELS.get(self.endpoint))
             if not isinstance(model, str) or not model:
                 self.add_problem(index, "body.model", "is required and must be a non-empty string")
             elif _SURROGATE.search(model):

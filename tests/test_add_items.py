@@ -801,3 +801,41 @@ def test_a_body_that_is_not_json_is_a_problem_not_a_crash(
     assert (problem.line, problem.field) == (2, field)
     assert "JSON" in problem.message
     assert RequestItem.objects.count() == 0 and row(job)["item_count"] == 0
+
+
+# --- moderations: the API defaults the model ---------------------------------------------
+
+
+def moderation(n: int, **body: Any) -> dict[str, Any]:
+    return {"custom_id": f"m-{n}", "body": {"input": f"text {n}", **body}}
+
+
+def test_moderations_lines_without_a_model_are_accepted() -> None:
+    """``/v1/moderations`` defaults ``model`` to omni-moderation-latest, so a line without
+    one is valid; it is stored as given (the provider fills the model in)."""
+    job = create_job(endpoint=Endpoint.MODERATIONS)
+    add_items(job, [moderation(0), moderation(1, model="omni-moderation-latest")])
+    assert RequestItem.objects.get(custom_id="m-0").body == {"input": "text 0"}
+    assert row(job)["model"] == "omni-moderation-latest"
+
+
+def test_moderations_without_a_model_count_as_the_default_for_one_model_per_batch() -> None:
+    job = create_job(endpoint=Endpoint.MODERATIONS)
+    with pytest.raises(ValidationError) as info:
+        add_items(job, [moderation(0), moderation(1, model="text-moderation-latest")])
+    assert where(info.value) == [(1, "body.model")]
+    assert "differs from 'omni-moderation-latest'" in str(info.value)
+
+
+@pytest.mark.parametrize("model", ["", None, 4])
+def test_a_moderations_model_given_must_still_be_a_non_empty_string(model: Any) -> None:
+    job = create_job(endpoint=Endpoint.MODERATIONS)
+    with pytest.raises(ValidationError) as info:
+        add_items(job, [moderation(0, model=model)])
+    assert where(info.value) == [(0, "body.model")]
+
+
+def test_chat_lines_still_need_a_model(job: BatchJob) -> None:
+    with pytest.raises(ValidationError) as info:
+        add_items(job, [item(0, body={"messages": []})])
+    assert where(info.value) == [(0, "body.model")]

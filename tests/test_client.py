@@ -171,14 +171,39 @@ def test_429_is_retried_after_the_servers_retry_after(
     assert remaining_faults(emu) == []
 
 
-def test_retry_after_above_the_cap_falls_back_to_backoff(
+def test_retry_after_above_the_cap_fails_fast_with_the_wait_on_the_error(
     emu: Emulator, client: OpenAIClient, delays: list[float]
 ) -> None:
+    """As the official SDK: a wait longer than ``MAX_RETRY_AFTER`` is not answered by quick
+    retries (they would only be refused again); the error carries the wait instead."""
     emu.inject_fault("GET", "/v1/batches", "status", status=429, retry_after=MAX_RETRY_AFTER + 1)
-    client.list_batches()
-    (delay,) = delays
-    lo, hi = backoff_range(0)
-    assert lo <= delay <= hi
+    with pytest.raises(RateLimitError) as info:
+        client.list_batches()
+    assert info.value.retry_after == MAX_RETRY_AFTER + 1
+    assert delays == []
+    assert remaining_faults(emu) == []
+
+
+def test_x_should_retry_false_stops_a_download_retry(
+    emu: Emulator, client: OpenAIClient, stored_file: tuple[str, bytes], delays: list[float]
+) -> None:
+    file_id, _ = stored_file
+    emu.inject_fault("GET", "/v1/files/*/content", "status", status=503, should_retry=False)
+    with pytest.raises(APIError) as info:
+        client.download_file(file_id, io.BytesIO())
+    assert info.value.status_code == 503
+    assert delays == []
+
+
+def test_x_should_retry_true_retries_a_download_refused_with_400(
+    emu: Emulator, client: OpenAIClient, stored_file: tuple[str, bytes], delays: list[float]
+) -> None:
+    file_id, content = stored_file
+    emu.inject_fault("GET", "/v1/files/*/content", "status", status=400, should_retry=True)
+    out = io.BytesIO()
+    assert client.download_file(file_id, out) == len(content)
+    assert out.getvalue() == content
+    assert len(delays) == 1
 
 
 def test_retry_after_ms_wins_over_retry_after(delays: list[float]) -> None:
@@ -508,3 +533,37 @@ def test_a_malformed_key_is_not_echoed_in_errors(
         assert KEY not in str(error)
         assert KEY not in repr(error)
     assert KEY not in caplog.text
+
+
+# -- list cursors ------------------------------------------------------------------------
+
+
+def stuck_pages(kind: str, calls: list[str]) -> Callable[[httpx.Request], httpx.Response]:
+    """A provider whose ``has_more`` page always ends on the same id (the cursor never
+    moves); it gives up by itself after 10 calls so a looping client still ends."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url.params.get("after")))
+        entry = (
+            {"id": "file-1", "object": "file", "purpose": "batch"}
+            if kind == "files"
+            else {"id": "batch_1", "object": "batch", "status": "completed"}
+        )
+        return httpx.Response(200, json={"data": [entry], "has_more": len(calls) < 10})
+
+    return handler
+
+
+@pytest.mark.parametrize("kind", ["files", "batches"])
+def test_a_list_cursor_that_does_not_advance_stops_with_an_error(
+    kind: str, delays: list[float]
+) -> None:
+    calls: list[str] = []
+    with mock_client(stuck_pages(kind, calls), delays) as client:
+        pages = client.list_files() if kind == "files" else client.iter_batches()
+        seen: list[str] = []
+        with pytest.raises(APIConnectionError, match="does not advance"):
+            for entry in pages:
+                seen.append(entry["id"])
+    assert calls == ["None", seen[0]]
+    assert seen == [seen[0]]  # the repeated page is not yielded again

@@ -11,7 +11,7 @@ is the control API (JSON, no auth):
 ``POST /_emulator/reset``              forgets everything
 ``POST /_emulator/faults``             ``{"method": "POST", "path": "/v1/batches",
                                        "kind": "status", "count": 2, "status": 429,
-                                       "retry_after": 1}`` (kinds: status, drop, slow,
+                                       "retry_after": 1, "should_retry": false}`` (kinds: status, drop, slow,
                                        truncate, file_not_found, huge, drip, garbage,
                                        wrong_shape, no_id; ``delay`` for slow and drip,
                                        ``size`` for huge)
@@ -176,6 +176,7 @@ class EmulatorApp:
                 return self._json(
                     start_response, 200, self._control(method, path, environ), request_id
                 )
+            start_response = self._rate_limited(start_response)
             fault = self.emu.take_fault(method, path)
             if fault is not None:
                 self._apply_fault(fault)
@@ -187,6 +188,18 @@ class EmulatorApp:
             return self._json(start_response, err.status, err.body(), request_id, err.headers)
 
     # ------------------------------------------------------------------ plumbing
+
+    def _rate_limited(self, start_response: StartResponse) -> StartResponse:
+        """``start_response`` adding the ``x-ratelimit-*`` headers of this call (a 429
+        says no request is left)."""
+        limits = self.emu.spend_request()
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if status.startswith("429"):
+                limits["x-ratelimit-remaining-requests"] = "0"
+            return start_response(status, [*headers, *limits.items()], exc_info)
+
+        return start
 
     def _json(
         self,
@@ -221,6 +234,8 @@ class EmulatorApp:
                 retry_after = fault.retry_after if fault.retry_after is not None else 1
                 if retry_after >= 0:
                     headers.append(("retry-after", f"{retry_after:g}"))
+            if fault.should_retry is not None:
+                headers.append(("x-should-retry", "true" if fault.should_retry else "false"))
             message = {
                 429: "Rate limit reached for requests (emulated). Please try again later.",
                 500: "The server had an error while processing your request. Sorry about that!",
@@ -465,6 +480,7 @@ class EmulatorApp:
                     retry_after=body.get("retry_after"),
                     delay=body.get("delay"),
                     size=body.get("size"),
+                    should_retry=body.get("should_retry"),
                 )
                 return {"ok": True, "fault": fault.as_dict()}
             elif action == "fail_request":

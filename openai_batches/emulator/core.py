@@ -38,8 +38,10 @@ from .responses import (
     embedding_input_count,
     estimate_input_tokens,
     response_body,
+    snapshot,
     usage_of,
 )
+from .validation import check_body
 from .webhooks import Delivery, WebhookDispatcher, event_body
 
 ENDPOINTS = (
@@ -114,6 +116,10 @@ class Limits:
     max_file_bytes: int = 512 * 1024 * 1024
     max_embedding_inputs: int = 50_000
     max_reported_errors: int = 100
+    #: What the ``x-ratelimit-*`` headers announce (per minute; Files and Batches calls
+    #: spend requests, not tokens).
+    requests_per_minute: int = 5_000
+    tokens_per_minute: int = 2_000_000
 
 
 class ApiError(Exception):
@@ -199,6 +205,8 @@ class Fault:
     retry_after: float | None = None
     delay: float | None = None
     size: int | None = None
+    #: ``x-should-retry`` on a status fault (None: no header).
+    should_retry: bool | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method.upper()) and fnmatchcase(
@@ -215,6 +223,7 @@ class Fault:
             "retry_after": self.retry_after,
             "delay": self.delay,
             "size": self.size,
+            "should_retry": self.should_retry,
         }
 
 
@@ -304,7 +313,8 @@ class _Batch:
             "id": self.id,
             "object": "batch",
             "endpoint": self.endpoint,
-            "model": self.model,
+            # The alias the lines use stays in ``model`` (token budgets are keyed by it).
+            "model": None if self.model is None else snapshot(self.model),
             "errors": None if self.errors is None else {"object": "list", "data": self.errors},
             "input_file_id": self.input_file_id,
             "completion_window": self.completion_window,
@@ -414,6 +424,8 @@ class Emulator:
         # at its expires_at, so from then on it answers 404 like a deleted one.
         self._expiring: list[tuple[int, int, str]] = []
         self.events: list[dict[str, Any]] = []
+        # The current rate-limit window: when it started and the requests spent in it.
+        self._window: tuple[float, int] = (-math.inf, 0)
 
     # ------------------------------------------------------------------ public Python API
 
@@ -450,11 +462,14 @@ class Emulator:
         retry_after: float | None = None,
         delay: float | None = None,
         size: int | None = None,
+        should_retry: bool | None = None,
     ) -> Fault:
         """Make the next ``count`` calls matching ``method`` and the glob ``path`` misbehave.
 
         ``kind``: ``"status"`` (answer ``status``, default 429 with ``retry-after``:
-        ``retry_after`` seconds, 1 when not given, none when negative),
+        ``retry_after`` seconds, 1 when not given, none when negative; ``should_retry``
+        adds ``x-should-retry: true|false``, the header OpenAI uses to overrule a client's
+        own retry decision),
         ``"drop"`` (close the connection without answering), ``"slow"`` (wait ``delay``
         seconds, then answer normally), ``"truncate"`` (send half of the answer's bytes,
         then close), ``"file_not_found"`` (a batch create answers 400 "Cannot find file
@@ -472,7 +487,7 @@ class Emulator:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        fault = Fault(method, path, kind, count, status, retry_after, delay, size)
+        fault = Fault(method, path, kind, count, status, retry_after, delay, size, should_retry)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -480,6 +495,26 @@ class Emulator:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def spend_request(self) -> dict[str, str]:
+        """Count one API call against the per-minute request limit (a fixed window from
+        the first call, on the emulator's clock); return the ``x-ratelimit-*`` headers."""
+        now = self.clock.now()
+        with self._lock:
+            start, used = self._window
+            if now >= start + 60:
+                start, used = now, 0
+            used += 1
+            self._window = (start, used)
+        rpm, tpm = self.limits.requests_per_minute, self.limits.tokens_per_minute
+        return {
+            "x-ratelimit-limit-requests": str(rpm),
+            "x-ratelimit-limit-tokens": str(tpm),
+            "x-ratelimit-remaining-requests": str(max(0, rpm - used)),
+            "x-ratelimit-remaining-tokens": str(tpm),
+            "x-ratelimit-reset-requests": duration(start + 60 - now),
+            "x-ratelimit-reset-tokens": "0s",
+        }
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         """Consume one use of the first fault matching this call (the HTTP layer's hook)."""
@@ -1054,10 +1089,14 @@ class Emulator:
                 tokens += estimate_input_tokens(b.endpoint, body)
                 marker = body.get("emulator")
                 flag = 0
-                if custom_id in self._failures or (
-                    isinstance(marker, dict)
-                    and isinstance(marker.get("status_code"), int)
-                    and marker["status_code"] >= 400
+                if (
+                    check_body(b.endpoint, body) is not None
+                    or custom_id in self._failures
+                    or (
+                        isinstance(marker, dict)
+                        and isinstance(marker.get("status_code"), int)
+                        and marker["status_code"] >= 400
+                    )
                 ):
                     flag |= _FLAG_FAIL
                 if custom_id in self._stalls or (isinstance(marker, dict) and marker.get("stall")):
@@ -1109,7 +1148,20 @@ class Emulator:
         b.fail_prefix = prefix
         return errors
 
-    def _failure_for(self, custom_id: str, body: dict[str, Any]) -> RequestFailure | None:
+    def _failure_for(
+        self, endpoint: str, custom_id: str, body: dict[str, Any]
+    ) -> RequestFailure | None:
+        # A body its endpoint refuses fails as the real API fails it, before anything a
+        # test scripted: the request never gets as far as the model.
+        refused = check_body(endpoint, body)
+        if refused is not None:
+            return RequestFailure(
+                status_code=400,
+                code=refused.code,
+                message=refused.message,
+                type="invalid_request_error",
+                param=refused.param,
+            )
         scripted = self._failures.get(custom_id)
         if scripted is not None:
             return scripted
@@ -1169,7 +1221,7 @@ class Emulator:
                         # The flag fixed at validation decides, so live request_counts
                         # and the final files always agree.
                         failure = (
-                            (self._failure_for(custom_id, body) or RequestFailure())
+                            (self._failure_for(b.endpoint, custom_id, body) or RequestFailure())
                             if b.flags[idx] & _FLAG_FAIL
                             else None
                         )
@@ -1237,6 +1289,15 @@ class Emulator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def duration(seconds: float) -> str:
+    """A wait as OpenAI's rate-limit headers write it: ``20ms``, ``8.64s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(round(seconds, 2), 60)
+    secs = f"{rest:.2f}".rstrip("0").rstrip(".")
+    return f"{int(minutes)}m{secs}s" if minutes else f"{secs}s"
 
 
 def _unlink(path: str) -> None:

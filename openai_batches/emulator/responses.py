@@ -40,6 +40,33 @@ DEFAULT_MODELS = {
     "/v1/videos": "sora-2",
 }
 
+#: The dated snapshot each alias resolves to, which a batch reports as its ``model`` (as the
+#: real API does: a ``gpt-4o-mini`` batch says ``gpt-4o-mini-2024-07-18``). Embedding models
+#: have no dated snapshots; a name not listed (already dated, a fine-tune) is reported as is.
+SNAPSHOTS = {
+    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
+    "gpt-4-turbo": "gpt-4-turbo-2024-04-09",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-5": "gpt-5-2025-08-07",
+    "gpt-5-mini": "gpt-5-mini-2025-08-07",
+    "gpt-5-nano": "gpt-5-nano-2025-08-07",
+    "o1": "o1-2024-12-17",
+    "o3": "o3-2025-04-16",
+    "o3-mini": "o3-mini-2025-01-31",
+    "o4-mini": "o4-mini-2025-04-16",
+    "omni-moderation-latest": "omni-moderation-2024-09-26",
+}
+
+
+def snapshot(model: str) -> str:
+    """The dated snapshot the real API reports for ``model``."""
+    return SNAPSHOTS.get(model, model)
+
+
 _EMBEDDING_DIMS = {"text-embedding-3-large": 3072}
 _DEFAULT_EMBEDDING_DIMS = 1536
 

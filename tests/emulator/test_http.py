@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -207,3 +208,49 @@ def test_multipart_parser_streams_to_disk(tmp_path: Path) -> None:
         assert upload_.filename == "x.jsonl" and upload_.size == len(payload)
         assert Path(upload_.path).read_bytes() == payload
         result.discard()
+
+
+RATE_LIMIT_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+)
+
+
+def test_answers_carry_rate_limit_headers(emu: Emulator, server: EmulatorServer) -> None:
+    """The six ``x-ratelimit-*`` headers, requests counted per minute of the emulator's
+    clock, resets as duration strings (``20ms``, ``6s``, ``1m0s``)."""
+    first = httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    second = httpx.get(f"{server.base_url}/files", headers=AUTH)
+    for answer in (first, second):
+        assert all(name in answer.headers for name in RATE_LIMIT_HEADERS), answer.headers
+        assert re.fullmatch(
+            r"(\d+m)?\d+(\.\d+)?(ms|s)", answer.headers["x-ratelimit-reset-requests"]
+        )
+    limit = int(first.headers["x-ratelimit-limit-requests"])
+    assert int(first.headers["x-ratelimit-remaining-requests"]) == limit - 1
+    assert int(second.headers["x-ratelimit-remaining-requests"]) == limit - 2
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) <= int(
+        first.headers["x-ratelimit-limit-tokens"]
+    )
+    # Errors carry them too; a 429 says nothing is left.
+    emu.inject_fault("GET", "/v1/batches", "status", status=429)
+    limited = httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    assert limited.status_code == 429
+    assert limited.headers["x-ratelimit-remaining-requests"] == "0"
+    # The control API is not OpenAI's and has none.
+    assert (
+        "x-ratelimit-limit-requests" not in httpx.get(f"{server.root_url}/_emulator/health").headers
+    )
+
+
+def test_the_request_window_resets_with_the_clock(emu: Emulator, server: EmulatorServer) -> None:
+    httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    emu.advance(61)
+    answer = httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    limit = int(answer.headers["x-ratelimit-limit-requests"])
+    assert int(answer.headers["x-ratelimit-remaining-requests"]) == limit - 1
+    assert answer.headers["x-ratelimit-reset-requests"] == "1m0s"

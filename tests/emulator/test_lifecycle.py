@@ -7,6 +7,7 @@ import json
 import math
 import struct
 
+import pytest
 from openai import OpenAI
 
 from openai_batches.emulator import Emulator
@@ -86,7 +87,7 @@ def test_request_counts_rise_and_timestamps_follow_the_clock(emu: Emulator, clie
     emu.advance(30)
     b = client.batches.retrieve(batch.id)
     assert b.status == "in_progress" and b.in_progress_at == t0 + 30
-    assert b.model == "gpt-4o-mini"
+    assert b.model == "gpt-4o-mini-2024-07-18"  # the dated snapshot, as the real API reports
     counts = []
     for _ in range(5):  # the run takes 120 s + 0.5 s per request = 140 s
         emu.advance(25)
@@ -242,3 +243,25 @@ def test_python_api_views(emu: Emulator, client: OpenAI) -> None:
     assert state["batches"][0]["id"] == batch.id and len(state["files"]) == 2
     emu.reset()
     assert emu.list_batches() == [] and emu.state()["files"] == []
+
+
+@pytest.mark.parametrize(
+    ("model", "reported"),
+    [
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"),  # already a snapshot
+        ("my-fine-tune", "my-fine-tune"),  # unknown: as given
+    ],
+)
+def test_the_batch_reports_the_dated_snapshot_of_its_model(
+    emu: Emulator, client: OpenAI, model: str, reported: str
+) -> None:
+    emu.set_token_budget("gpt-4o-mini", 10**6)  # budgets stay keyed by the name used
+    batch = create_batch(client, [line("a", model=model)])
+    assert client.batches.retrieve(batch.id).model == reported
+
+
+def test_a_moderation_batch_reports_its_snapshot(client: OpenAI) -> None:
+    lines = [{"custom_id": "a", "method": "POST", "url": "/v1/moderations", "body": {"input": "x"}}]
+    batch = create_batch(client, lines, "/v1/moderations")
+    assert client.batches.retrieve(batch.id).model == "omni-moderation-2024-09-26"

@@ -79,7 +79,7 @@ def test_full_flow_with_sdk(
 
     done = wait_terminal(client, batch.id)
     assert done.status == "completed"
-    assert done.model == "gpt-4o-mini"
+    assert done.model == "gpt-4o-mini-2024-07-18"  # the dated snapshot the alias resolved to
     assert done.metadata == {"job": "42"}
     assert done.request_counts is not None
     assert (done.request_counts.total, done.request_counts.completed) == (10, 9)
