@@ -71,9 +71,18 @@ from .exceptions import (
     AuthenticationError,
     ConfigurationError,
     NotFoundError,
+    PermissionDeniedError,
     ProviderError,
     RateLimitError,
 )
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "BatchProvider",
+    "OpenAIClient",
+    "PermissionDeniedError",
+    "get_client",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +98,6 @@ _MAX_COUNT = 2**31 - 1
 _MAX_TOKENS = 2**63 - 1
 #: 9999-12-31: a later Unix time is not a date Python (or a database) can hold.
 _MAX_TIMESTAMP = 253402300799
-
-
-class PermissionDeniedError(APIError):
-    """403 from the provider: the key is valid but may not do this (a project or
-    organisation without access, an unsupported region). Not an
-    :class:`~.exceptions.AuthenticationError`: rotating the key does not help."""
 
 
 class _Final(APIConnectionError):

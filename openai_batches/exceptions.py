@@ -119,7 +119,9 @@ class APIError(ProviderError):
     ) -> None:
         self.status_code = status_code
         self.body = body
-        #: Seconds the provider asked us to wait (retry-after headers), when it said.
+        #: Seconds the provider asked us to wait (retry-after headers), when it said. May
+        #: exceed ``client.MAX_RETRY_AFTER``: then the client did not retry, and the caller
+        #: reschedules (a failed poll backs off at least this long).
         self.retry_after: float | None = None
         self.request_id = request_id
         self.method = method
@@ -147,4 +149,10 @@ class NotFoundError(APIError):
 
 
 class AuthenticationError(APIError):
-    """401/403 from the provider."""
+    """401 from the provider: the key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIError):
+    """403 from the provider: the key is valid but may not do this (a project or
+    organisation without access, an unsupported region). Not an
+    :class:`AuthenticationError`: rotating the key does not help."""

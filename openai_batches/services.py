@@ -26,7 +26,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from . import signals, structured
-from .client import BatchProvider, get_client, retry_delay
+from .client import MAX_RETRY_AFTER, BatchProvider, get_client, retry_delay
 from .conf import app_settings
 from .exceptions import (
     APIConnectionError,
@@ -573,6 +573,10 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
             return adopted
         except APIError as err:
             file_race = err.status_code == 400 and err.param == "file_id"
+            if err.retry_after is not None and err.retry_after > MAX_RETRY_AFTER:
+                # Refused, and told to come back much later: give the lease back now; the
+                # next attempt (a later poll of the queue, or sync_batches) tries again.
+                return _submit_unknown(job, err)
             if (file_race or err.status_code == 429) and not last:
                 # Nothing was created: a 400/429 is a refusal, so creating again is safe.
                 _sleep(err.retry_after if err.retry_after is not None else retry_delay(attempt))
@@ -884,6 +888,8 @@ def _poll_failed(job: BatchJob, err: BaseException) -> None:
         * float(app_settings.POLL_BACKOFF),
         float(app_settings.POLL_MAX_INTERVAL),
     )
+    if isinstance(err, APIError) and err.retry_after is not None:
+        interval = max(interval, err.retry_after)  # the provider said when to come back
     now = timezone.now()
     _record_error(
         job,

@@ -583,3 +583,34 @@ def test_a_file_is_not_rebuilt_before_the_results_are_stored(emu: EmulatorHandle
     emu.emulator.delete_file(job.output_file_id)
     with pytest.raises(NotFoundError):
         b"".join(services.iter_provider_file(job, "output"))
+
+
+def test_a_429_asking_for_a_long_wait_gives_the_submission_back_at_once(
+    emu: EmulatorHandle, waits: Waits
+) -> None:
+    job = make_job(2)
+    services.request_submit(job)
+    emu.inject_fault("POST", "/v1/batches", "status", status=429, retry_after=600)
+    services.submit(job)
+    job = reload(job)
+    assert job.state == JobState.SUBMIT_REQUESTED and job.submit_attempt_at is None
+    assert "429" in job.last_error
+    assert waits.service == []  # no ten-minute sleep holding a worker
+    assert batches(emu) == []
+    services.submit(job)  # later: the fault is used up, so it goes through
+    (batch,) = job_batches(emu, job)
+    assert reload(job).provider_batch_id == batch["id"]
+
+
+def test_a_failed_poll_waits_at_least_as_long_as_the_provider_asked(
+    emu: EmulatorHandle,
+) -> None:
+    job = submitted_job(2)
+    emu.inject_fault(
+        "GET", f"/v1/batches/{job.provider_batch_id}", "status", status=429, retry_after=500
+    )
+    with pytest.raises(Exception, match="429"):
+        services.refresh(job)
+    job = reload(job)
+    assert job.poll_interval >= 500
+    assert job.next_poll_at >= timezone.now() + timedelta(seconds=490)

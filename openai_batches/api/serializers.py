@@ -107,9 +107,10 @@ class UploadField(serializers.FileField):
     {
         "type": "object",
         "properties": {"model": {"type": "string", "minLength": 1}},
-        "required": ["model"],
         "additionalProperties": True,
-        "description": "The request body as the endpoint takes it; `model` is required and is the same for every item of a job.",
+        "description": "The request body as the endpoint takes it. `model` is the same for "
+        "every item of a job; it is required except on /v1/moderations, where the API "
+        "defaults it (omni-moderation-latest).",
     }
 )
 class RequestBodyField(serializers.DictField):
