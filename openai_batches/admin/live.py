@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .jobs import BatchJobAdmin
 
 #: Cells of a job's row on the list that change while it moves.
-LIST_FIELDS = ("status_badge", "progress", "finished", "tokens", "cost")
+LIST_FIELDS = ("status_badge", "progress", "when", "tokens", "cost")
 
 #: Fields of the job page that change while it moves (the rest are the job's own settings).
 PAGE_FIELDS = (
