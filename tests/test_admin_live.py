@@ -212,8 +212,16 @@ def test_list_shows_id_short_uuid_compact_times_and_tokens(admin_client: Client)
 def test_item_filter_names_jobs_uniquely(admin_client: Client) -> None:
     a, b = make_job(1, "same"), make_job(1, "same")
     response = admin_client.get(reverse("admin:openai_batches_requestitem_changelist"))
-    html = response.content.decode()
-    assert f"#{a.pk} same" in html and f"#{b.pk} same" in html
+    [spec] = [
+        s for s in response.context["cl"].filter_specs if getattr(s, "parameter_name", "") == "job"
+    ]
+    assert dict(spec.lookup_choices) == {str(a.pk): f"#{a.pk} same", str(b.pk): f"#{b.pk} same"}
+    unnamed = services.create_job(endpoint="/v1/chat/completions")
+    response = admin_client.get(reverse("admin:openai_batches_requestitem_changelist"))
+    [spec] = [
+        s for s in response.context["cl"].filter_specs if getattr(s, "parameter_name", "") == "job"
+    ]
+    assert dict(spec.lookup_choices)[str(unnamed.pk)] == f"#{unnamed.pk} {unnamed.uuid.hex[:8]}"
 
 
 def test_finished_job_page_has_no_save_and_add_another_and_a_readable_size(
