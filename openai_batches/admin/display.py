@@ -145,14 +145,14 @@ def compact_number(n: int | Decimal) -> str:
 
 def human_size(n: int | None) -> str:
     """Bytes for people: ``812 B``, ``4.2 KB``, ``97.7 MB`` (powers of 1024, as files are)."""
-    if not n:
-        return "0 B"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+    value = float(n or 0)
+    if value < 1024:
+        return f"{int(value)} B"
+    for unit in ("KB", "MB", "GB"):
         value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+        if value < 1024 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def age(since: datetime | None) -> str:
