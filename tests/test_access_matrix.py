@@ -294,6 +294,12 @@ def delete(client: Client, job: BatchJob) -> Any:
     )
 
 
+def live(client: Client, job: BatchJob) -> Any:
+    return client.get(
+        reverse("admin:openai_batches_batchjob_live"), {"ids": str(job.pk), "page": "1"}
+    )
+
+
 #: name -> (job kind, request)
 ADMIN_TARGETS: dict[str, tuple[str, Callable[[Client, BatchJob], Any]]] = {
     "changelist": ("draft", get(CHANGELIST, with_job=False)),
@@ -306,6 +312,8 @@ ADMIN_TARGETS: dict[str, tuple[str, Callable[[Client, BatchJob], Any]]] = {
     "delete": ("finished", delete),
     "item list": ("draft", get("admin:openai_batches_requestitem_changelist", with_job=False)),
     "item page": ("draft", item_page),
+    "live updates": ("running", live),
+    "dashboard": ("done", get("admin:openai_batches_batchjob_dashboard", with_job=False)),
     **{
         f"{action} ({how})": (kind, runner(action))
         for how, runner in (("action", changelist_action), ("button", button))
@@ -345,6 +353,9 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
     "delete": (LOGIN, LOGIN, 403, 403, C(302), LOGIN),
     "item list": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
     "item page": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
+    # Read-only pages of their own: the job view permission, like the job list.
+    "live updates": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
+    "dashboard": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
     # A view-only user has no actions: Django ignores the posted one and shows the list.
     **{
         f"{action} (action)": (LOGIN, LOGIN, 200, outcome, outcome, LOGIN)

@@ -235,3 +235,190 @@ def test_operator_creates_submits_watches_and_downloads(
         ]
         assert all(x["response"]["status_code"] == 200 for x in lines)
         assert emulator.api_key not in page.content()
+
+
+# --------------------------------------------------------------------------------------------
+# The console for many jobs: live updates, a list that fits a laptop, the dashboard, and a
+# download after the provider forgot the file.
+# --------------------------------------------------------------------------------------------
+
+LAPTOP = {"width": 1366, "height": 800}
+
+
+def submitted(name: str, n: int = 3) -> BatchJob:
+    """A job the provider is validating, submitted through services as the RQ job would."""
+    from openai_batches import services
+
+    job = services.create_job(
+        endpoint="/v1/chat/completions",
+        name=name,
+        items=[
+            {
+                "custom_id": f"{name}-{i}",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"Say {i}."}],
+                },
+            }
+            for i in range(n)
+        ],
+    )
+    services.request_submit(job)
+    job = services.submit(job)
+    assert job.state == JobState.SUBMITTED, job.last_error
+    return job
+
+
+def poll_until_finished(job: BatchJob, timeout: float = 60) -> None:
+    """What the scheduled poll job does, from the test's thread, while the page stays open."""
+    from openai_batches import services
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job.refresh_from_db()
+        if job.state == JobState.FINISHED:
+            return
+        assert time.monotonic() < deadline, f"job never finished: {job.provider_status}"
+        services.refresh(job)
+        time.sleep(0.5)
+
+
+def login(page: Any, base: str, next_url: str) -> None:
+    page.goto(f"{base}/admin/login/?next={next_url}")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
+def test_live_pages_laptop_list_dashboard_and_download_after_the_provider_forgot(
+    page: Any,
+    live_server: Any,
+    transactional_db: None,
+    django_user_model: Any,
+    tmp_path: Path,
+    settings: Any,
+) -> None:
+    from playwright.sync_api import expect
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "PRICES": {"gpt-4o-mini": {"input": 0.075, "output": 0.3}},
+    }
+    django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
+    base = live_server.url
+    page.set_viewport_size(LAPTOP)
+
+    with running_emulator(timing="fast") as emulator:
+        # The list, with a job the provider is validating: its row changes with no reload.
+        listed = submitted("Live on the list")
+        from openai_batches import services
+
+        # More rows with the same name, told apart by their id.
+        big, *_ = [
+            services.create_job(endpoint="/v1/chat/completions", name="Nightly summaries")
+            for _ in range(3)
+        ]
+        # A big finished job: the widest tokens and cost a row shows.
+        BatchJob.objects.filter(pk=big.pk).update(
+            state=JobState.FINISHED,
+            provider_status=BatchStatus.COMPLETED,
+            model="gpt-4o-mini",
+            input_tokens=123_456_789,
+            output_tokens=12_345_678,
+        )
+        login(page, base, "/admin/openai_batches/batchjob/")
+        expect(page).to_have_url(f"{base}/admin/openai_batches/batchjob/")
+        expect(page.locator("#ob-live")).to_have_attribute("data-state", "polling")
+        page.evaluate("window.__notReloaded = true")
+        row = page.locator(f"#result_list tr:has([data-ob-job='{listed.pk}'])")
+        expect(row.locator("[data-provider-status]")).to_have_attribute(
+            "data-provider-status", BatchStatus.VALIDATING
+        )
+        page.screenshot(path=str(SCREENSHOTS / "batchjob-list-live-validating.png"))
+        poll_until_finished(listed)
+        expect(row.locator("[data-state]")).to_have_attribute(
+            "data-state", JobState.FINISHED, timeout=20_000
+        )
+        expect(row.locator("[data-provider-status]")).to_have_attribute(
+            "data-provider-status", BatchStatus.COMPLETED
+        )
+        expect(row.locator(".ob-progress-text")).to_contain_text("3 / 3")
+        expect(page.locator("#ob-live")).to_have_attribute("data-state", "stopped")
+        assert page.evaluate("window.__notReloaded") is True
+
+        # At 1366 px with the sidebar and filters open, nothing scrolls sideways and the
+        # cost and tokens columns are on screen.
+        fits = page.evaluate(
+            """() => {
+                const r = document.querySelector('#changelist .results');
+                const right = (sel) => document.querySelector(sel).getBoundingClientRect().right;
+                return {
+                    results: [r.scrollWidth, r.clientWidth],
+                    page: [document.documentElement.scrollWidth, window.innerWidth],
+                    cost: right('#result_list thead th.column-cost'),
+                    tokens: right('#result_list thead th.column-tokens'),
+                    sidebar: !!document.querySelector('#nav-sidebar') &&
+                        getComputedStyle(document.querySelector('#nav-sidebar')).display !== 'none',
+                };
+            }"""
+        )
+        page.screenshot(path=str(SCREENSHOTS / "batchjob-list-1366.png"), full_page=True)
+        assert fits["results"][0] <= fits["results"][1], fits
+        assert fits["page"][0] <= fits["page"][1], fits
+        assert fits["cost"] <= LAPTOP["width"] and fits["tokens"] <= LAPTOP["width"], fits
+
+        # The job page of another batch: fields, timeline and buttons follow, no reload.
+        shown = submitted("Live on its page")
+        page.goto(f"{base}/admin/openai_batches/batchjob/{shown.pk}/change/")
+        page.evaluate("window.__notReloaded = true")
+        badge = page.locator(".field-status_badge [data-provider-status]")
+        expect(badge).to_have_attribute("data-provider-status", BatchStatus.VALIDATING)
+        expect(page.locator("button[data-action=download_output]")).to_have_count(0)
+        page.screenshot(path=str(SCREENSHOTS / "batchjob-page-live-validating.png"), full_page=True)
+        poll_until_finished(shown)
+        expect(badge).to_have_attribute(
+            "data-provider-status", BatchStatus.COMPLETED, timeout=20_000
+        )
+        expect(page.locator(".field-status_badge [data-state]")).to_have_attribute(
+            "data-state", JobState.FINISHED
+        )
+        expect(page.locator(".ob-timeline [data-field=completed_at]")).to_have_count(1)
+        expect(page.locator("button[data-action=download_output]")).to_have_count(1)
+        expect(page.locator("button[data-action=refresh_jobs]")).to_have_count(0)
+        expect(page.locator("#ob-live")).to_have_attribute("data-state", "stopped")
+        assert page.evaluate("window.__notReloaded") is True
+        expect(page.locator("input[name=_addanother]")).to_have_count(0)
+        page.screenshot(path=str(SCREENSHOTS / "batchjob-page-live-finished.png"), full_page=True)
+
+        # The provider forgets the output file; the button still downloads it, rebuilt
+        # from the stored results.
+        shown.refresh_from_db()
+        emulator.emulator.delete_file(shown.output_file_id)
+        with page.expect_download() as info:
+            page.click("button[data-action=download_output]")
+        target = tmp_path / info.value.suggested_filename
+        info.value.save_as(target)
+        lines = [json.loads(x) for x in target.read_text().splitlines()]
+        assert sorted(x["custom_id"] for x in lines) == [f"Live on its page-{i}" for i in range(3)]
+        assert all(x["response"]["status_code"] == 200 for x in lines)
+
+        # The dashboard, from the app's index, in the light and the dark theme.
+        page.goto(f"{base}/admin/openai_batches/")
+        page.click("a.ob-dashboard-link")
+        # Two ingested batches of gpt-4o-mini; three jobs completed (one set by hand above).
+        expect(page.locator("#ob-per-model tr[data-model='gpt-4o-mini'] td").first).to_have_text(
+            "2"
+        )
+        expect(page.locator(".ob-rule")).to_contain_text("half the synchronous price")
+        expect(page.locator("#ob-outcomes tr[data-outcome=completed] td").first).to_have_text("3")
+        expect(page.locator("#ob-spend-per-day svg rect.ob-bar-batch").first).to_be_attached()
+        page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+        page.emulate_media(color_scheme="dark")
+        page.reload()
+        background = page.evaluate(
+            "getComputedStyle(document.querySelector('.ob-card')).backgroundColor"
+        )
+        assert background not in ("rgb(248, 248, 248)", "rgba(0, 0, 0, 0)"), background
+        page.screenshot(path=str(SCREENSHOTS / "dashboard-dark.png"), full_page=True)
+        assert emulator.api_key not in page.content()

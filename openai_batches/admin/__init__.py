@@ -1,0 +1,20 @@
+"""The Django admin as an operator console for batch jobs and their request items.
+
+Registers :class:`BatchJobAdmin` (``jobs``, with ``actions``, ``live`` and ``dashboard``) and
+:class:`RequestItemAdmin` (``items``) on the default admin site; ``display`` holds the
+helpers they share. ``from openai_batches.admin import BatchJobAdmin`` keeps working, so a
+project can register them on a site of its own.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from ..models import BatchJob, RequestItem
+from .items import JobFilter, RequestItemAdmin
+from .jobs import BatchJobAdmin
+
+admin.site.register(BatchJob, BatchJobAdmin)
+admin.site.register(RequestItem, RequestItemAdmin)
+
+__all__ = ["BatchJobAdmin", "JobFilter", "RequestItemAdmin"]
