@@ -179,3 +179,79 @@ def check_rq(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``RUNNER``: a known value, the deprecated ``USE_RQ``, and a usable Tasks backend."""
+    from . import jobs
+
+    try:
+        user = app_settings.user_settings
+        runner = jobs.runner()
+    except ConfigurationError as err:
+        return [
+            Error(
+                str(err),
+                hint='"rq" (django-rq workers), "tasks" (Django\'s Tasks framework) or "none" '
+                "(cron's sync_batches only).",
+                id="openai_batches.E020",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    if "USE_RQ" in user:
+        same = "rq" if user["USE_RQ"] else "none"
+        ignored = " It is ignored because RUNNER is set." if "RUNNER" in user else ""
+        messages.append(
+            Warning(
+                f"{SETTING_NAME}['USE_RQ'] is deprecated in favour of {SETTING_NAME}['RUNNER'].{ignored}",
+                hint=f'Replace it with "RUNNER": "{same}" (or "tasks" for Django\'s Tasks framework).',
+                id="openai_batches.W020",
+            )
+        )
+    if runner != "tasks":
+        return messages
+    try:
+        framework = jobs.tasks_framework()
+    except ConfigurationError as err:
+        return [
+            *messages,
+            Error(
+                str(err),
+                hint="pip install 'django-openai-batches[tasks]' (the backport and a database backend).",
+                id="openai_batches.E021",
+            ),
+        ]
+    try:
+        backend = framework.task_backends["default"]
+    except Exception as err:
+        return [
+            *messages,
+            Error(
+                f"RUNNER is 'tasks' but the default Tasks backend cannot be loaded: {err}",
+                hint="Configure settings.TASKS['default'] with a backend that has workers, "
+                "e.g. django_tasks_db.DatabaseBackend.",
+                id="openai_batches.E021",
+            ),
+        ]
+    if not backend.supports_defer:
+        messages.append(
+            Error(
+                f"The default Tasks backend ({type(backend).__name__}) cannot run a task later; "
+                "the app schedules its polls with run_after.",
+                hint="Use a backend with workers that supports run_after, e.g. "
+                "django_tasks_db.DatabaseBackend with manage.py db_worker.",
+                id="openai_batches.E022",
+            )
+        )
+    queue = app_settings.QUEUE
+    if backend.queues and queue not in backend.queues:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['QUEUE'] is {queue!r}, which is not a queue of the default Tasks backend.",
+                hint=f"Add {queue!r} to settings.TASKS['default']['QUEUES'] "
+                f"(now {sorted(backend.queues)}), or set QUEUE to one of them.",
+                id="openai_batches.E023",
+            )
+        )
+    return messages

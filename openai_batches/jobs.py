@@ -22,9 +22,11 @@ functions log it, and schedule the next poll or submission attempt with backoff.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Any, Literal
 
 from django.db import transaction
@@ -55,6 +57,23 @@ def runner() -> Runner:
         f"{SETTING_NAME}['RUNNER'] is {value!r}; use one of: "
         + ", ".join(repr(r) for r in RUNNERS)
         + "."
+    )
+
+
+def tasks_framework() -> ModuleType:
+    """``django.tasks`` (Django 6+) or the ``django_tasks`` backport (Django 5.2).
+
+    Importing it defines no task, so checks can look at the backend without the task
+    definitions (:mod:`openai_batches.tasks`) being validated against it.
+    """
+    for name in ("django.tasks", "django_tasks"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ConfigurationError(
+        f"{SETTING_NAME}['RUNNER'] is 'tasks' but Django's Tasks framework is not available: "
+        "use Django 6+, or install the django-tasks backport on Django 5.2."
     )
 
 

@@ -13,30 +13,14 @@ framework checks a task's queue against the backend's ``QUEUES`` when it is defi
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import ModuleType
 from typing import Any
 
-from .conf import SETTING_NAME, app_settings
-from .exceptions import ConfigurationError
+from .conf import app_settings
+from .jobs import tasks_framework
 
-
-def tasks_module() -> ModuleType:
-    """``django.tasks`` (Django 6+) or the ``django_tasks`` backport (Django 5.2)."""
-    for name in ("django.tasks", "django_tasks"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ConfigurationError(
-        f"{SETTING_NAME}['RUNNER'] is 'tasks' but Django's Tasks framework is not available: "
-        "use Django 6+, or install the django-tasks backport on Django 5.2."
-    )
-
-
-_task = tasks_module().task
+_task = tasks_framework().task
 
 
 @_task(queue_name=app_settings.QUEUE)
