@@ -204,11 +204,13 @@ def poll_job(job_id: int, force: bool = False) -> str:
         return "claimed elsewhere"
     try:
         job = services.refresh(job)
-    except ProviderError:
-        job.refresh_from_db()  # the error and the backoff are recorded on the row
-    except Exception:
-        logger.exception("polling job %s failed; the next poll is scheduled", job_id)
-        job.refresh_from_db()
+    except Exception as err:
+        if not isinstance(err, ProviderError):  # a provider error is recorded on the row
+            logger.exception("polling job %s failed; the next poll is scheduled", job_id)
+        found = BatchJob.objects.filter(pk=job_id).first()
+        if found is None:
+            return "skipped"  # deleted meanwhile: nothing left to poll
+        job = found
     if job.state == JobState.SUBMITTED:
         enqueue_poll(job.pk, at=job.next_poll_at)
     return job.state
