@@ -101,3 +101,41 @@ def reset_hwm() -> bool:
 
 def mb(n_bytes: float) -> str:
     return f"{n_bytes / 1e6:8.1f} MB"
+
+
+def configure_django(
+    db: dict[str, Any],
+    *,
+    apps: tuple[str, ...] = (),
+    openai_batches: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """``settings.configure`` + ``django.setup()`` for a benchmark: the app, its
+    dependencies, ``db``, DEBUG off (DEBUG keeps every query in memory and would spoil
+    the measurements) and a provider URL nothing listens on; ``apps`` go before ours."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_rq",
+            *apps,
+            "openai_batches",
+        ],
+        DATABASES={"default": db},
+        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
+        OPENAI_BATCHES={
+            "API_KEY": "sk-bench",
+            "BASE_URL": "http://127.0.0.1:9/v1",
+            **(openai_batches or {}),
+        },
+        **extra,
+    )
+    django.setup()

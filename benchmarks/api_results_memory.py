@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import database, reset_hwm, status_kb, trim
+from _common import configure_django, database, reset_hwm, status_kb, trim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,31 +46,14 @@ urlpatterns: list[Any] = []
 
 
 def configure(db: dict[str, Any]) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        DEBUG=False,  # DEBUG would keep every query in memory and spoil the measurement
-        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
-        USE_TZ=True,
+    configure_django(
+        db,
+        apps=("rest_framework", "drf_spectacular"),
         ALLOWED_HOSTS=["*"],
         ROOT_URLCONF="__main__",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_rq",
-            "rest_framework",
-            "drf_spectacular",
-            "openai_batches",
-        ],
         MIDDLEWARE=[],
-        DATABASES={"default": db},
         PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
-        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
-        OPENAI_BATCHES={"API_KEY": "sk-bench", "BASE_URL": "http://127.0.0.1:9/v1"},
     )
-    django.setup()
     from django.urls import include, path
 
     urlpatterns.append(path("api/batches/", include("openai_batches.api.urls")))

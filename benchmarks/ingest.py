@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import database, mb, reset_hwm, status_kb, trim
+from _common import configure_django, database, mb, reset_hwm, status_kb, trim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,24 +53,8 @@ MODEL = "gpt-4o-mini"
 
 
 def configure(db: dict[str, Any]) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_rq",
-            "openai_batches",
-        ],
-        DATABASES={"default": db},
-        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
-        OPENAI_BATCHES={"API_KEY": "sk-bench", "BASE_URL": "http://127.0.0.1:9/v1"},
+    configure_django(
+        db,
         LOGGING={
             "version": 1,
             "disable_existing_loggers": False,
@@ -78,7 +62,6 @@ def configure(db: dict[str, Any]) -> None:
             "root": {"handlers": ["stderr"], "level": "WARNING"},
         },
     )
-    django.setup()
 
 
 # -- measuring --------------------------------------------------------------------------

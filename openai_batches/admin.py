@@ -11,6 +11,7 @@ Nothing here renders account credentials: only the account *name* is shown anywh
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain
@@ -40,8 +41,16 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from . import services
-from .exceptions import InvalidStateError, Problem, ProviderError, ValidationError
+from . import export, services
+from .conf import app_settings
+from .exceptions import (
+    ConfigurationError,
+    InvalidStateError,
+    OpenAIBatchesError,
+    Problem,
+    ProviderError,
+    ValidationError,
+)
 from .forms import BatchJobCreateForm
 from .models import (
     FINAL_ITEM_STATES,
@@ -50,9 +59,33 @@ from .models import (
     JobState,
     RequestItem,
 )
+from .results import Result
+
+logger = logging.getLogger(__name__)
 
 #: How many job names a message lists before it says "and N more".
 _MAX_NAMED = 10
+
+
+class _Unusable(str):
+    """A skip reason that is the deployment's fault, not the job's: reported as an error."""
+
+
+def _unusable_account(job: BatchJob, err: OpenAIBatchesError) -> _Unusable:
+    """Why ``job`` cannot be acted on, for the operator: the job and its account, nothing more.
+
+    A ConfigurationError's own text quotes the settings (other accounts' names, the shape of
+    OPENAI_BATCHES); it goes to the server log, where whoever can fix the settings reads it.
+    """
+    logger.error("openai_batches admin: job %s (account %r): %s", job.pk, job.account, err)
+    return _Unusable(
+        _(
+            "its account “%(account)s” is not usable with the server's current OPENAI_BATCHES "
+            "setting; fix the setting (manage.py check names the problem) and try again"
+        )
+        % {"account": job.account}
+    )
+
 
 #: Item states counted as failed in a job's progress (never ran counts as not succeeded).
 _FAILED_ITEM_STATES = sorted(FINAL_ITEM_STATES - {ItemState.SUCCEEDED})
@@ -166,6 +199,8 @@ class BatchJobAdmin(admin.ModelAdmin):
         "download_input",
         "download_output",
         "download_errors",
+        "export_results_csv",
+        "export_results_jsonl",
     )
     change_form_template = "openai_batches/batchjob/change_form.html"
     add_form_template = "openai_batches/batchjob/add_form.html"
@@ -503,6 +538,12 @@ class BatchJobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if not self.has_add_permission(request):
             raise PermissionDenied
+        try:
+            # The form lists the accounts; a broken ACCOUNTS setting would otherwise be a
+            # 500 while the page renders, after this view has returned.
+            app_settings.account_names()
+        except ConfigurationError as err:
+            return self._cannot_create(request, err)
         problems: list[Problem] = []
         truncated = False
         if request.method == "POST":
@@ -512,6 +553,8 @@ class BatchJobAdmin(admin.ModelAdmin):
                     job, count = self._create_from_jsonl(request, form)
                 except ValidationError as err:
                     problems, truncated = list(err.problems), err.truncated
+                except ConfigurationError as err:
+                    return self._cannot_create(request, err)
                 else:
                     self.log_addition(request, job, [{"added": {}}])
                     self.message_user(
@@ -548,6 +591,19 @@ class BatchJobAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.add_form_template or "", context)
+
+    def _cannot_create(self, request: HttpRequest, err: ConfigurationError) -> HttpResponse:
+        """Back to the job list with why no job can be created (the details go to the log)."""
+        logger.error("openai_batches admin: cannot create jobs: %s", err)
+        self.message_user(
+            request,
+            _(
+                "No job can be created until the server's OPENAI_BATCHES setting is fixed "
+                "(manage.py check names the problem)."
+            ),
+            messages.ERROR,
+        )
+        return HttpResponseRedirect(reverse("admin:openai_batches_batchjob_changelist"))
 
     def _create_from_jsonl(
         self, request: HttpRequest, form: BatchJobCreateForm
@@ -589,6 +645,10 @@ class BatchJobAdmin(admin.ModelAdmin):
                 skipped.append((job, str(err)))
             except ProviderError as err:
                 skipped.append((job, _("the provider call failed: %(err)s") % {"err": err}))
+            except ConfigurationError as err:
+                skipped.append((job, _unusable_account(job, err)))
+            except OpenAIBatchesError as err:
+                skipped.append((job, _Unusable(str(err))))
             else:
                 done.append(job)
         return done, skipped
@@ -619,7 +679,9 @@ class BatchJobAdmin(admin.ModelAdmin):
                     len(skipped),
                 )
                 % {"n": len(skipped), "reasons": reasons},
-                messages.WARNING if done else messages.ERROR,
+                messages.ERROR
+                if not done or any(isinstance(r, _Unusable) for _, r in skipped)
+                else messages.WARNING,
             )
 
     @admin.action(description=gettext_lazy("Submit selected jobs"), permissions=["change"])
@@ -692,9 +754,48 @@ class BatchJobAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return None
+        except OpenAIBatchesError as err:
+            reason = (
+                _unusable_account(job, err) if isinstance(err, ConfigurationError) else str(err)
+            )
+            self.message_user(
+                request,
+                _("Could not download the %(which)s file of “%(job)s”: %(err)s")
+                % {"which": which, "job": job, "err": reason},
+                messages.ERROR,
+            )
+            return None
         response = StreamingHttpResponse(stream, content_type="application/jsonl")
         stem = slugify(job.name)[:50] or f"batch-{job.pk}"
         response["Content-Disposition"] = f'attachment; filename="{stem}-{job.pk}-{which}.jsonl"'
+        return response
+
+    @admin.action(description=gettext_lazy("Export results as CSV"), permissions=["change"])
+    def export_results_csv(
+        self, request: HttpRequest, queryset: QuerySet[BatchJob]
+    ) -> HttpResponseBase | None:
+        return self._export(request, queryset, "csv")
+
+    @admin.action(description=gettext_lazy("Export results as JSONL"), permissions=["change"])
+    def export_results_jsonl(
+        self, request: HttpRequest, queryset: QuerySet[BatchJob]
+    ) -> HttpResponseBase | None:
+        return self._export(request, queryset, "jsonl")
+
+    def _export(
+        self, request: HttpRequest, queryset: QuerySet[BatchJob], fmt: str
+    ) -> HttpResponseBase | None:
+        jobs = list(queryset[:2])
+        if len(jobs) != 1:
+            self.message_user(
+                request, _("Select exactly one job to export its results."), messages.ERROR
+            )
+            return None
+        job = jobs[0]
+        response = StreamingHttpResponse(
+            export.export_results(job, fmt), content_type=export.content_type(fmt)
+        )
+        response["Content-Disposition"] = f'attachment; filename="{export.filename(job, fmt)}"'
         return response
 
     # -- the job page's buttons -----------------------------------------------------------
@@ -707,6 +808,7 @@ class BatchJobAdmin(admin.ModelAdmin):
         ("download_input", gettext_lazy("Download input")),
         ("download_output", gettext_lazy("Download output")),
         ("download_errors", gettext_lazy("Download errors")),
+        ("export_results_csv", gettext_lazy("Export results (CSV)")),
     )
 
     def get_urls(self) -> list[URLPattern]:
@@ -732,6 +834,8 @@ class BatchJobAdmin(admin.ModelAdmin):
             "download_input": job.item_count > 0,
             "download_output": bool(job.output_file_id),
             "download_errors": bool(job.error_file_id),
+            "export_results_csv": job.ingested_at is not None,
+            "export_results_jsonl": job.ingested_at is not None,
         }
         url_name = f"admin:{self.opts.app_label}_{self.opts.model_name}_object_action"
         return [
@@ -739,7 +843,7 @@ class BatchJobAdmin(admin.ModelAdmin):
                 "name": name,
                 "label": label,
                 "url": reverse(url_name, args=[job.pk, name]),
-                "download": name.startswith("download_"),
+                "download": name.startswith(("download_", "export_")),
             }
             for name, label in self._OBJECT_BUTTONS
             if name in allowed and fits[name]
@@ -805,6 +909,7 @@ class RequestItemAdmin(admin.ModelAdmin):
         "custom_id",
         "job_link",
         "state_badge",
+        "answer_short",
         "status_code",
         "tokens",
         "completed_at",
@@ -830,7 +935,10 @@ class RequestItemAdmin(admin.ModelAdmin):
             },
         ),
         (gettext_lazy("Request"), {"fields": ("method", "url", "body_pretty")}),
-        (gettext_lazy("Result"), {"fields": ("response_pretty", "error_pretty")}),
+        (
+            gettext_lazy("Result"),
+            {"fields": ("answer", "parsed_pretty", "response_pretty", "error_pretty")},
+        ),
         (
             gettext_lazy("Provider"),
             {
@@ -856,6 +964,8 @@ class RequestItemAdmin(admin.ModelAdmin):
         "method",
         "url",
         "body_pretty",
+        "answer",
+        "parsed_pretty",
         "response_pretty",
         "error_pretty",
         "provider_request_id",
@@ -954,6 +1064,110 @@ class RequestItemAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("error"))
     def error_pretty(self, item: RequestItem) -> SafeString:
         return _pretty_json(item.error)
+
+    @admin.display(description=gettext_lazy("answer"))
+    def answer_short(self, item: RequestItem) -> str:
+        # Not stored on a list page: a GET must not write, and the row's job is joined.
+        return Result.from_item(item, store=False).summary(60) or "—"
+
+    @admin.display(description=gettext_lazy("answer"))
+    def answer(self, item: RequestItem) -> SafeString:
+        """What the model answered, read through ``item.result``: the endpoint's answer
+        and, for anything unusable, why."""
+        r = Result.from_item(item, store=False)  # a GET shows, never writes
+        rows: list[tuple[str, Any]] = []
+        if r.code:
+            rows.append(
+                (_("reason"), format_html('<strong class="ob-error">{}</strong>', r.reason))
+            )
+        for index, choice in enumerate(r.choices):
+            label = _("text") if len(r.choices) == 1 else _("choice %(n)s") % {"n": index}
+            if choice.text is not None:
+                rows.append((label, format_html('<div class="ob-answer">{}</div>', choice.text)))
+            if choice.refusal:
+                rows.append((_("refusal"), choice.refusal))
+            for call in choice.tool_calls:
+                rows.append(
+                    (_("tool call"), format_html("<code>{}({})</code>", call.name, call.arguments))
+                )
+        if r.finish_reason:
+            rows.append((_("finish reason"), r.finish_reason))
+        if r.embeddings:
+            rows.append(
+                (
+                    _("embeddings"),
+                    _("%(n)s vector(s) of %(d)s dimensions")
+                    % {"n": len(r.embeddings), "d": len(r.embeddings[0])},
+                )
+            )
+        for index, verdict in enumerate(r.moderations):
+            flags = ", ".join(verdict.categories) or _("nothing")
+            rows.append(
+                (
+                    _("input %(n)s") % {"n": index},
+                    _("flagged: %(f)s") % {"f": flags} if verdict.flagged else _("not flagged"),
+                )
+            )
+        for image in r.images:
+            if image.url:
+                rows.append(
+                    (
+                        _("image"),
+                        format_html('<a href="{}" rel="noreferrer">{}</a>', image.url, image.url),
+                    )
+                )
+            else:
+                rows.append(
+                    (
+                        _("image"),
+                        _("%(n)s bytes, base64 in the response below")
+                        % {"n": len(image.b64_json or "") * 3 // 4},
+                    )
+                )
+        if r.succeeded:
+            u = r.usage
+            rows.append(
+                (
+                    _("usage"),
+                    _("%(i)s input (%(c)s cached), %(o)s output (%(r)s reasoning)")
+                    % {
+                        "i": u.input_tokens,
+                        "c": u.cached_tokens,
+                        "o": u.output_tokens,
+                        "r": u.reasoning_tokens,
+                    },
+                )
+            )
+        if not rows:
+            return mark_safe('<span class="ob-muted">—</span>')
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        return format_html('<table class="ob-answer-table">{}</table>', body)
+
+    @admin.display(description=gettext_lazy("parsed output"))
+    def parsed_pretty(self, item: RequestItem) -> SafeString:
+        r = Result.from_item(item, store=False)
+        if not r.schema:
+            return mark_safe('<span class="ob-muted">—</span>')
+        schema = format_html("<p>{}: <code>{}</code></p>", _("model"), r.schema)
+        if r.parse_error:
+            return format_html('{}<p class="ob-error">{}</p>', schema, r.parse_error)
+        parsed = r.parsed_json
+        if not isinstance(parsed, dict):
+            return format_html("{}{}", schema, _pretty_json(parsed))
+        fields = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td></tr>",
+            (
+                (
+                    name,
+                    json.dumps(value, ensure_ascii=False)
+                    if isinstance(value, (dict, list))
+                    else value,
+                )
+                for name, value in parsed.items()
+            ),
+        )
+        return format_html('{}<table class="ob-answer-table">{}</table>', schema, fields)
 
 
 __all__ = ["BatchJobAdmin", "JobFilter", "RequestItemAdmin"]

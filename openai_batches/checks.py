@@ -1,11 +1,14 @@
 """System checks for everything about the configuration that can be known offline.
 
 Ids are stable (``openai_batches.E00n`` errors, ``openai_batches.W00n`` warnings) and every
-message carries a hint saying exactly what to change.
+message carries a hint saying exactly what to change. Nothing here needs a secret to pass:
+a missing API key is the warning W004, and the error E004 only under ``check --deploy``.
 """
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Any
 
 from django.apps import apps
@@ -14,9 +17,12 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import (
     DEFAULTS,
+    MAX_EXPIRES_AFTER,
+    MIN_EXPIRES_AFTER,
     PROVIDER_MAX_FILE_BYTES,
     PROVIDER_MAX_REQUESTS,
     SETTING_NAME,
+    Account,
     app_settings,
 )
 from .exceptions import ConfigurationError
@@ -66,9 +72,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         "MAX_FILE_BYTES": (1, PROVIDER_MAX_FILE_BYTES),
         "INGEST_CHUNK_SIZE": (1, 100_000),
         "SUBMIT_LEASE": (30, None),
+        "REQUEST_DEADLINE": (1, None),
+        "TRANSFER_DEADLINE": (1, None),
+        "MAX_RESPONSE_BYTES": (65536, None),
+        "MAX_DOWNLOAD_BYTES": (1, None),
+        "WEBHOOK_TOLERANCE": (30, 3600),
+        # None (the default) means the provider's own retention.
+        "FILE_EXPIRES_AFTER": (MIN_EXPIRES_AFTER, MAX_EXPIRES_AFTER),
+        "OUTPUT_EXPIRES_AFTER": (MIN_EXPIRES_AFTER, MAX_EXPIRES_AFTER),
     }
     for key, (low, high) in ranges.items():
-        if key in user:
+        if key in user and not (user[key] is None and DEFAULTS[key] is None):
             problem = _number_problem(key, user[key], low, high)
             if problem:
                 messages.append(
@@ -115,28 +129,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
 
-    try:
-        names = app_settings.account_names()
-    except ConfigurationError:
-        names = []  # reported as E003 above
-    for name in names:
-        try:
-            account = app_settings.account(name)
-        except ConfigurationError:
-            continue
-        if not account.api_key and not account.is_local:
-            where = (
-                f"{SETTING_NAME}['API_KEY'] or the OPENAI_API_KEY environment variable"
-                if name == "default"
-                else f"{SETTING_NAME}['ACCOUNTS'][{name!r}]['API_KEY']"
+    for name, account, where in _accounts_without_key():
+        messages.append(
+            Warning(
+                f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
+                hint=f"Set {where} where the app runs (a local emulator URL needs no key). "
+                "Only a warning here so migrate and collectstatic work without secrets; "
+                "'manage.py check --deploy' reports it as the error openai_batches.E004.",
+                id="openai_batches.W004",
             )
-            messages.append(
-                Error(
-                    f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
-                    hint=f"Set {where}. (A local emulator URL needs no key.)",
-                    id="openai_batches.E004",
-                )
-            )
+        )
+    for name, account in _accounts():
         if not account.base_url.startswith(("http://", "https://")):
             messages.append(
                 Error(
@@ -145,7 +148,103 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="openai_batches.E005",
                 )
             )
+    messages += [
+        Error(
+            f"{SETTING_NAME}['PRICES']{where} {problem}.",
+            hint='PRICES maps a model to USD per 1M tokens at batch rates, e.g. {"gpt-4o-mini": '
+            '{"input": 0.075, "cached_input": 0.0375, "output": 0.3}}; "input" and "output" '
+            'are required, "cached_input" defaults to "input".',
+            id="openai_batches.E008",
+        )
+        for where, problem in price_problems(user.get("PRICES", {}))
+    ]
     return messages
+
+
+#: The keys of one model's price entry; the first two are required.
+PRICE_KEYS = ("input", "output", "cached_input")
+
+
+def price_problems(prices: Any) -> list[tuple[str, str]]:
+    """Every problem with a ``PRICES`` value, as ``(where, what)``; empty when usable.
+
+    Shared with :func:`openai_batches.services.job_cost`, which ignores an entry this
+    rejects instead of crashing the pages that show costs.
+    """
+    if prices is None:
+        return []
+    if not isinstance(prices, dict):
+        return [("", f"must be a dict of model -> prices, not {type(prices).__name__}")]
+    problems: list[tuple[str, str]] = []
+    for model, entry in prices.items():
+        where = f"[{model!r}]"
+        if not isinstance(entry, dict):
+            problems.append(
+                (where, f"must be a dict of input/output prices, not {type(entry).__name__}")
+            )
+            continue
+        unknown = sorted(set(entry) - set(PRICE_KEYS), key=str)
+        if unknown:
+            problems.append((where, f"has unknown keys: {', '.join(map(repr, unknown))}"))
+        for key in PRICE_KEYS[:2]:
+            if key not in entry:
+                problems.append((where, f"is missing {key!r}"))
+        for key in PRICE_KEYS:
+            value = entry.get(key)
+            if key in entry and not _is_price(value):
+                problems.append((f"{where}[{key!r}]", f"is {value!r}, not a non-negative number"))
+    return problems
+
+
+def _is_price(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return False
+    return math.isfinite(value) and value >= 0
+
+
+def _accounts() -> list[tuple[str, Account]]:
+    """Every configured account that can be built (a broken one is reported as E003)."""
+    try:
+        names = app_settings.account_names()
+    except ConfigurationError:
+        return []
+    found = []
+    for name in names:
+        try:
+            found.append((name, app_settings.account(name)))
+        except ConfigurationError:
+            continue
+    return found
+
+
+def _accounts_without_key() -> list[tuple[str, Account, str]]:
+    """``(name, account, where to set its key)`` for each remote account that has no key."""
+    return [
+        (
+            name,
+            account,
+            f"{SETTING_NAME}['API_KEY'] or the OPENAI_API_KEY environment variable"
+            if name == "default"
+            else f"{SETTING_NAME}['ACCOUNTS'][{name!r}]['API_KEY']",
+        )
+        for name, account in _accounts()
+        if not account.api_key and not account.is_local
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_api_keys_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A remote account without a key is an error where it matters: a deployment's
+    ``check --deploy``. Everywhere else it is the warning W004, because builds (CI, Docker)
+    run ``migrate``, ``makemigrations`` and ``collectstatic`` without secrets."""
+    return [
+        Error(
+            f"No API key for the {name!r} account, whose base URL {account.base_url} is not local.",
+            hint=f"Set {where}. (A local emulator URL needs no key.)",
+            id="openai_batches.E004",
+        )
+        for name, account, where in _accounts_without_key()
+    ]
 
 
 @register(Tags.compatibility)

@@ -3,12 +3,21 @@
 Settings are read on every access (never at import time) and the cache is dropped on
 Django's ``setting_changed`` signal, so ``override_settings`` in tests works. A setting
 never changes the database schema. Environment variables follow the official SDK's
-names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ...) so an existing deployment just works.
+names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_WEBHOOK_SECRET``, ...) so an
+existing deployment just works.
+
+Credentials are wrapped in :class:`Secret` the moment they are read, and only the HTTP
+layer and the signature check unwrap them. Django's error reports (the DEBUG page, the
+admin error email) print every local variable of every frame with ``repr``, and
+``sensitive_variables`` does nothing while ``DEBUG`` is on, so a plain key in a local or
+in the merged-settings dict would be shown; a :class:`Secret` prints as stars.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +32,10 @@ SETTING_NAME = "OPENAI_BATCHES"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_ACCOUNT = "default"
 
+#: The range OpenAI accepts for ``expires_after.seconds`` / ``output_expires_after.seconds``.
+MIN_EXPIRES_AFTER = 3600
+MAX_EXPIRES_AFTER = 2_592_000
+
 #: Provider limits for one batch input file (OpenAI Batch API).
 PROVIDER_MAX_REQUESTS = 50_000
 PROVIDER_MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -36,9 +49,22 @@ DEFAULTS: dict[str, Any] = {
     "PROJECT": None,
     # Named accounts: {"name": {"API_KEY": ..., "BASE_URL": ..., "ORGANIZATION": ..., "PROJECT": ...}}.
     "ACCOUNTS": {},
-    # HTTP behaviour.
+    # HTTP behaviour. TIMEOUT bounds each connect/read/write; the deadlines bound one whole
+    # exchange (connect, send, wait, read the body), which per-read timeouts cannot: a server
+    # dripping a byte every few seconds never trips a read timeout.
     "TIMEOUT": 60.0,
     "MAX_RETRIES": 5,
+    # Seconds for one JSON call (everything but file transfers): OpenAI answers in seconds.
+    "REQUEST_DEADLINE": 300.0,
+    # Seconds for one file upload or download: 4 GiB in an hour is 1.2 MB/s.
+    "TRANSFER_DEADLINE": 3600.0,
+    # Largest JSON answer read (bytes). The largest legitimate one is a page of 10,000 file
+    # objects (about 3-5 MB); anything bigger is a broken or hostile server.
+    "MAX_RESPONSE_BYTES": 16 * 1024 * 1024,
+    # Largest file downloaded (bytes). Downloads stream to disk, so this bounds disk, not
+    # memory. An output file can be far larger than its 200 MB input: 50,000 embeddings of
+    # 3,072 floats are about 2.5-3 GB of JSON.
+    "MAX_DOWNLOAD_BYTES": 4 * 1024 * 1024 * 1024,
     # Enqueue background work on RQ. False: enqueue nothing and let cron's sync_batches do
     # everything (no Redis needed).
     "USE_RQ": True,
@@ -59,28 +85,120 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FILE_BYTES": PROVIDER_MAX_FILE_BYTES,
     # Results are written in chunks of this many rows.
     "INGEST_CHUNK_SIZE": 5000,
+    # Retention at the provider, in seconds (3600 to 2592000, OpenAI's range), or None for
+    # the provider's default (30 days for batch files). FILE_EXPIRES_AFTER goes with each
+    # input upload (``expires_after``), OUTPUT_EXPIRES_AFTER with each batch create
+    # (``output_expires_after``, counted from when the output/error file is written).
+    # Results are ingested as soon as a batch ends, so a short retention loses nothing
+    # unless ingestion is down for longer than it.
+    "FILE_EXPIRES_AFTER": None,
+    "OUTPUT_EXPIRES_AFTER": None,
     # Price per 1M tokens at batch rates, per model: {"gpt-4o-mini": {"input": 0.075, "cached_input": 0.0375, "output": 0.3}}.
     "PRICES": {},
-    # Signing secret of OpenAI's webhooks (whsec_...), used by webhooks.py.
+    # Signing secret of OpenAI's webhooks (whsec_...), used by webhooks.py. ``None`` falls
+    # back to the OPENAI_WEBHOOK_SECRET environment variable, as the SDK does.
     "WEBHOOK_SECRET": None,
+    # Seconds a webhook's timestamp may differ from now (the SDK's default).
+    "WEBHOOK_TOLERANCE": 300,
     # DRF permission classes for the API (dotted paths); None means the app's default.
     "API_PERMISSION_CLASSES": None,
 }
 
 _ACCOUNT_KEYS = {"API_KEY", "BASE_URL", "ORGANIZATION", "PROJECT", "TIMEOUT"}
+#: Keys whose values are credentials (at the top level and inside each account).
+SECRET_KEYS = frozenset({"API_KEY", "WEBHOOK_SECRET"})
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "testserver"}  # noqa: S104
+
+
+class Secret:
+    """A credential that never shows itself: ``repr`` and ``str`` print stars.
+
+    Only :meth:`reveal` gives the value, at the one place that sends it (a header, an HMAC).
+    Equality compares in constant time, so tests and checks can still compare keys.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            other = other._value
+        if not isinstance(other, str):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __copy__(self) -> Secret:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Any) -> Secret:
+        return self
+
+    def __reduce__(self) -> Any:
+        # Pickling (RQ job arguments, caches) would store the key in clear: refuse.
+        raise TypeError("a Secret cannot be pickled")
+
+
+def _secret(value: Any) -> Any:
+    """``value`` as a :class:`Secret` when it is a non-empty string (else as it is)."""
+    return Secret(value) if isinstance(value, str) and value else value
+
+
+def _type_name(value: Any) -> str:
+    return "str" if isinstance(value, Secret) else type(value).__name__
+
+
+def _masked(user: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the user's setting with every credential wrapped in :class:`Secret`."""
+    masked: dict[str, Any] = {}
+    for key, value in user.items():
+        if key in SECRET_KEYS:
+            masked[key] = _secret(value)
+        elif key == "ACCOUNTS" and isinstance(value, Mapping):
+            masked[key] = {
+                # A string where an account's dict belongs is most likely its key.
+                name: (
+                    {k: _secret(v) if k in SECRET_KEYS else v for k, v in conf.items()}
+                    if isinstance(conf, Mapping)
+                    else _secret(conf)
+                )
+                for name, conf in value.items()
+            }
+        else:
+            masked[key] = value
+    return masked
 
 
 @dataclass(frozen=True)
 class Account:
-    """Where and as whom to call the provider. ``repr`` hides the key on purpose."""
+    """Where and as whom to call the provider. The key is a :class:`Secret`."""
 
     name: str
     base_url: str
-    api_key: str | None = field(repr=False)
+    api_key: Secret | None = field(repr=False)
     organization: str | None = None
     project: str | None = None
     timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        # Accept a plain string (tests, hand-built accounts) but never keep one.
+        if isinstance(self.api_key, str):
+            object.__setattr__(self, "api_key", _secret(self.api_key) or None)
 
     @property
     def is_local(self) -> bool:
@@ -101,10 +219,14 @@ class Settings:
 
     @property
     def user_settings(self) -> dict[str, Any]:
-        value = getattr(django_settings, SETTING_NAME, None) or {}
-        if not isinstance(value, dict):
-            raise ConfigurationError(f"{SETTING_NAME} must be a dict, not {type(value).__name__}.")
-        return value
+        """The user's ``OPENAI_BATCHES``, credentials wrapped in :class:`Secret`."""
+        # No local holds the raw setting: an error report would print it (see the docstring).
+        if not isinstance(getattr(django_settings, SETTING_NAME, None) or {}, dict):
+            raise ConfigurationError(
+                f"{SETTING_NAME} must be a dict, not "
+                f"{type(getattr(django_settings, SETTING_NAME)).__name__}."
+            )
+        return _masked(getattr(django_settings, SETTING_NAME, None) or {})
 
     def _merged(self) -> dict[str, Any]:
         if self._cache is None:
@@ -133,7 +255,7 @@ class Settings:
             if not isinstance(conf, dict):
                 raise ConfigurationError(
                     f"{SETTING_NAME}['ACCOUNTS'][{name!r}] must be a dict of settings "
-                    f"(API_KEY, BASE_URL, ...), not {type(conf).__name__}."
+                    f"(API_KEY, BASE_URL, ...), not {_type_name(conf)}."
                 )
         return accounts
 
@@ -150,26 +272,34 @@ class Settings:
         else:
             accounts = self.accounts()
             if name not in accounts:
+                # Not listing the configured accounts: this text reaches a job's last_error,
+                # which the admin and the API show (the system checks list them instead).
                 raise ConfigurationError(
-                    f"Unknown account {name!r}: add it to {SETTING_NAME}['ACCOUNTS'] "
-                    f"(known: {', '.join(self.account_names())})."
+                    f"Unknown account {name!r}: add it to {SETTING_NAME}['ACCOUNTS'], or move "
+                    "the job to a configured account."
                 )
             raw = {"TIMEOUT": merged["TIMEOUT"], **accounts[name]}
             env = False
-        api_key = raw.get("API_KEY") or (os.environ.get("OPENAI_API_KEY") if env else None)
-        # Keys read from files or env often end with a newline, which is not a valid header.
-        api_key = api_key.strip() if isinstance(api_key, str) else api_key
+        api_key = raw.get("API_KEY") or (_secret(os.environ.get("OPENAI_API_KEY")) if env else None)
+        if isinstance(api_key, Secret):
+            # Keys read from files or env often end with a newline, which is not a valid header.
+            api_key = _secret(api_key.reveal().strip())
         base_url = raw.get("BASE_URL") or (os.environ.get("OPENAI_BASE_URL") if env else None)
         org = raw.get("ORGANIZATION") or (os.environ.get("OPENAI_ORG_ID") if env else None)
         project = raw.get("PROJECT") or (os.environ.get("OPENAI_PROJECT_ID") if env else None)
         return Account(
             name=name,
             base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
-            api_key=api_key or None,
+            api_key=api_key if isinstance(api_key, Secret) and api_key else None,
             organization=org or None,
             project=project or None,
             timeout=float(raw.get("TIMEOUT") or merged["TIMEOUT"]),
         )
+
+    def webhook_secret(self) -> Secret | None:
+        """``WEBHOOK_SECRET``, else the ``OPENAI_WEBHOOK_SECRET`` environment variable."""
+        secret = self.WEBHOOK_SECRET or _secret(os.environ.get("OPENAI_WEBHOOK_SECRET"))
+        return secret if isinstance(secret, Secret) and secret else None
 
 
 app_settings = Settings()

@@ -8,8 +8,9 @@ whole file: readers yield one line at a time and writers append one line at a ti
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -25,11 +26,72 @@ MAX_METADATA_VALUE_LENGTH = 512
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 #: Stop collecting after this many problems: enough to fix a file, bounded in memory.
 MAX_PROBLEMS = 1000
+#: A UTF-16 surrogate code point. Python strings may hold one alone (JSON's ``"\ud800"``
+#: escape decodes to it), but it is not valid Unicode: UTF-8 cannot encode it, so neither
+#: the database nor the provider's upload could take it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_MESSAGE = (
+    "contains a lone surrogate (a \\ud800-\\udfff escape without its pair), "
+    "which is not valid Unicode"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes, safe to put in a message."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def surrogate_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (value or key) in ``value`` holding a surrogate.
+
+    Only called once a line has failed to encode, so the walk costs nothing on good input.
+    """
+    return _first_path(value, path, lambda v: isinstance(v, str) and bool(_SURROGATE.search(v)))
+
+
+def not_json_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first value in ``value`` that JSON cannot carry (a set, bytes,
+    a date, NaN or infinity ...), or of the mapping whose key is not a string or a number."""
+    return _first_path(value, path, _not_json)
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _not_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return not all(isinstance(k, (*_JSON_SCALARS, float)) for k in value)
+    return not isinstance(value, (*_JSON_SCALARS, list, tuple))
+
+
+def _first_path(value: Any, path: str, bad: Callable[[Any], bool]) -> str | None:
+    if bad(value):
+        return path
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            here = f"{path}.{printable(str(key))}"
+            if bad(key):
+                return here
+            found = _first_path(child, here, bad)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, child in enumerate(value):
+            found = _first_path(child, f"{path}.{i}", bad)
+            if found is not None:
+                return found
+    return None
 
 
 def dumps_line(obj: Mapping[str, Any]) -> str:
-    """One compact JSON line without the newline (what goes into the upload)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """One compact JSON line without the newline (what goes into the upload).
+
+    NaN and infinity raise ``ValueError``: they are not JSON, and neither the provider nor
+    PostgreSQL's jsonb takes them.
+    """
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def iter_jsonl(
@@ -37,10 +99,19 @@ def iter_jsonl(
 ) -> Iterator[tuple[int, Any, str | None]]:
     """Yield ``(line_number, parsed_object_or_None, error_message_or_None)`` per non-blank line.
 
-    Line numbers are 1-based and count blank lines too, so they match an editor's.
+    Line numbers are 1-based and count blank lines too, so they match an editor's. Bytes
+    that are not UTF-8 are that line's error: replacing them would send the provider text
+    that differs from the file.
     """
     for number, raw in enumerate(stream, start=1):
-        text: str = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield number, None, f"is not valid UTF-8 (byte {err.start + 1} of the line)"
+                continue
+        else:
+            text = str(raw)
         if not text.strip():
             continue
         try:
@@ -65,11 +136,17 @@ def validate_metadata(metadata: Any) -> list[Problem]:
             )
         )
     for key, value in metadata.items():
+        name = f"metadata.{printable(key) if isinstance(key, str) else key}"
+        if (isinstance(key, str) and _SURROGATE.search(key)) or (
+            isinstance(value, str) and _SURROGATE.search(value)
+        ):
+            problems.append(Problem(None, name, SURROGATE_MESSAGE))
+            continue
         if not isinstance(key, str) or len(key) > MAX_METADATA_KEY_LENGTH:
             problems.append(
                 Problem(
                     None,
-                    f"metadata.{key}",
+                    name,
                     f"keys must be strings of at most {MAX_METADATA_KEY_LENGTH} characters",
                 )
             )
@@ -77,7 +154,7 @@ def validate_metadata(metadata: Any) -> list[Problem]:
             problems.append(
                 Problem(
                     None,
-                    f"metadata.{key}",
+                    name,
                     "contains a NUL character, which databases cannot store",
                 )
             )
@@ -85,7 +162,7 @@ def validate_metadata(metadata: Any) -> list[Problem]:
             problems.append(
                 Problem(
                     None,
-                    f"metadata.{key}",
+                    name,
                     f"values must be strings of at most {MAX_METADATA_VALUE_LENGTH} characters",
                 )
             )
@@ -138,6 +215,8 @@ class ItemValidator:
             self.add_problem(
                 index, "custom_id", "contains a NUL character, which databases cannot store"
             )
+        elif _SURROGATE.search(custom_id):
+            self.add_problem(index, "custom_id", SURROGATE_MESSAGE)
         elif custom_id in self.seen_ids:
             self.add_problem(index, "custom_id", f"{custom_id!r} is used more than once in the job")
         else:
@@ -158,6 +237,8 @@ class ItemValidator:
             model = body.get("model")
             if not isinstance(model, str) or not model:
                 self.add_problem(index, "body.model", "is required and must be a non-empty string")
+            elif _SURROGATE.search(model):
+                self.add_problem(index, "body.model", SURROGATE_MESSAGE)
             elif not self.model:
                 self.model = model
             elif model != self.model:
@@ -180,14 +261,26 @@ class ItemValidator:
         if len(self.problems) != before:
             return None
         line = {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}  # type: ignore[arg-type]
-        text = dumps_line(line)
+        try:
+            text = dumps_line(line)
+        except (TypeError, ValueError) as err:
+            # Only the Python API can get here (parsed JSON is JSON): any mapping is taken.
+            where = not_json_path(line["body"], "body") or "body"
+            self.add_problem(index, where, f"is not JSON ({err})")
+            return None
         if "\\u0000" in text and _NUL_ESCAPE.search(text):
             # PostgreSQL's jsonb cannot hold U+0000; refuse it here instead of failing on save.
             self.add_problem(
                 index, "body", "contains a NUL character (\\u0000), which databases cannot store"
             )
             return None
-        self.nbytes += len(text.encode("utf-8")) + 1
+        try:
+            encoded = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            where = surrogate_path(line["body"], "body") or "body"
+            self.add_problem(index, where, SURROGATE_MESSAGE)
+            return None
+        self.nbytes += encoded + 1
         if (
             self.existing_bytes + self.nbytes > self.max_bytes
             and "bytes" not in self._limit_reported

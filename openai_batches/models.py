@@ -21,6 +21,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .results import Result
+
 
 class Endpoint(models.TextChoices):
     """The endpoints OpenAI's Batch API accepts."""
@@ -115,11 +117,13 @@ class BatchJobQuerySet(models.QuerySet["BatchJob"]):
         return self.filter(state=JobState.SUBMIT_REQUESTED)
 
     def for_user(self, user: Any) -> BatchJobQuerySet:
-        """Jobs ``user`` may see: all for staff, their own otherwise."""
-        if getattr(user, "is_staff", False):
-            return self
-        if not getattr(user, "is_authenticated", False):
+        """Jobs ``user`` may see: every job with Django's view (or change) permission on
+        jobs, their own otherwise. ``is_staff`` alone grants nothing, as in the admin."""
+        if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
             return self.none()
+        label, name = self.model._meta.app_label, self.model._meta.model_name
+        if user.has_perm(f"{label}.view_{name}") or user.has_perm(f"{label}.change_{name}"):
+            return self
         return self.filter(owner=user)
 
 
@@ -423,6 +427,16 @@ class BatchJob(ProviderBatchFields):
         blank=True,
         help_text=_("When the last local error happened."),
     )
+    output_schema = models.CharField(
+        _("structured output model"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_(
+            "Import path of the Pydantic model every result is parsed into "
+            "(see openai_batches.structured); empty for plain answers."
+        ),
+    )
 
     objects = BatchJobQuerySet.as_manager()
 
@@ -547,6 +561,27 @@ class RequestItem(models.Model):
         default=False,
         help_text=_("Whether the result signal has been sent (the outbox mark)."),
     )
+    output_schema = models.CharField(
+        _("structured output model"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_(
+            "Import path of this request's Pydantic model, when it differs from the job's."
+        ),
+    )
+    parsed = models.JSONField(
+        _("parsed output"),
+        null=True,
+        blank=True,
+        help_text=_("The structured output, validated against its model, as JSON."),
+    )
+    parse_error = models.TextField(
+        _("parse error"),
+        blank=True,
+        default="",
+        help_text=_("Why the structured output did not validate against its model."),
+    )
 
     objects = RequestItemQuerySet.as_manager()
 
@@ -576,6 +611,16 @@ class RequestItem(models.Model):
     def succeeded(self) -> bool:
         return self.state == ItemState.SUCCEEDED
 
+    @property
+    def output_schema_path(self) -> str:
+        """The Pydantic model this request's answer is parsed into: its own, else the job's."""
+        return self.output_schema or self.job.output_schema
+
+    @property
+    def result(self) -> Result:
+        """The answer, typed, whatever the endpoint (see :mod:`openai_batches.results`)."""
+        return Result.from_item(self)
+
     def as_input_line(self) -> dict[str, Any]:
         """The JSONL line the provider receives for this request."""
         return {
@@ -584,3 +629,34 @@ class RequestItem(models.Model):
             "url": self.url,
             "body": self.body,
         }
+
+
+class WebhookDelivery(models.Model):
+    """A webhook delivery already acted on, remembered by its ``webhook-id``.
+
+    The unique id makes a replayed (or concurrently duplicated) delivery a no-op: of two
+    inserts of one id, the database lets exactly one through. Rows are pruned once a replay
+    of the delivery would be refused as stale anyway (``expires_at``).
+    """
+
+    webhook_id = models.CharField(
+        _("webhook id"),
+        max_length=255,
+        unique=True,
+        help_text=_("The delivery's webhook-id header (the same on OpenAI's retries)."),
+    )
+    received_at = models.DateTimeField(
+        _("received"), default=timezone.now, help_text=_("When the delivery was first accepted.")
+    )
+    expires_at = models.DateTimeField(
+        _("remembered until"),
+        help_text=_("After this, any replay of the delivery fails the timestamp check."),
+    )
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        indexes = [models.Index(fields=["expires_at"], name="openai_batches_wh_expiry_idx")]
+
+    def __str__(self) -> str:
+        return self.webhook_id

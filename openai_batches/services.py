@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,7 +25,7 @@ from django.db import connection, models, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from . import signals
+from . import signals, structured
 from .client import BatchProvider, get_client, retry_delay
 from .conf import app_settings
 from .exceptions import (
@@ -37,6 +39,9 @@ from .exceptions import (
     ProviderError,
     ValidationError,
 )
+
+# Re-exported: ``services.export_results`` is the scripts' entry point (see export.py).
+from .export import export_results as export_results
 from .jsonl import METADATA_JOB_KEY, ItemValidator, dumps_line, iter_jsonl, validate_metadata
 from .models import (
     PROVIDER_TIMESTAMPS,
@@ -49,6 +54,10 @@ from .models import (
     JobState,
     RequestItem,
 )
+from .results import Usage, token_cost
+from .retention import PurgeReport as PurgeReport
+from .retention import purge as purge
+from .retention import purgeable_jobs as purgeable_jobs
 
 #: Rows per INSERT when adding items.
 _INSERT_CHUNK = 2000
@@ -81,12 +90,22 @@ def create_job(
             )
         )
     problems += validate_metadata(metadata)
+    if not isinstance(name, str) or len(name) > 200 or _clean_text(name) != name:
+        problems.append(
+            Problem(
+                None,
+                "name",
+                "must be text of at most 200 characters, without NUL or lone surrogates",
+            )
+        )
     if account not in app_settings.account_names():
         problems.append(
             Problem(
                 None,
                 "account",
-                f"{account!r} is not a configured account ({', '.join(app_settings.account_names())})",
+                # The configured names are not listed: this reaches API users, and which
+                # accounts exist is the operator's business.
+                f"{account!r} is not a configured account",
             )
         )
     if problems:
@@ -144,11 +163,8 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update().get(pk=job.pk)
         if locked.state != JobState.DRAFT:
-            raise InvalidStateError(
-                f"Job {locked.pk} is {locked.get_state_display().lower()}; items can only be added to a draft.",
-                job_id=locked.pk,
-                state=locked.state,
-            )
+            state = locked.get_state_display().lower()
+            raise _refusal(locked, "given more items", f"it is {state}; only a draft takes items")
         validator = ItemValidator(
             endpoint=locked.endpoint,
             model=locked.model,
@@ -278,9 +294,20 @@ def _get(job: BatchJob | int) -> BatchJob:
 
 
 def _ts(value: Any) -> datetime | None:
-    if value is None:
+    """A provider Unix timestamp as a datetime; None for anything that is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return datetime.fromtimestamp(int(value), tz=UTC)
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _field(value: Any, current: str, max_length: int) -> str:
+    """A provider string for a CharField: kept only if it is a string that fits."""
+    if isinstance(value, str) and value and len(value) <= max_length:
+        return _clean_text(value)
+    return current
 
 
 def _status_signal(job: BatchJob, old_state: str, old_status: str) -> None:
@@ -288,8 +315,12 @@ def _status_signal(job: BatchJob, old_state: str, old_status: str) -> None:
     if (old_state, old_status) == (job.state, job.provider_status):
         return
     new_state, new_status = job.state, job.provider_status
-    transaction.on_commit(
-        lambda: signals.job_status_changed.send(
+
+    def send() -> None:
+        # The change is committed: a receiver's error must neither reach the caller (who
+        # would report a saved change as failed) nor stop the other receivers or the hooks
+        # queued after this one (the RQ enqueue among them).
+        responses = signals.job_status_changed.send_robust(
             sender=BatchJob,
             job=job,
             old_state=old_state,
@@ -297,7 +328,21 @@ def _status_signal(job: BatchJob, old_state: str, old_status: str) -> None:
             old_status=old_status,
             new_status=new_status,
         )
-    )
+        _log_receiver_errors("job_status_changed", job.pk, responses)
+
+    transaction.on_commit(send, robust=True)
+
+
+def _log_receiver_errors(signal: str, job_pk: int, responses: list[tuple[Any, Any]]) -> None:
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            logger.error(
+                "a %s receiver (%s) failed for job %s",
+                signal,
+                getattr(receiver, "__qualname__", receiver),
+                job_pk,
+                exc_info=response,
+            )
 
 
 def _record_error(job: BatchJob, err: BaseException, **extra: Any) -> None:
@@ -311,6 +356,27 @@ def _record_error(job: BatchJob, err: BaseException, **extra: Any) -> None:
     logger.warning("openai_batches job %s: %s", job.pk, message)
 
 
+def _record_error_quietly(job: BatchJob | int, err: BaseException) -> None:
+    """:func:`_record_error` for a job that may be gone; never raises (it runs in handlers)."""
+    try:
+        found = BatchJob.objects.filter(pk=job.pk if isinstance(job, BatchJob) else job).first()
+        if found is not None:
+            _record_error(found, err)
+    except Exception:
+        logger.exception("could not record an error on job %s", job)
+
+
+#: Results announced during the current :func:`sync` pass (None outside one). A context
+#: variable because results are announced from on-commit hooks deep inside ingest.
+_announced_in_pass: ContextVar[list[int] | None] = ContextVar("_announced_in_pass", default=None)
+
+
+def _count_announced(n: int) -> None:
+    counter = _announced_in_pass.get()
+    if counter is not None:
+        counter[0] += n
+
+
 def _lock(job: BatchJob | int) -> BatchJob:
     """Re-read the job with its row locked (inside a transaction)."""
     return BatchJob.objects.select_for_update().get(pk=job.pk if isinstance(job, BatchJob) else job)
@@ -320,18 +386,24 @@ def _require(job: BatchJob, check: Callable[[BatchJob], tuple[bool, str]], actio
     """``job`` if ``check`` allows the action, else :class:`InvalidStateError` saying why."""
     allowed, reason = check(job)
     if not allowed:
-        raise InvalidStateError(
-            f"Job {job.pk} cannot be {action}: {reason}.",
-            job_id=job.pk,
-            state=job.state,
-            job_uuid=str(job.uuid),
-            action=action,
-            reason=reason,
-        )
+        raise _refusal(job, action, reason)
     return job
 
 
-def can_submit(job: BatchJob) -> tuple[bool, str]:
+def _refusal(job: BatchJob, action: str, reason: str) -> InvalidStateError:
+    """The error saying ``job`` cannot be ``action`` (e.g. "submitted") because ``reason``."""
+    return InvalidStateError(
+        f"Job {job.pk} cannot be {action}: {reason}.",
+        job_id=job.pk,
+        state=job.state,
+        job_uuid=str(job.uuid),
+        action=action,
+        reason=reason,
+    )
+
+
+def can_submit(job: BatchJob | int) -> tuple[bool, str]:
+    job = _get(job) if not isinstance(job, BatchJob) else job
     if job.state not in (JobState.DRAFT, JobState.SUBMIT_FAILED):
         return (
             False,
@@ -342,7 +414,8 @@ def can_submit(job: BatchJob) -> tuple[bool, str]:
     return True, ""
 
 
-def can_cancel(job: BatchJob) -> tuple[bool, str]:
+def can_cancel(job: BatchJob | int) -> tuple[bool, str]:
+    job = _get(job) if not isinstance(job, BatchJob) else job
     if job.state in (JobState.DRAFT, JobState.SUBMIT_REQUESTED, JobState.SUBMIT_FAILED):
         return True, ""
     if (
@@ -359,7 +432,8 @@ def can_cancel(job: BatchJob) -> tuple[bool, str]:
     )
 
 
-def can_refresh(job: BatchJob) -> tuple[bool, str]:
+def can_refresh(job: BatchJob | int) -> tuple[bool, str]:
+    job = _get(job) if not isinstance(job, BatchJob) else job
     if not job.provider_batch_id:
         return False, "the provider does not know it yet"
     if job.state == JobState.FINISHED:
@@ -367,7 +441,8 @@ def can_refresh(job: BatchJob) -> tuple[bool, str]:
     return True, ""
 
 
-def can_delete(job: BatchJob) -> tuple[bool, str]:
+def can_delete(job: BatchJob | int) -> tuple[bool, str]:
+    job = _get(job) if not isinstance(job, BatchJob) else job
     if job.state in (JobState.SUBMIT_REQUESTED, JobState.SUBMITTING, JobState.SUBMITTED):
         # The provider is (or may be about to be) running it: deleting would orphan a paid
         # batch and lose its results. Cancel it first.
@@ -424,9 +499,20 @@ def submit(job: BatchJob | int) -> BatchJob:
         locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
         _status_signal(locked, *old)
     _checkpoint("submit.claimed")
-    client = get_client(locked.account)
+    try:
+        client = get_client(locked.account)
+    except Exception as err:
+        # A configuration problem (no key, an account renamed): nothing was sent. Release
+        # the lease and say why now, not when the lease runs out 15 minutes later.
+        _submit_unknown(locked, err)
+        raise
     try:
         return _submit_io(locked, client, recovering=recovering)
+    except Exception as err:
+        # Not a provider answer (those are handled inside): a bug or a database error. The
+        # outcome is unknown, so go back to "requested"; the next attempt looks first.
+        _submit_unknown(locked, err)
+        raise
     finally:
         client.close()
 
@@ -439,13 +525,13 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
         except ProviderError as err:
             return _submit_unknown(job, err)
         if found is not None:
-            return _adopt(job, found)
+            return _adopt(job, found, client)
     if not job.input_file_id:
         try:
-            # After a failed attempt an upload may have landed unrecorded: reuse it.
-            uploaded = (_find_upload(client, job) if job.last_error_at else None) or _upload(
-                job, client
-            )
+            # After any earlier attempt (one that failed, or one killed without a word) an
+            # upload may have landed unrecorded: reuse it rather than leave an orphan.
+            earlier = recovering or job.last_error_at is not None
+            uploaded = (_find_upload(client, job) if earlier else None) or _upload(job, client)
         except APIError as err:
             if err.retryable:
                 return _submit_unknown(job, err)
@@ -453,22 +539,36 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
         except ProviderError as err:
             return _submit_unknown(job, err)
         _checkpoint("submit.uploaded")
-        BatchJob.objects.filter(pk=job.pk).update(input_file_id=uploaded["id"])
+        recorded = BatchJob.objects.filter(
+            pk=job.pk, state=JobState.SUBMITTING, provider_batch_id="", input_file_id=""
+        ).update(input_file_id=uploaded["id"])
+        if not recorded:
+            # Our lease ran out during a slow upload and another worker took over: unless
+            # that worker found and recorded this very upload, it will never be a batch.
+            current = _get(job)
+            if current.input_file_id != uploaded["id"]:
+                _delete_upload(client, uploaded["id"])
+            return current
         job.input_file_id = uploaded["id"]
         _checkpoint("submit.upload_recorded")
     metadata = {**job.metadata, METADATA_JOB_KEY: str(job.uuid)}
     unknown: ProviderError | None = None
     for attempt in range(_CREATE_ATTEMPTS):
         last = attempt == _CREATE_ATTEMPTS - 1
+        if not _still_ours(job):
+            # Our lease ran out (a slow upload) and another worker took the submission
+            # over: creating now would make a second batch for the job.
+            return _get(job)
         try:
             batch = client.create_batch(
                 input_file_id=job.input_file_id,
                 endpoint=job.endpoint,
                 completion_window=job.completion_window,
                 metadata=metadata,
+                output_expires_after=app_settings.OUTPUT_EXPIRES_AFTER,
             )
             _checkpoint("submit.created")
-            adopted = _adopt(job, batch)
+            adopted = _adopt(job, batch, client)
             _checkpoint("submit.adopted")
             return adopted
         except APIError as err:
@@ -490,9 +590,19 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
         except ProviderError as err:
             return _submit_unknown(job, err)
         if found is not None:
-            return _adopt(job, found)
+            return _adopt(job, found, client)
     assert unknown is not None
     return _submit_unknown(job, unknown)
+
+
+def _still_ours(job: BatchJob) -> bool:
+    """Whether this attempt still holds the job's submit lease (nobody re-claimed it)."""
+    return BatchJob.objects.filter(
+        pk=job.pk,
+        state=JobState.SUBMITTING,
+        submit_attempt_at=job.submit_attempt_at,
+        provider_batch_id="",
+    ).exists()
 
 
 def _upload_name(job: BatchJob) -> str:
@@ -504,7 +614,11 @@ def _upload(job: BatchJob, client: BatchProvider) -> dict[str, Any]:
         for chunk in iter_input_jsonl(job):
             tmp.write(chunk)
         tmp.flush()
-        return client.upload_file(Path(tmp.name), filename=_upload_name(job))
+        return client.upload_file(
+            Path(tmp.name),
+            filename=_upload_name(job),
+            expires_after=app_settings.FILE_EXPIRES_AFTER,
+        )
 
 
 def _find_upload(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
@@ -551,39 +665,71 @@ def _find_batch(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
     return matches[0]
 
 
-def _adopt(job: BatchJob, batch: Mapping[str, Any]) -> BatchJob:
-    """Record the provider batch on the job: it is submitted from now on."""
+def _delete_upload(client: BatchProvider, file_id: str) -> None:
+    try:
+        client.delete_file(file_id)
+    except ProviderError as err:
+        logger.warning("could not delete unused upload %s: %s", file_id, err)
+
+
+def _adopt(job: BatchJob, batch: Mapping[str, Any], client: BatchProvider) -> BatchJob:
+    """Record the provider batch on the job: it is submitted from now on.
+
+    A batch the job cannot take (it already has another one, because a worker whose lease
+    ran out created a second; or the job was cancelled meanwhile) is cancelled at once and
+    its upload deleted: no paid batch may run without a job tracking it.
+    """
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update().get(pk=job.pk)
-        if locked.provider_batch_id and locked.provider_batch_id != batch["id"]:
-            raise ProviderError(
-                f"Job {locked.pk} already has batch {locked.provider_batch_id}; refusing to adopt {batch['id']}"
-            )
-        old = (locked.state, locked.provider_status)
-        now = timezone.now()
-        locked.provider_batch_id = batch["id"]
-        locked.input_file_id = batch.get("input_file_id") or locked.input_file_id
-        locked.state = JobState.SUBMITTED
-        locked.submitted_at = locked.submitted_at or now
-        locked.poll_interval = float(app_settings.POLL_INTERVAL)
-        locked.next_poll_at = now + timedelta(seconds=locked.poll_interval)
-        _apply_fields(locked, batch)
-        locked.save()
-        RequestItem.objects.filter(job=locked, state=ItemState.PENDING).update(
-            state=ItemState.SUBMITTED
+        other = locked.provider_batch_id and locked.provider_batch_id != batch["id"]
+        closed = locked.state not in (
+            JobState.SUBMIT_REQUESTED,
+            JobState.SUBMITTING,
+            JobState.SUBMITTED,
         )
-        _status_signal(locked, *old)
+        if not (other or closed):
+            return _record_batch(locked, batch)
+    logger.warning(
+        "job %s cannot take batch %s (%s); cancelling it",
+        locked.pk,
+        batch["id"],
+        f"it has {locked.provider_batch_id}" if other else f"it is {locked.state}",
+    )
+    try:
+        client.cancel_batch(batch["id"])
+    except ProviderError as err:
+        # Already finished (a 400), or the provider cannot be reached: either way the
+        # operator must know a batch of this job ran outside it.
+        _record_error(locked, ProviderError(f"could not cancel stray batch {batch['id']}: {err}"))
+    input_file = batch.get("input_file_id")
+    if input_file and input_file != locked.input_file_id:
+        _delete_upload(client, input_file)
+    return locked
+
+
+def _record_batch(locked: BatchJob, batch: Mapping[str, Any]) -> BatchJob:
+    """Under the job's row lock: record ``batch`` as the job's provider batch."""
+    old = (locked.state, locked.provider_status)
+    now = timezone.now()
+    locked.provider_batch_id = batch["id"]
+    locked.input_file_id = batch.get("input_file_id") or locked.input_file_id
+    locked.state = JobState.SUBMITTED
+    locked.submitted_at = locked.submitted_at or now
+    locked.poll_interval = float(app_settings.POLL_INTERVAL)
+    locked.next_poll_at = now + timedelta(seconds=locked.poll_interval)
+    _apply_fields(locked, batch)
+    locked.save()
+    RequestItem.objects.filter(job=locked, state=ItemState.PENDING).update(
+        state=ItemState.SUBMITTED
+    )
+    _status_signal(locked, *old)
     return locked
 
 
 def _submit_failed(job: BatchJob, client: BatchProvider, err: APIError) -> BatchJob:
     """The provider refused the upload or the batch: record why, delete the orphan upload."""
-    file_id = job.input_file_id
-    if file_id:
-        try:
-            client.delete_file(file_id)
-        except ProviderError as delete_err:
-            logger.warning("could not delete unused upload %s: %s", file_id, delete_err)
+    if job.input_file_id:
+        _delete_upload(client, job.input_file_id)
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update().get(pk=job.pk)
         old = (locked.state, locked.provider_status)
@@ -598,7 +744,7 @@ def _submit_failed(job: BatchJob, client: BatchProvider, err: APIError) -> Batch
     return locked
 
 
-def _submit_unknown(job: BatchJob, err: ProviderError) -> BatchJob:
+def _submit_unknown(job: BatchJob, err: BaseException) -> BatchJob:
     """The outcome is unknown: go back to 'requested' so the next attempt reconciles first."""
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update().get(pk=job.pk)
@@ -616,33 +762,37 @@ def _apply_fields(job: BatchJob, batch: Mapping[str, Any]) -> bool:
 
     Returns whether anything the provider reports as progress changed.
     """
-    status = batch.get("status") or ""
+    status = batch.get("status")
+    if status not in STATUS_RANK:
+        # A status this version does not know: keep what we knew, and say so on the job
+        # rather than store a value the state machine cannot reason about.
+        job.last_error = f"The provider reported an unknown batch status {str(status)[:40]!r}."
+        job.last_error_at = timezone.now()
+        logger.warning("job %s: %s", job.pk, job.last_error)
+        return False
     old_rank = STATUS_RANK.get(job.provider_status, -1)
-    new_rank = STATUS_RANK.get(status, -1)
-    if job.is_terminal or new_rank < old_rank:
+    if job.is_terminal or STATUS_RANK[status] < old_rank:
         # A stale answer (list caches, retries) must not undo what we already saw.
         return False
-    counts = batch.get("request_counts") or {}
+    counts = _dict(batch.get("request_counts"))
     before = (job.provider_status, job.request_count_completed, job.request_count_failed)
     job.provider_status = status
-    job.request_count_total = int(counts.get("total") or job.request_count_total)
-    job.request_count_completed = max(
-        int(counts.get("completed") or 0), job.request_count_completed
-    )
-    job.request_count_failed = max(int(counts.get("failed") or 0), job.request_count_failed)
-    job.provider_model = batch.get("model") or job.provider_model
-    job.output_file_id = batch.get("output_file_id") or job.output_file_id
-    job.error_file_id = batch.get("error_file_id") or job.error_file_id
-    errors = batch.get("errors") or {}
-    if errors.get("data"):
-        job.provider_errors = list(errors["data"])
-    usage = batch.get("usage") or {}
+    job.request_count_total = _count(counts.get("total")) or job.request_count_total
+    job.request_count_completed = max(_count(counts.get("completed")), job.request_count_completed)
+    job.request_count_failed = max(_count(counts.get("failed")), job.request_count_failed)
+    job.provider_model = _field(batch.get("model"), job.provider_model, 128)
+    job.output_file_id = _field(batch.get("output_file_id"), job.output_file_id, 64)
+    job.error_file_id = _field(batch.get("error_file_id"), job.error_file_id, 64)
+    errors = _dict(batch.get("errors"))
+    if isinstance(errors.get("data"), list) and errors["data"]:
+        job.provider_errors = _clean(errors["data"][:1000])
+    usage = _dict(batch.get("usage"))
     if usage and not job.ingested_at:
-        job.input_tokens = int(usage.get("input_tokens") or 0)
-        job.cached_tokens = int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0)
-        job.output_tokens = int(usage.get("output_tokens") or 0)
-        job.reasoning_tokens = int(
-            (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
+        job.input_tokens = _count(usage.get("input_tokens"))
+        job.cached_tokens = _count(_dict(usage.get("input_tokens_details")).get("cached_tokens"))
+        job.output_tokens = _count(usage.get("output_tokens"))
+        job.reasoning_tokens = _count(
+            _dict(usage.get("output_tokens_details")).get("reasoning_tokens")
         )
     for key, attr in PROVIDER_TIMESTAMPS:
         value = _ts(batch.get(key))
@@ -652,13 +802,21 @@ def _apply_fields(job: BatchJob, batch: Mapping[str, Any]) -> bool:
 
 
 def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
-    """Apply one provider batch object to its job and schedule the next poll (backoff)."""
+    """Apply one provider batch object to its job and schedule the next poll (backoff).
+
+    If another process holds the job's row (an ingest writing its results, a submitter
+    recording its batch) the job is returned as it is instead of waiting: that process is
+    already moving it, and a sync pass must not queue behind one job.
+    """
+    pk = _get(job).pk
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=_get(job).pk)
+        locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+        if locked is None:
+            return _get(pk)
         old = (locked.state, locked.provider_status)
         if locked.state in (JobState.SUBMITTING, JobState.SUBMIT_REQUESTED):
             locked.state = JobState.SUBMITTED  # found by a refresh before the submitter recorded it
-            locked.provider_batch_id = locked.provider_batch_id or batch["id"]
+            locked.provider_batch_id = locked.provider_batch_id or str(batch.get("id") or "")
         moved = _apply_fields(locked, batch)
         now = timezone.now()
         base = float(app_settings.POLL_INTERVAL)
@@ -688,7 +846,11 @@ def refresh(
     with _provider(current, on_error=_poll_failed) as client:
         batch = client.retrieve_batch(current.provider_batch_id)
     _checkpoint("refresh.fetched")
-    updated = apply_batch(current, batch)
+    try:
+        updated = apply_batch(current, batch)
+    except Exception as err:
+        _poll_failed(current, err)
+        raise
     if ingest and updated.is_terminal and not updated.ingested_at:
         _ingest(updated, progress=progress)
         updated.refresh_from_db()
@@ -699,11 +861,16 @@ def refresh(
 def _provider(
     job: BatchJob, *, on_error: Callable[[BatchJob, BaseException], None]
 ) -> Iterator[BatchProvider]:
-    """A client for the job's account; a provider error is recorded on the job, then re-raised."""
-    client = get_client(job.account)
+    """A client for the job's account; any error (the provider's, or a configuration
+    problem such as a missing key) is recorded on the job, then re-raised."""
+    try:
+        client = get_client(job.account)
+    except Exception as err:
+        on_error(job, err)
+        raise
     try:
         yield client
-    except ProviderError as err:
+    except Exception as err:
         on_error(job, err)
         raise
     finally:
@@ -734,19 +901,70 @@ def request_refresh(job: BatchJob | int) -> None:
     jobs.enqueue_poll(_get(job).pk, force=True)
 
 
+def _may_have_batch(job: BatchJob) -> bool:
+    """Whether an earlier submission attempt may have created a batch we never recorded
+    (it uploaded, or it ended with an error whose outcome was unknown)."""
+    return job.state == JobState.SUBMIT_REQUESTED and bool(job.input_file_id or job.last_error_at)
+
+
 def cancel(job: BatchJob | int) -> BatchJob:
-    """Cancel a job: locally before submission, at the provider afterwards."""
+    """Cancel a job: locally before submission, at the provider afterwards.
+
+    A job waiting to be submitted again after an attempt whose outcome was unknown may
+    already have a batch at the provider: it is looked up first, and cancelled there if it
+    exists, so cancelling (and then deleting) a job never leaves a paid batch untracked.
+    """
     with transaction.atomic():
         locked = _require(_lock(job), can_cancel, "cancelled")
-        if locked.state != JobState.SUBMITTED:
-            old = (locked.state, locked.provider_status)
-            locked.state = JobState.CANCELLED
-            locked.save(update_fields=["state", "updated_at"])
-            _status_signal(locked, *old)
+        if locked.state != JobState.SUBMITTED and not _may_have_batch(locked):
+            _cancel_locally(locked)
             return locked
+        if locked.state != JobState.SUBMITTED:
+            # Hold the submit lease while we look, so no worker creates a batch meanwhile.
+            locked.state = JobState.SUBMITTING
+            locked.submit_attempt_at = timezone.now()
+            locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+    if locked.state == JobState.SUBMITTING:
+        return _cancel_unrecorded(locked)
     with _provider(locked, on_error=_record_error) as client:
         batch = client.cancel_batch(locked.provider_batch_id)
     return apply_batch(locked, batch)
+
+
+def _cancel_locally(locked: BatchJob) -> None:
+    old = (locked.state, locked.provider_status)
+    locked.state = JobState.CANCELLED
+    locked.save(update_fields=["state", "updated_at"])
+    _status_signal(locked, *old)
+
+
+def _cancel_unrecorded(job: BatchJob) -> BatchJob:
+    """Cancel a job whose batch may exist unrecorded; we hold its submit lease."""
+    try:
+        client = get_client(job.account)
+        try:
+            found = _find_batch(client, job)
+            if found is not None:
+                adopted = _adopt(job, found, client)
+                batch = client.cancel_batch(adopted.provider_batch_id)
+                return apply_batch(adopted, batch)
+            if job.input_file_id:
+                # A create still in flight would now fail for want of its file.
+                _delete_upload(client, job.input_file_id)
+        finally:
+            client.close()
+    except Exception as err:
+        # We could not make sure: the job stays submittable (and cancellable) as it was.
+        _submit_unknown(job, err)
+        raise
+    with transaction.atomic():
+        locked = _lock(job)
+        locked.submit_attempt_at = None
+        locked.input_file_id = ""
+        locked.save(update_fields=["submit_attempt_at", "input_file_id", "updated_at"])
+        locked.state = JobState.SUBMIT_REQUESTED  # what the status signal reports as "old"
+        _cancel_locally(locked)
+    return locked
 
 
 # -- ingest ------------------------------------------------------------------------------
@@ -767,20 +985,87 @@ _RESULT_COLUMNS = (
 )
 
 
+#: The largest count a PositiveIntegerField holds on every database.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(value: Any) -> int:
+    """A token or request count from the provider, clamped into the column's range.
+
+    A negative, non-numeric or absurd number in one result line must not fail the whole
+    ingest (or, on PostgreSQL, the whole transaction): it is stored as 0 (or the maximum).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, infinities
+        return 0
+    return min(max(int(value), 0), _MAX_COUNT)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _usage(body: Any) -> tuple[int, int, int, int]:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
+    usage = _dict(body.get("usage") if isinstance(body, dict) else None)
+    if not usage:
         return 0, 0, 0, 0
-    inp = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
-    out = usage.get("output_tokens", usage.get("completion_tokens")) or 0
-    in_details = usage.get("input_tokens_details") or usage.get("prompt_tokens_details") or {}
-    out_details = usage.get("output_tokens_details") or usage.get("completion_tokens_details") or {}
-    return (
-        int(inp),
-        int(in_details.get("cached_tokens") or 0),
-        int(out),
-        int(out_details.get("reasoning_tokens") or 0),
+    inp = usage.get("input_tokens", usage.get("prompt_tokens"))
+    out = usage.get("output_tokens", usage.get("completion_tokens"))
+    in_details = _dict(usage.get("input_tokens_details") or usage.get("prompt_tokens_details"))
+    out_details = _dict(
+        usage.get("output_tokens_details") or usage.get("completion_tokens_details")
     )
+    return (
+        _count(inp),
+        _count(in_details.get("cached_tokens")),
+        _count(out),
+        _count(out_details.get("reasoning_tokens")),
+    )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean_text(value: str) -> str:
+    """``value`` without what no database text column takes: NULs and lone surrogates."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Decoded JSON pairs surrogates into one character, so any left are unpaired.
+        value = _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _clean_text(obj)
+    if isinstance(obj, dict):
+        return {_clean_text(str(k)): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _json_text(obj: Any) -> str:
+    """JSON text a jsonb column accepts.
+
+    PostgreSQL refuses ``\\u0000`` and unpaired surrogate escapes in jsonb, so one odd
+    character in one answer would fail the whole ingest. The check is a substring test on
+    the encoded text; only the rare line that has one is walked and repaired (U+FFFD).
+    """
+    text = json.dumps(obj)
+    if "\\u0000" in text or "\\ud" in text:
+        cleaned = _clean(obj)
+        if cleaned != obj or "\\u0000" in text:
+            return json.dumps(cleaned)
+    return text
+
+
+def _short(value: Any) -> str:
+    return _clean_text(str(value or ""))[:64]
 
 
 _NEVER_RAN = {"batch_expired": ItemState.EXPIRED, "batch_cancelled": ItemState.CANCELLED}
@@ -793,23 +1078,31 @@ def result_row(line: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
     is kept as the response); ``response: null`` with an ``error`` object never ran.
     """
     custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str):
-        return None
+    if not isinstance(custom_id, str) or _clean_text(custom_id) != custom_id:
+        return None  # no item of ours has such an id: input validation refuses them
     response = line.get("response")
     error = line.get("error")
     if isinstance(response, dict):
-        status = int(response.get("status_code") or 0)
+        raw_status = response.get("status_code")
+        status = _count(raw_status)
+        if not 100 <= status <= 599:
+            status = 0  # not an HTTP status: the line cannot say the request succeeded
         body = response.get("body")
         ok = 200 <= status < 300 and not error
         state = ItemState.SUCCEEDED if ok else ItemState.FAILED
         usage = _usage(body) if ok else (0, 0, 0, 0)
+        if not status and not error:
+            error = {
+                "code": "invalid_status_code",
+                "message": f"The result line's status_code was {str(raw_status)[:40]!r}.",
+            }
         return custom_id, (
             state,
             status or None,
-            json.dumps(body),
-            json.dumps(error) if error else None,
-            str(response.get("request_id") or "")[:64],
-            str(line.get("id") or "")[:64],
+            _json_text(body),
+            _json_text(error) if error else None,
+            _short(response.get("request_id")),
+            _short(line.get("id")),
             *usage,
         )
     code = error.get("code") if isinstance(error, dict) else None
@@ -818,7 +1111,7 @@ def result_row(line: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
         state,
         None,
         None,
-        json.dumps(
+        _json_text(
             error
             if error is not None
             else {
@@ -827,7 +1120,7 @@ def result_row(line: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
             }
         ),
         "",
-        str(line.get("id") or "")[:64],
+        _short(line.get("id")),
         0,
         0,
         0,
@@ -906,67 +1199,105 @@ class _ResultWriter:
 def ingest(job: BatchJob | int, *, progress: Progress | None = None) -> int:
     """Store the results of a terminal batch on its items, in bulk; idempotent.
 
-    Streams the output and error files to temporary files (retrying downloads), writes every
-    result in bulk, marks the items that have no line (expired, cancelled, failed batch, or
+    Streams the output and error files to temporary files (retrying downloads) BEFORE taking
+    the job's row lock, so a slow download never holds up a refresh, a sync pass or a user's
+    action; then, under the lock (skipped if another process holds it), writes every result
+    in bulk, marks the items that have no line (expired, cancelled, failed batch, or
     missing), sums usage onto the job and, after commit, announces the results. Returns the
-    number of result lines read. A download error is recorded on the job and re-raised: the
-    transaction rolls back, so the next poll starts the ingest afresh.
+    number of result lines read. Any error (a download, a database refusal) is recorded on
+    the job and re-raised: the transaction rolls back, so the next poll starts afresh.
     """
     pk = _get(job).pk
     try:
-        with transaction.atomic():
+        current = BatchJob.objects.get(pk=pk)
+        if current.ingested_at or not current.is_terminal:
+            return 0
+        with _downloaded(current) as files, transaction.atomic():
             locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
             if locked is None or locked.ingested_at or not locked.is_terminal:
                 return 0  # another process is ingesting it, or there is nothing to do
-            lines = _ingest_locked(locked, progress)
-    except ProviderError as err:
+            if (locked.output_file_id, locked.error_file_id) != (
+                current.output_file_id,
+                current.error_file_id,
+            ):
+                return 0  # changed under us; the next poll downloads what is current
+            lines = _ingest_locked(locked, _rows(locked, files), progress)
+    except Exception as err:
         _record_error(_get(pk), err)
         raise
     return lines
 
 
+@contextmanager
+def _downloaded(job: BatchJob) -> Iterator[list[tuple[str, IO[bytes]]]]:
+    """The job's output and error files, each streamed whole to a temporary file.
+
+    Downloads are retried from the start; a truncated one is an error, never a short file.
+    """
+    with ExitStack() as stack:
+        files: list[tuple[str, IO[bytes]]] = []
+        client = get_client(job.account)
+        try:
+            for file_id in (job.output_file_id, job.error_file_id):
+                if not file_id:
+                    continue
+                tmp = stack.enter_context(tempfile.TemporaryFile())
+                client.download_file(file_id, tmp)
+                tmp.seek(0)
+                files.append((file_id, tmp))
+        finally:
+            client.close()
+        yield files
+
+
+def _rows(
+    job: BatchJob, files: list[tuple[str, IO[bytes]]]
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    for file_id, tmp in files:
+        for line_no, obj, error in iter_jsonl(tmp):
+            row = result_row(obj) if isinstance(obj, dict) else None
+            if row is None:
+                logger.warning(
+                    "job %s: unusable line %s in %s (%s)", job.pk, line_no, file_id, error
+                )
+                continue
+            yield row
+
+
 def iter_result_rows(job: BatchJob) -> Iterator[tuple[str, tuple[Any, ...]]]:
     """Every usable line of the job's output and error files as a :func:`result_row`.
 
-    Each file is streamed to a temporary file first (downloads are retried from the start;
-    a truncated one is an error, never a short file), then read one line at a time.
+    Each file is streamed to a temporary file first, then read one line at a time.
     """
-    client = get_client(job.account)
-    try:
-        for file_id in (job.output_file_id, job.error_file_id):
-            if not file_id:
-                continue
-            with tempfile.TemporaryFile() as tmp:
-                client.download_file(file_id, tmp)
-                tmp.seek(0)
-                for line_no, obj, error in iter_jsonl(tmp):
-                    row = result_row(obj) if isinstance(obj, dict) else None
-                    if row is None:
-                        logger.warning(
-                            "job %s: unusable line %s in %s (%s)", job.pk, line_no, file_id, error
-                        )
-                        continue
-                    yield row
-    finally:
-        client.close()
+    with _downloaded(job) as files:
+        yield from _rows(job, files)
 
 
-def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
+def _ingest_locked(
+    job: BatchJob, rows: Iterable[tuple[str, tuple[Any, ...]]], progress: Progress | None
+) -> int:
     now = timezone.now()
     # With no receiver connected there is nothing to send: store the results as announced
     # in the same write instead of a second pass over every row after commit.
     announced = not signals.result_received.has_listeners(RequestItem)
+    if announced:
+        _count_announced(
+            RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).order_by().count()
+        )
     writer = _ResultWriter(job, now, announced=announced)
     total = job.request_count_total or job.item_count
     lines = 0
-    for custom_id, values in iter_result_rows(job):
+    for custom_id, values in rows:
         writer.add(custom_id, values)
         lines += 1
-        if lines == writer.chunk:
+        if lines % writer.chunk == 0:
             _checkpoint("ingest.rows_written")
         if progress and lines % 1000 == 0:
             progress(lines, total)
     writer.finish()
+    # Structured outputs are parsed once, in bulk, in this transaction, so receivers and
+    # the export read stored JSON instead of each parsing (and saving) on first access.
+    structured.store_parsed(job)
     leftover = _leftover(job)
     RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).update(
         state=leftover[0], error=leftover[1], completed_at=now, announced=announced
@@ -988,7 +1319,7 @@ def _ingest_locked(job: BatchJob, progress: Progress | None) -> int:
     if progress:
         progress(lines, total)
     _checkpoint("ingest.before_commit")
-    transaction.on_commit(lambda: _after_ingest(job.pk))
+    transaction.on_commit(lambda: _after_ingest(job.pk), robust=True)
     return lines
 
 
@@ -1019,7 +1350,11 @@ def _leftover(job: BatchJob) -> tuple[str, dict[str, Any]]:
 
 def _after_ingest(job_pk: int) -> None:
     _checkpoint("ingest.committed")
-    announce_pending(job_pk)
+    try:
+        announce_pending(job_pk)
+    except Exception:
+        # The results are committed and still marked pending: the next pass sends them.
+        logger.exception("announcing the results of job %s failed; the next pass retries", job_pk)
 
 
 def _announce_finished(job_id: int) -> bool:
@@ -1031,6 +1366,17 @@ def _announce_finished(job_id: int) -> bool:
     """
     if RequestItem.objects.pending_announcement().filter(job_id=job_id).exists():
         return False  # a result is still unannounced (e.g. its receiver failed): wait for it
+    try:
+        return _send_finished(job_id)
+    except Exception as err:
+        # Rolled back: the mark stays unset and the next pass sends it again. One job's
+        # failing receiver must not keep job_finished from any other job.
+        logger.exception("a job_finished receiver failed for job %s", job_id)
+        _record_error(_get(job_id), err)
+        return False
+
+
+def _send_finished(job_id: int) -> bool:
     with transaction.atomic():
         job = (
             BatchJob.objects.select_for_update(skip_locked=True)
@@ -1090,7 +1436,14 @@ def announce_pending(job: BatchJob | int | None = None) -> int:
         .values_list("job_id", flat=True)
         .distinct()
     )
-    sent = sum(_announce_job(job_id) for job_id in list(job_ids))
+    sent = 0
+    for job_id in list(job_ids):
+        try:
+            sent += _announce_job(job_id)
+        except Exception as err:
+            # One job's trouble (a database error, a deleted row) must not stop the rest.
+            logger.exception("announcing results of job %s failed", job_id)
+            _record_error_quietly(job_id, err)
     unfinished = BatchJob.objects.filter(state=JobState.FINISHED, finish_announced=False)
     for job_id in list(unfinished.values_list("pk", flat=True)):
         _announce_finished(job_id)
@@ -1100,7 +1453,9 @@ def announce_pending(job: BatchJob | int | None = None) -> int:
 def _announce_job(job_id: int) -> int:
     pending = RequestItem.objects.pending_announcement().filter(job_id=job_id)
     if not signals.result_received.has_listeners(RequestItem):
-        return pending.update(announced=True)
+        marked = pending.update(announced=True)
+        _count_announced(marked)
+        return marked
     job = BatchJob.objects.get(pk=job_id)
     sent = last_pk = 0
     while True:
@@ -1119,25 +1474,35 @@ def _announce_job(job_id: int) -> int:
             _checkpoint("announce.chunk_sent")
             RequestItem.objects.filter(pk__in=done).update(announced=True)
             sent += len(done)
+            _count_announced(len(done))
 
 
 def _send_chunk(chunk: list[RequestItem]) -> list[int]:
-    try:
-        with transaction.atomic():  # fast path: one savepoint for the chunk
-            for item in chunk:
-                _send_result(item)
-        return [item.pk for item in chunk]
-    except Exception:
-        done = []
-        for item in chunk:
-            try:
-                with transaction.atomic():
-                    _send_result(item)
-                done.append(item.pk)
-            except Exception as err:
-                logger.exception("a result_received receiver failed for %s", item.custom_id)
-                _record_error(item.job, err)
-        return done
+    """Send each item's signal once; return the pks whose receivers all succeeded.
+
+    Each item gets its own savepoint, so a receiver that raises rolls back that item's
+    writes alone; the items before and after it are not sent again (a receiver that emails
+    or calls out must not do it twice). Savepoints are not released one by one: that would
+    double the round trips, and committing the chunk releases them all.
+    """
+    done: list[int] = []
+    failure: BaseException | None = None
+    for item in chunk:
+        sid = transaction.savepoint()
+        try:
+            _send_result(item)
+        except Exception as err:
+            transaction.savepoint_rollback(sid)
+            # A receiver's failed query inside a savepoint-less atomic marks the whole
+            # transaction for rollback; the savepoint above already undid it.
+            transaction.set_rollback(False)
+            logger.exception("a result_received receiver failed for %s", item.custom_id)
+            failure = err
+            continue
+        done.append(item.pk)
+    if failure is not None:
+        _record_error(chunk[0].job, failure)
+    return done
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -1191,7 +1556,10 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
     """Stream one of the job's provider files: ``input``, ``output`` or ``error``.
 
     The checks run on the call (a missing file raises :class:`InvalidStateError` before any
-    response starts); the download itself streams as the iterator is consumed.
+    response starts); the download itself streams as the iterator is consumed. When the
+    provider no longer has the file (deleted, expired after its retention, or an emulator
+    that is gone) and nothing has been sent yet, the same lines are built from what the
+    database holds: the items for the input, the ingested results for output and errors.
     """
     current = _get(job)
     if which not in ("input", "output", "error"):
@@ -1202,34 +1570,79 @@ def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
         "error": current.error_file_id,
     }[which]
     if not file_id:
-        raise InvalidStateError(
-            f"Job {current.pk} has no {which} file.", job_id=current.pk, state=current.state
-        )
-    client = get_client(current.account)
+        raise _refusal(current, "downloaded", f"it has no {which} file")
+    rebuildable = which == "input" or current.ingested_at is not None
+    try:
+        client = get_client(current.account)
+    except ConfigurationError:
+        if not rebuildable:
+            raise
+        return _stored_file(current, which)
 
     def chunks() -> Iterator[bytes]:
+        sent = False
         try:
-            yield from client.iter_file_chunks(file_id)
+            for chunk in client.iter_file_chunks(file_id):
+                sent = True
+                yield chunk
+        except (NotFoundError, APIConnectionError) as err:
+            if sent or not rebuildable:
+                raise
+            logger.info(
+                "job %s: %s file unavailable (%s); built from the database", current.pk, which, err
+            )
+            yield from _stored_file(current, which)
         finally:
             client.close()
 
     return chunks()
 
 
-def job_cost(job: BatchJob) -> Decimal | None:
+def _stored_file(job: BatchJob, which: str) -> Iterator[bytes]:
+    """The job's ``which`` file as the provider wrote it, rebuilt from the database.
+
+    Output: every succeeded item. Errors: every request that ran and failed (its status and
+    error body) and every one that never ran (its error object); the app's own
+    ``missing`` marks are not provider lines and are left out.
+    """
+    if which == "input":
+        yield from iter_input_jsonl(job)
+        return
+    states = (
+        [ItemState.SUCCEEDED]
+        if which == "output"
+        else [ItemState.FAILED, ItemState.EXPIRED, ItemState.CANCELLED]
+    )
+    rows = (
+        RequestItem.objects.filter(job_id=job.pk, state__in=states)
+        .order_by("pk")
+        .values_list(
+            "custom_id", "status_code", "response", "error", "provider_request_id", "result_line_id"
+        )
+        .iterator(chunk_size=2000)
+    )
+    for custom_id, status_code, response, error, request_id, line_id in rows:
+        ran = status_code is not None
+        line = {
+            "id": line_id or None,
+            "custom_id": custom_id,
+            "response": (
+                {"status_code": status_code, "request_id": request_id or None, "body": response}
+                if ran
+                else None
+            ),
+            "error": None if ran else error,
+        }
+        yield dumps_line(line).encode("utf-8") + b"\n"
+
+
+def job_cost(job: BatchJob | int) -> Decimal | None:
     """Cost in USD from ``OPENAI_BATCHES["PRICES"]`` (per 1M tokens, batch rates), if known."""
-    prices = (app_settings.PRICES or {}).get(job.model or job.provider_model)
-    if not prices:
-        return None
-    million = Decimal(1_000_000)
-    uncached = max(job.input_tokens - job.cached_tokens, 0)
-    cost = (
-        Decimal(uncached) * Decimal(str(prices.get("input", 0)))
-        + Decimal(job.cached_tokens)
-        * Decimal(str(prices.get("cached_input", prices.get("input", 0))))
-        + Decimal(job.output_tokens) * Decimal(str(prices.get("output", 0)))
-    ) / million
-    return cost.quantize(Decimal("0.000001"))
+    job = _get(job) if not isinstance(job, BatchJob) else job
+    table = app_settings.PRICES
+    prices = table.get(job.model or job.provider_model) if isinstance(table, dict) else None
+    usage = Usage(job.input_tokens, job.cached_tokens, job.output_tokens, job.reasoning_tokens)
+    return token_cost(prices, usage)  # one formula for jobs, items and the export
 
 
 # -- sync (what sync_batches runs) -------------------------------------------------------
@@ -1252,9 +1665,13 @@ class SyncReport:
         return not self.errors
 
     def summary(self) -> str:
-        verb = "would submit" if self.dry_run else "submitted"
+        if self.dry_run:
+            return (
+                f"would submit {len(self.submitted)}, would refresh {len(self.refreshed)}; "
+                "nothing was called or changed"
+            )
         return (
-            f"{verb} {len(self.submitted)}, refreshed {len(self.refreshed)}, ingested {len(self.ingested)}, "
+            f"submitted {len(self.submitted)}, refreshed {len(self.refreshed)}, ingested {len(self.ingested)}, "
             f"announced {self.announced} result(s), {self.api_calls} API call(s), {len(self.errors)} error(s)"
         )
 
@@ -1272,6 +1689,27 @@ def sync(
     account are fetched with the list endpoint (one call per 100) when there are many.
     """
     report = SyncReport(dry_run=dry_run)
+    counter = [0]
+    token = _announced_in_pass.set(counter)
+    try:
+        _sync(report, job_ids=job_ids, submit=submit, dry_run=dry_run, progress=progress)
+    finally:
+        _announced_in_pass.reset(token)
+    report.announced = counter[0]
+    return report
+
+
+def _sync(
+    report: SyncReport,
+    *,
+    job_ids: Iterable[int] | None,
+    submit: bool,
+    dry_run: bool,
+    progress: Callable[[BatchJob, int, int], None] | None,
+) -> None:
+    """:func:`sync`'s pass. Every job is handled on its own: whatever goes wrong with one
+    (a provider error, a configuration problem, a bug, a database refusal) is recorded on
+    it and reported, and the pass goes on with the others."""
     jobs_qs = BatchJob.objects.all()
     if job_ids is not None:
         jobs_qs = jobs_qs.filter(pk__in=list(job_ids))
@@ -1287,8 +1725,8 @@ def sync(
                 continue
             try:
                 result = _submit(job)
-            except (ProviderError, ConfigurationError) as err:
-                report.errors.append((job.pk, str(err)))
+            except Exception as err:
+                report.errors.append((job.pk, _describe(err)))
                 continue
             if result.state == JobState.SUBMITTED:
                 report.submitted.append(job.pk)
@@ -1306,10 +1744,10 @@ def sync(
             continue
         try:
             batches = _fetch_batches(account, group, report)
-        except (ProviderError, ConfigurationError) as err:
+        except Exception as err:
             for job in group:
                 _poll_failed(job, err)
-                report.errors.append((job.pk, str(err)))
+                report.errors.append((job.pk, _describe(err)))
             continue
         for job in group:
             batch = batches.get(job.provider_batch_id)
@@ -1318,22 +1756,34 @@ def sync(
                     (job.pk, f"batch {job.provider_batch_id} was not found at the provider")
                 )
                 continue
-            updated = apply_batch(job, batch)
-            report.refreshed.append(job.pk)
-            if updated.is_terminal and not updated.ingested_at:
-                try:
-                    callback = (
-                        (lambda done, total, j=updated: progress(j, done, total))
-                        if progress
-                        else None
-                    )
-                    ingest(updated, progress=callback)
-                    report.ingested.append(job.pk)
-                except ProviderError as err:
-                    report.errors.append((job.pk, str(err)))
+            try:
+                _sync_one(job, batch, report, progress)
+            except Exception as err:
+                _record_error_quietly(job, err)
+                report.errors.append((job.pk, _describe(err)))
     if not dry_run:
-        report.announced = announce_pending(None)
-    return report
+        announce_pending(None)
+
+
+def _sync_one(
+    job: BatchJob,
+    batch: Mapping[str, Any],
+    report: SyncReport,
+    progress: Callable[[BatchJob, int, int], None] | None,
+) -> None:
+    updated = apply_batch(job, batch)
+    report.refreshed.append(job.pk)
+    if updated.is_terminal and not updated.ingested_at:
+        callback = (lambda done, total: progress(updated, done, total)) if progress else None
+        if ingest(updated, progress=callback) or _get(job).ingested_at:
+            report.ingested.append(job.pk)
+
+
+def _describe(err: BaseException) -> str:
+    """An error as one line for reports: provider errors speak for themselves."""
+    if isinstance(err, ProviderError | ConfigurationError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
 
 
 def _fetch_batches(

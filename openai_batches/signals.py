@@ -46,8 +46,39 @@ class _PrefixReceiver:
         return receiver(signal=signal, sender=sender, **kwargs)
 
 
+def _with_result(named: dict[str, Any]) -> dict[str, Any]:
+    """``named`` plus ``result`` (``item.result``) and ``parsed`` (its structured output),
+    when the signal carries an item and the sender did not give them itself."""
+    item = named.get("item")
+    if item is None or "result" in named or not hasattr(item, "result"):
+        return named
+    result = item.result
+    return {**named, "result": result, "parsed": named.get("parsed", result.parsed)}
+
+
 class ResultSignal(Signal):
-    """A signal whose receivers may subscribe to one ``custom_id`` prefix."""
+    """A signal whose receivers may subscribe to one ``custom_id`` prefix, and get the
+    item's typed result with every send."""
+
+    def send(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        if not self.has_listeners(sender):
+            return []
+        return super().send(sender, **_with_result(named))
+
+    def send_robust(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        if not self.has_listeners(sender):
+            return []
+        return super().send_robust(sender, **_with_result(named))
+
+    async def asend(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        if not self.has_listeners(sender):
+            return []
+        return await super().asend(sender, **_with_result(named))
+
+    async def asend_robust(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        if not self.has_listeners(sender):
+            return []
+        return await super().asend_robust(sender, **_with_result(named))
 
     def connect(
         self,
@@ -78,10 +109,32 @@ class ResultSignal(Signal):
         return super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid)
 
 
-#: One result was stored. kwargs: ``job``, ``item``, ``custom_id``, ``succeeded`` (bool),
-#: ``response`` (the endpoint's body, or its error body for a 4xx/5xx), ``error`` (the error
-#: object of a request that never ran, else None). Subscribe to a prefix with
-#: ``result_received.connect(fn, custom_id_prefix="summary:")`` or :func:`on_result`.
+#: One result was stored. kwargs:
+#:
+#: - ``job``, ``item``, ``custom_id``;
+#: - ``result``: ``item.result``, the answer typed for every endpoint (text, refusal,
+#:   finish_reason, tool_calls, embeddings, moderation flags, images, usage, and for
+#:   anything unusable a ``code`` and one-line ``reason``; see :mod:`openai_batches.results`);
+#: - ``parsed``: the structured output as an instance of the item's Pydantic model (see
+#:   :mod:`openai_batches.structured`), or None: not structured, failed, refused, or the
+#:   answer broke the schema (``result.code`` is then ``refusal`` / ``parse_failed``);
+#: - ``succeeded`` (bool): the provider ran the request and answered 2xx. ``result.ok`` is
+#:   stricter: also not refused and, when structured, parsed;
+#: - ``response`` (the endpoint's raw body, or its error body for a 4xx/5xx) and ``error``
+#:   (the error object of a request that never ran, else None), for what the accessors
+#:   do not cover.
+#:
+#: A receiver of a structured job can be as short as::
+#:
+#:     @on_result("review:")
+#:     def store(sender, *, item, result, parsed, **kwargs):
+#:         if parsed is not None:
+#:             Review.objects.filter(pk=item.object_id).update(label=parsed.sentiment)
+#:         else:
+#:             Review.objects.filter(pk=item.object_id).update(error=result.reason)
+#:
+#: Subscribe to a prefix with ``result_received.connect(fn, custom_id_prefix="summary:")`` or
+#: :func:`on_result`.
 result_received = ResultSignal()
 
 

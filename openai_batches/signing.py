@@ -2,6 +2,13 @@
 
 Shared by the app's webhook receiver (:mod:`openai_batches.webhooks`) and the emulator that
 sends signed events, so both ends agree by construction and one test vector covers both.
+The secret may be a plain string or anything with a ``reveal()`` method (the app's
+:class:`~openai_batches.conf.Secret`), unwrapped only inside the HMAC call so no frame of
+ours holds it in a local an error report would print.
+
+Unlike the SDK (which strips a leading ``v1,`` when present and compares what is left),
+only ``v1,`` signatures count: a bare or other-version signature is refused, as the
+Standard Webhooks spec asks.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 #: Default replay window, as in the official SDK (seconds).
 DEFAULT_TOLERANCE = 300
@@ -21,25 +29,40 @@ class InvalidSignature(ValueError):
     """The webhook's headers or signature do not check out."""
 
 
-def _key(secret: str) -> bytes:
+class _Revealable(Protocol):
+    def reveal(self) -> str: ...
+
+
+SecretLike = str | _Revealable
+
+
+def _raw(secret: SecretLike) -> str:
+    return secret if isinstance(secret, str) else secret.reveal()
+
+
+def _key(secret: SecretLike) -> bytes:
     # Same rule as the SDK: a whsec_ secret is base64 of the key; anything else is the key.
-    if secret.startswith("whsec_"):
+    if _raw(secret).startswith("whsec_"):
         try:
-            return base64.b64decode(secret[len("whsec_") :])
-        except binascii.Error as err:
-            raise InvalidSignature("The webhook secret is not valid base64 after whsec_.") from err
-    return secret.encode("utf-8")
+            return base64.b64decode(_raw(secret)[len("whsec_") :])
+        except binascii.Error:
+            # No "from": the decoder's error and its frames would carry the secret.
+            raise InvalidSignature("The webhook secret is not valid base64 after whsec_.") from None
+    return _raw(secret).encode("utf-8")
 
 
-def sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str:
-    """The ``webhook-signature`` header value (``v1,<base64 HMAC-SHA256>``) for one delivery."""
+def _mac(secret: SecretLike, webhook_id: str, timestamp: int | str, body: bytes) -> str:
     content = f"{webhook_id}.{timestamp}.".encode() + body
-    mac = hmac.new(_key(secret), content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode("ascii")
+    return base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest()).decode()
+
+
+def sign(secret: SecretLike, webhook_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``webhook-signature`` header value (``v1,<base64 HMAC-SHA256>``) for one delivery."""
+    return "v1," + _mac(secret, webhook_id, timestamp, body)
 
 
 def verify(
-    secret: str,
+    secret: SecretLike,
     headers: Mapping[str, str],
     body: bytes,
     *,
@@ -49,7 +72,8 @@ def verify(
     """Check a delivery; return its ``webhook-id``. Raises :class:`InvalidSignature`.
 
     ``headers`` is looked up case-insensitively (Django's ``request.headers`` already is).
-    Several space-separated signatures are accepted (secret rotation).
+    Several space-separated signatures are accepted (secret rotation); each must carry the
+    ``v1,`` prefix.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     missing = [
@@ -67,9 +91,9 @@ def verify(
         raise InvalidSignature("Webhook timestamp is too old")
     if timestamp > current + tolerance:
         raise InvalidSignature("Webhook timestamp is too new")
-    expected = sign(secret, webhook_id, timestamp, body).split(",", 1)[1]
+    expected = _mac(secret, webhook_id, timestamp, body).encode()
     for part in lower["webhook-signature"].split():
-        candidate = part.split(",", 1)[1] if part.startswith("v1,") else part
-        if hmac.compare_digest(candidate.encode(), expected.encode()):
+        version, _, candidate = part.partition(",")
+        if version == "v1" and hmac.compare_digest(candidate.encode(), expected):
             return webhook_id
     raise InvalidSignature("The given webhook signature does not match the expected signature")

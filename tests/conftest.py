@@ -49,3 +49,14 @@ def _redis_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(queues, "get_redis_connection", lambda *a, **k: conn)
     monkeypatch.setattr(queues, "get_connection", lambda *a, **k: conn)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Throttle counters (and anything else in Django's cache) outlive a test's
+    transaction: start and end every test with an empty cache."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

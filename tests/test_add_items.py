@@ -613,7 +613,7 @@ def test_create_job_validates_the_account(settings) -> None:
         create_job(account="nope")
     assert where(info.value) == [(None, "account")]
     assert "'nope'" in str(info.value)
-    assert "azure" in str(info.value)
+    assert "azure" not in str(info.value)  # configured names are not for API users
     assert BatchJob.objects.count() == 0
     assert create_job(account="azure").account == "azure"
 
@@ -705,3 +705,99 @@ def test_error_message_lists_every_problem(job: BatchJob) -> None:
     assert message.splitlines()[0] == "3 problem(s) in the batch input; nothing was saved:"
     assert message.splitlines()[1:] == [f"  - {p}" for p in info.value.problems]
     assert not info.value.truncated
+
+
+# --- text that is not valid Unicode (issue 10, item 12) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"custom_id": "req-\ud800"}, "custom_id"),
+        ({"custom_id": "\udfff"}, "custom_id"),
+        (
+            {"body": {"model": MODEL, "messages": [{"role": "user", "content": "x\ud800"}]}},
+            "body.messages.0.content",
+        ),
+        ({"body": {"model": "gpt\udc00"}}, "body.model"),
+        ({"body": {"model": MODEL, "\ud800key": 1}}, "body.\\ud800key"),
+    ],
+    ids=["custom_id", "custom_id-low", "content", "model", "key"],
+)
+def test_a_lone_surrogate_is_a_problem_naming_line_and_field(
+    job: BatchJob, bad: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        add_items(job, [item(0), item(1, **bad)])
+    [problem] = info.value.problems
+    assert (problem.index, problem.line, problem.field) == (1, 2, field)
+    assert "surrogate" in problem.message
+    # The message itself must be printable as UTF-8 (the API renders it).
+    str(info.value).encode("utf-8")
+    assert RequestItem.objects.count() == 0 and row(job)["item_count"] == 0
+
+
+def test_a_surrogate_escape_in_jsonl_names_its_line(job: BatchJob) -> None:
+    lines = [
+        dumps_line(input_line(item(0))),
+        '{"custom_id": "a\\ud800", "body": {"model": "gpt-4o-mini"}}',
+        '{"custom_id": "b", "body": {"model": "gpt-4o-mini", "messages": ["\\udc00"]}}',
+        '{"custom_id": "c", "body": {"model": "gpt-4o-mini", "messages": ["\\ud83d\\ude00"]}}',
+    ]
+    with pytest.raises(ValidationError) as info:
+        add_items_from_jsonl(job, io.StringIO("\n".join(lines)))
+    assert [(p.line, p.field) for p in info.value.problems] == [
+        (2, "custom_id"),
+        (3, "body.messages.0"),
+    ]
+    assert RequestItem.objects.count() == 0
+
+
+def test_invalid_utf8_in_a_jsonl_upload_names_its_line_instead_of_being_replaced(
+    job: BatchJob,
+) -> None:
+    good = dumps_line(input_line(item(0))).encode()
+    # A surrogate encoded as UTF-8 bytes (CESU-8) and a truncated sequence.
+    bad = b'{"custom_id": "x\xed\xa0\x80", "body": {"model": "gpt-4o-mini"}}'
+    cut = b'{"custom_id": "y\xc3", "body": {"model": "gpt-4o-mini"}}'
+    with pytest.raises(ValidationError) as info:
+        add_items_from_jsonl(job, io.BytesIO(good + b"\n" + bad + b"\n" + cut + b"\n"))
+    assert [(p.line, p.field) for p in info.value.problems] == [(2, None), (3, None)]
+    assert all("UTF-8" in p.message for p in info.value.problems)
+    assert RequestItem.objects.count() == 0
+
+
+def test_a_surrogate_in_metadata_is_a_problem() -> None:
+    with pytest.raises(ValidationError) as info:
+        create_job(metadata={"k": "v\ud800"})
+    assert where(info.value) == [(None, "metadata.k")]
+    assert "surrogate" in info.value.problems[0].message
+    with pytest.raises(ValidationError) as info:
+        create_job(metadata={"k\udc00": "v"})
+    assert where(info.value) == [(None, "metadata.k\\udc00")]
+    assert BatchJob.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"temperature": float("nan")}, "body.temperature"),
+        ({"temperature": float("inf")}, "body.temperature"),
+        ({"stop": {"a", "b"}}, "body.stop"),
+        ({"messages": [{"role": "user", "content": b"bytes"}]}, "body.messages.0.content"),
+        ({"when": __import__("datetime").date(2025, 1, 1)}, "body.when"),
+        ({("tuple", "key"): 1}, "body"),
+    ],
+    ids=["nan", "inf", "set", "bytes", "date", "tuple-key"],
+)
+def test_a_body_that_is_not_json_is_a_problem_not_a_crash(
+    job: BatchJob, extra: dict[Any, Any], field: str
+) -> None:
+    """The Python API takes any mapping; what JSON (and so the provider and the database)
+    cannot carry is reported like any other problem, with the path to it."""
+    with pytest.raises(ValidationError) as info:
+        add_items(job, [item(0), {"custom_id": "x", "body": {"model": MODEL, **extra}}])
+    [problem] = info.value.problems
+    assert (problem.line, problem.field) == (2, field)
+    assert "JSON" in problem.message
+    assert RequestItem.objects.count() == 0 and row(job)["item_count"] == 0

@@ -536,6 +536,100 @@ def test_download_reports_a_provider_error_instead_of_a_broken_stream(
     assert "Could not download the output file of “gone”" in " ".join(messages_of(response))
 
 
+def orphaned_job(settings: Any, name: str = "orphan") -> BatchJob:
+    """A submitted job whose account has since been removed from the settings."""
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {
+            "old-team": {"API_KEY": "sk-old-team-key", "BASE_URL": "http://127.0.0.1:9/v1"}
+        },
+    }
+    job = make_job(1, name=name, account="old-team")
+    BatchJob.objects.filter(pk=job.pk).update(
+        state=JobState.SUBMITTED,
+        provider_batch_id="batch_orphan",
+        provider_status=BatchStatus.IN_PROGRESS,
+        output_file_id="file-out",
+        error_file_id="file-err",
+    )
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {"still-here": {"API_KEY": "sk-still-here", "BASE_URL": "http://x/v1"}},
+    }
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.parametrize(
+    "action", ["refresh_jobs", "cancel_jobs", "download_output", "download_errors"]
+)
+def test_a_job_whose_account_was_removed_is_an_error_message_not_a_500(
+    admin_client: Client, settings: Any, action: str
+) -> None:
+    job = orphaned_job(settings)
+    before = BatchJob.objects.filter(pk=job.pk).values().get()
+    for response in (
+        run_action(admin_client, action, [job]),
+        admin_client.post(run_url(job, action), follow=True),
+    ):
+        assert response.status_code == 200
+        [message] = list(response.context["messages"])
+        assert message.level_tag == "error", message
+        text = str(message)
+        assert "“orphan”" in text and "“old-team”" in text
+        # Nothing from the settings: not the other accounts, not a key, not the dict.
+        for secret in ("still-here", "sk-", "OPENAI_BATCHES["):
+            assert secret not in text
+    after = BatchJob.objects.filter(pk=job.pk).values().get()
+    assert after["state"] == before["state"] == JobState.SUBMITTED
+    assert after["provider_status"] == before["provider_status"]
+
+
+def test_a_mixed_selection_reports_the_unusable_account_as_an_error(
+    admin_client: Client, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = orphaned_job(settings)
+    draft = make_job(1, name="fine")
+    response = run_action(admin_client, "cancel_jobs", [job, draft])
+    levels = {str(m): m.level_tag for m in response.context["messages"]}
+    assert levels == {
+        "Cancelled 1 job: fine.": "success",
+        next(t for t in levels if "“orphan”" in t): "error",
+    }
+
+
+def test_the_pages_of_a_job_whose_account_was_removed_still_render(
+    admin_client: Client, settings: Any
+) -> None:
+    job = orphaned_job(settings)
+    assert admin_client.get(reverse(CHANGELIST)).status_code == 200
+    page = admin_client.get(change_url(job))
+    assert page.status_code == 200 and "still-here" not in content(page)
+
+
+def test_a_broken_accounts_setting_on_the_add_page_is_an_error_message(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": "not-a-dict"}
+    for response in (
+        admin_client.get(reverse(ADD), follow=True),
+        admin_client.post(
+            reverse(ADD),
+            {
+                "endpoint": "/v1/chat/completions",
+                "account": "default",
+                "jsonl_text": jsonl([line("a")]),
+            },
+            follow=True,
+        ),
+    ):
+        assert response.status_code == 200
+        [message] = list(response.context["messages"])
+        assert message.level_tag == "error"
+        assert "OPENAI_BATCHES" in str(message) and "not-a-dict" not in str(message)
+    assert not BatchJob.objects.exists()
+
+
 def test_retry_action_is_hidden_until_retries_exist(admin_client: Client) -> None:
     make_job(1)
     response = admin_client.get(reverse(CHANGELIST))
@@ -547,6 +641,8 @@ def test_retry_action_is_hidden_until_retries_exist(admin_client: Client) -> Non
         "download_input",
         "download_output",
         "download_errors",
+        "export_results_csv",
+        "export_results_jsonl",
     ]
 
 

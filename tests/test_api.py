@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from openai_batches import services
+from openai_batches import jobs, services
 from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
 from openai_batches.testing import openai_emulator  # noqa: F401
 
@@ -32,6 +32,14 @@ NS = "openai_batches_api"
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """Throttle counts live in Django's cache, which outlives a test's transaction."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 def url(name: str, **kwargs: Any) -> str:
@@ -167,6 +175,23 @@ def test_create_reports_job_field_problems(api: APIClient) -> None:
     assert not BatchJob.objects.exists()
 
 
+def test_an_unknown_account_is_named_without_listing_the_configured_ones(
+    api: APIClient, settings: Any
+) -> None:
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {"team-secret-name": {"API_KEY": "sk-x", "BASE_URL": "http://localhost/v1"}},
+    }
+    response = api.post(url("job-list"), {"account": "nobody"}, format="json")
+    assert response.status_code == 400
+    [problem] = error_of(response)["problems"]
+    assert problem["field"] == "account"
+    assert problem["message"] == "'nobody' is not a configured account."
+    assert "team-secret-name" not in response.content.decode()
+    assert "default" not in response.content.decode()
+    assert not BatchJob.objects.exists()
+
+
 def test_malformed_json_is_a_400_in_the_error_shape(api: APIClient) -> None:
     response = api.generic("POST", url("job-list"), "{not json", content_type="application/json")
     assert response.status_code == 400
@@ -208,6 +233,58 @@ def test_a_bad_upload_names_its_lines_and_leaves_no_job(api: APIClient) -> None:
     problems = error_of(response)["problems"]
     assert {(p["line"], p["field"]) for p in problems} == {(2, None), (4, "custom_id")}
     assert not BatchJob.objects.exists()
+
+
+def raw_json(api: APIClient, path: str, text: str) -> Any:
+    """POST ``text`` as the JSON body exactly (json.dumps would escape it for us)."""
+    return api.generic("POST", path, text.encode("utf-8"), content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "field"),
+    [
+        ('{"items": [{"custom_id": "a\\ud800", "body": {"model": "m"}}]}', 0, "custom_id"),
+        (
+            '{"items": [{"custom_id": "a", "body": {"model": "m"}},'
+            ' {"custom_id": "b", "body": {"model": "m", "input": ["x", "\\udfff"]}}]}',
+            1,
+            "body.input.1",
+        ),
+        ('{"name": "n\\ud800", "items": []}', None, "name"),
+        ('{"metadata": {"k": "\\ud800"}}', None, "metadata.k"),
+    ],
+    ids=["custom_id", "body", "name", "metadata"],
+)
+def test_a_lone_surrogate_is_a_400_naming_the_field_not_a_500(
+    api: APIClient, body: str, index: int | None, field: str
+) -> None:
+    response = raw_json(api, url("job-list"), body)
+    assert response.status_code == 400, response.content
+    problems = error_of(response)["problems"]
+    assert [(p["index"], p["field"]) for p in problems] == [(index, field)]
+    assert not BatchJob.objects.exists() and not RequestItem.objects.exists()
+
+
+def test_a_lone_surrogate_in_an_upload_or_added_items_is_a_400(api: APIClient, alice: Any) -> None:
+    upload = SimpleUploadedFile(
+        "in.jsonl", b'{"custom_id": "ok", "body": {"model": "m"}}\n{"custom_id": "\\ud800"}\n'
+    )
+    response = api.post(url("job-list"), {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert [(p["line"], p["field"]) for p in error_of(response)["problems"]][:1] == [
+        (2, "custom_id")
+    ]
+    job = make_job(alice, 1)
+    response = raw_json(
+        api,
+        items_url(job),
+        '{"items": [{"custom_id": "z", "body": {"model": "gpt-4o-mini", "\\ud800": 1}}]}',
+    )
+    assert response.status_code == 400
+    assert [(p["index"], p["field"]) for p in error_of(response)["problems"]] == [
+        (0, "body.\\ud800")
+    ]
+    assert job.items.count() == 1 and BatchJob.objects.count() == 1
 
 
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2_000)
@@ -388,7 +465,10 @@ def test_delete_after_submission_is_409(api: APIClient, alice: Any) -> None:
     assert response.status_code == 409
     error = error_of(response)
     assert error["type"] == "invalid_state" and error["state"] == "submit_requested"
-    assert "cannot be deleted" in error["message"] and "cancel it first" in error["message"]
+    # The API addresses jobs by UUID, so its messages name them so (never by database pk).
+    assert error["message"] == (
+        f"Job {job.uuid} cannot be deleted: it is submission requested; cancel it first."
+    )
     assert BatchJob.objects.filter(pk=job.pk).exists()
 
 
@@ -414,7 +494,7 @@ def test_submit_an_empty_draft_is_409(api: APIClient, alice: Any) -> None:
     job = make_job(alice, 0)
     response = api.post(job_url(job, "job-submit"))
     assert response.status_code == 409
-    assert "no items" in error_of(response)["message"]
+    assert error_of(response)["message"] == f"Job {job.uuid} cannot be submitted: it has no items."
 
 
 def test_cancel_a_draft_then_again(api: APIClient, alice: Any) -> None:
@@ -453,18 +533,97 @@ def test_a_provider_failure_is_502_and_keeps_the_job(
     assert job.state == JobState.SUBMITTED and job.last_error
 
 
+def test_refresh_is_throttled_per_user_with_a_configurable_rate(
+    api: APIClient, alice: Any, django_user_model: Any, settings: Any
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {"openai_batches_refresh": "2/minute"}}
+    job = make_job(alice, 1)  # a draft: 409, but each try still costs a request
+    assert api.post(job_url(job, "job-refresh")).status_code == 409
+    assert api.post(job_url(job, "job-refresh")).status_code == 409
+    response = api.post(job_url(job, "job-refresh"))
+    assert response.status_code == 429
+    assert error_of(response)["type"] == "throttled"
+    assert 0 < int(response["Retry-After"]) <= 60
+    # Reading is not throttled, and the budget is per user.
+    assert api.get(job_url(job)).status_code == 200
+    bob = django_user_model.objects.create_user("bob")
+    other = APIClient()
+    other.force_authenticate(bob)
+    theirs = make_job(bob, 1)
+    assert other.post(job_url(theirs, "job-refresh")).status_code == 409
+
+
+def test_refresh_has_a_default_throttle_rate(api: APIClient, alice: Any) -> None:
+    from django.core.cache import cache
+
+    from openai_batches.api.throttling import DEFAULT_REFRESH_RATE
+
+    cache.clear()
+    allowed = int(DEFAULT_REFRESH_RATE.split("/")[0])
+    job = make_job(alice, 1)
+    codes = [api.post(job_url(job, "job-refresh")).status_code for _ in range(allowed + 1)]
+    assert codes == [409] * allowed + [429]
+
+
+def test_a_job_whose_account_was_removed_is_a_503_not_a_500(
+    api: APIClient, alice: Any, settings: Any
+) -> None:
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {"gone": {"API_KEY": "sk-gone-key", "BASE_URL": "http://127.0.0.1:9/v1"}},
+    }
+    job = make_job(alice, 1, account="gone")
+    BatchJob.objects.filter(pk=job.pk).update(
+        state=JobState.SUBMITTED, provider_batch_id="batch_x", provider_status="in_progress"
+    )
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": {"kept-acct": {}}}
+    before = BatchJob.objects.filter(pk=job.pk).values().get()
+    for action in ("job-refresh", "job-cancel"):
+        response = api.post(job_url(job, action))
+        assert response.status_code == 503, (action, response.content)
+        error = error_of(response)
+        assert error["type"] == "configuration_error"
+        assert str(job.uuid) in error["message"] and "'gone'" in error["message"]
+        text = response.content.decode()
+        assert "kept-acct" not in text and "sk-" not in text and "OPENAI_BATCHES[" not in text
+    assert api.get(job_url(job)).status_code == 200
+    after = BatchJob.objects.filter(pk=job.pk).values().get()
+    # The failure is recorded on the job (and a failed poll backs off); nothing else moves.
+    recorded = ("last_error", "last_error_at", "last_polled_at", "next_poll_at", "poll_interval")
+    assert {k: v for k, v in after.items() if k not in recorded} == {
+        k: v for k, v in before.items() if k not in recorded
+    }
+    assert "Unknown account 'gone'" in after["last_error"]
+
+
 def test_whole_lifecycle_over_the_api(
     api: APIClient,
     openai_emulator: Any,  # noqa: F811
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     openai_emulator.fail_request("req-2", status_code=400)
     created = api.post(url("job-list"), {"items": chat_items(3)}, format="json").json()
     job = BatchJob.objects.get(uuid=created["uuid"])
     assert api.post(job_url(job, "job-submit")).status_code == 202
     services.submit(job)  # what the queued RQ job runs
-    response = api.post(job_url(job, "job-refresh"))
+    queue = jobs.get_queue()
+    queue.empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(job_url(job, "job-refresh"))
     assert response.status_code == 200, response.json()
     body = response.json()
+    # The status is the provider's, now; the results are not stored inside the request.
+    assert body["provider_status"] == "completed" and body["state"] == "submitted"
+    assert body["ingested_at"] is None and body["item_states"]["succeeded"] == 0
+    # Storing them is queued for a worker (or the next sync_batches).
+    assert [(j.func_name, j.args, j.kwargs) for j in queue.jobs] == [
+        ("openai_batches.jobs.poll_job", (job.pk,), {"force": True})
+    ]
+    assert jobs.poll_job(job.pk, force=True) == "finished"  # what the worker runs
+    body = api.get(job_url(job)).json()
     assert body["state"] == "finished" and body["provider_status"] == "completed"
     assert body["item_states"]["succeeded"] == 2 and body["item_states"]["failed"] == 1
     assert body["usage"]["input_tokens"] > 0
@@ -578,7 +737,10 @@ def test_add_items_to_a_submitted_job_is_409(api: APIClient, alice: Any) -> None
     services.request_submit(job)
     response = api.post(items_url(job), {"items": chat_items(1, prefix="late-")}, format="json")
     assert response.status_code == 409
-    assert error_of(response)["state"] == "submit_requested"
+    error = error_of(response)
+    assert error["state"] == "submit_requested"
+    assert error["message"].startswith(f"Job {job.uuid} ")
+    assert f"Job {job.pk} " not in error["message"] and job.items.count() == 1
 
 
 def test_add_items_over_the_limits_is_413(api: APIClient, alice: Any, settings: Any) -> None:

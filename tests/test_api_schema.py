@@ -41,6 +41,14 @@ MAX_EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "25"))
 DERANDOMIZE = not os.environ.get("API_FUZZ_RANDOM")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """Throttle counts live in Django's cache, which outlives a test's transaction."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def served_schema(client: APIClient) -> dict[str, Any]:
     response = client.get(SCHEMA_URL, {"format": "json"})
     assert response.status_code == 200
@@ -60,6 +68,7 @@ def test_the_schema_is_served_and_valid() -> None:
         f"{PREFIX}jobs/{{uuid}}/refresh/",
         f"{PREFIX}jobs/{{uuid}}/cancel/",
         f"{PREFIX}jobs/{{uuid}}/results/",
+        f"{PREFIX}jobs/{{uuid}}/export/",
         f"{PREFIX}jobs/{{job_uuid}}/items/",
         f"{PREFIX}jobs/{{job_uuid}}/items/{{custom_id}}/",
     }
@@ -83,6 +92,34 @@ def test_every_operation_documents_its_errors_in_the_one_shape() -> None:
     assert set(results["responses"]["200"]["content"]) == {"application/jsonl"}
     for action in ("submit", "refresh", "cancel"):
         assert "409" in schema["paths"][f"{PREFIX}jobs/{{uuid}}/{action}/"]["post"]["responses"]
+
+
+@pytest.mark.django_db
+def test_the_schema_states_the_delete_rule_the_code_applies(
+    django_user_model: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Every state the services refuse to delete in, and only those, is named in the schema;
+    and the API deletes exactly where ``services.can_delete`` allows."""
+    from openai_batches.models import JobState
+
+    owner = django_user_model.objects.create_user("deleter")
+    client = APIClient()
+    client.force_authenticate(owner)
+    description = served_schema(client)["paths"][f"{PREFIX}jobs/{{uuid}}/"]["delete"]["description"]
+    refused = set()
+    for state in JobState.values:
+        job = services.create_job(owner=owner, items=chat_items(1))
+        BatchJob.objects.filter(pk=job.pk).update(state=state)
+        job.refresh_from_db()
+        allowed = services.can_delete(job)[0]
+        response = client.delete(f"{PREFIX}jobs/{job.uuid}/")
+        assert response.status_code == (204 if allowed else 409), state
+        assert BatchJob.objects.filter(pk=job.pk).exists() is not allowed
+        if not allowed:
+            refused.add(state)
+    named = {state for state in JobState.values if f"`{state}`" in description}
+    assert refused and named == refused, (named, refused)
+    assert "draft" in description.lower() and "finished" in description
 
 
 def test_manage_py_spectacular_validates_without_warnings(tmp_path: Any) -> None:

@@ -12,7 +12,7 @@ from django.core.checks import ERROR, WARNING, CheckMessage
 from django.core.management import call_command
 from django.test import override_settings
 
-from openai_batches.checks import check_rq, check_settings
+from openai_batches.checks import check_api_keys_deploy, check_rq, check_settings
 from openai_batches.conf import DEFAULTS, app_settings
 
 SECRET = "sk-proj-must-not-appear-in-any-check-message"
@@ -92,7 +92,7 @@ def test_full_valid_configuration_is_clean(settings) -> None:
         MAX_FILE_BYTES=200 * 1024 * 1024,
         INGEST_CHUNK_SIZE=100_000,
         ACCOUNTS={"azure": {"API_KEY": "k", "BASE_URL": "https://a.example.com/openai/v1"}},
-        PRICES={"gpt-4o-mini": {"input": 0.075}},
+        PRICES={"gpt-4o-mini": {"input": 0.075, "output": 0.3}},
         WEBHOOK_SECRET="whsec_x",
     )
     assert run_checks() == []
@@ -147,6 +147,12 @@ def test_e001_setting_is_not_a_dict(settings, value: Any) -> None:
         ("MAX_FILE_BYTES", None),
         ("INGEST_CHUNK_SIZE", 0),
         ("INGEST_CHUNK_SIZE", 100_001),
+        ("REQUEST_DEADLINE", 0),
+        ("TRANSFER_DEADLINE", "1h"),
+        ("MAX_RESPONSE_BYTES", 1024),
+        ("MAX_DOWNLOAD_BYTES", 0),
+        ("WEBHOOK_TOLERANCE", 5),
+        ("WEBHOOK_TOLERANCE", 86400),
     ],
 )
 def test_e002_value_out_of_range(settings, key: str, value: Any) -> None:
@@ -219,46 +225,90 @@ def test_e003_default_account_entry_not_a_dict(settings) -> None:
     assert "'default'" in message.msg
 
 
-# --- E004 -------------------------------------------------------------------------------------
+# --- W004 / E004: no API key ----------------------------------------------------------------
+# A missing key is a warning in the checks every command runs (migrate, collectstatic and
+# makemigrations must work in CI and Docker builds, which have no secrets) and an error under
+# ``check --deploy``, the check a production deployment runs with its real settings.
 
 
-def test_e004_no_api_key_for_openai(settings) -> None:
+def test_w004_no_api_key_is_a_warning_not_an_error(settings) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
     messages = check_settings()
+    message = only(messages, "openai_batches.W004")
+    assert message.level == WARNING
+    assert "'default'" in message.msg
+    assert "https://api.openai.com/v1" in message.msg
+    assert "OPENAI_API_KEY" in message.hint
+    assert "--deploy" in message.hint
+    assert ids(messages) == ["openai_batches.W004"]
+    assert not [m for m in messages if m.level >= ERROR]
+
+
+def test_e004_no_api_key_is_an_error_under_deploy(settings) -> None:
+    settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
+    messages = check_api_keys_deploy()
     message = only(messages, "openai_batches.E004")
     assert message.level == ERROR
     assert "'default'" in message.msg
     assert "https://api.openai.com/v1" in message.msg
     assert "OPENAI_API_KEY" in message.hint
-    assert ids(messages) == ["openai_batches.E004"]
+
+
+def test_e004_is_registered_as_a_deploy_check_only() -> None:
+    from django.core.checks import registry
+
+    assert check_api_keys_deploy in registry.registry.get_checks(include_deployment_checks=True)
+    assert check_api_keys_deploy not in registry.registry.get_checks()
+
+
+@pytest.mark.django_db
+def test_migrate_runs_its_checks_and_passes_without_an_api_key(settings) -> None:
+    settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
+    # skip_checks=False: migrate runs the system checks as it does from the command line.
+    call_command("migrate", verbosity=0, skip_checks=False, stdout=StringIO(), stderr=StringIO())
+
+
+def test_check_deploy_fails_without_an_api_key(settings) -> None:
+    from django.core.management.base import SystemCheckError
+
+    settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
+    with pytest.raises(SystemCheckError, match=r"openai_batches\.E004"):
+        call_command("check", deploy=True, stdout=StringIO(), stderr=StringIO())
 
 
 def test_e004_env_key_satisfies_the_check(settings, monkeypatch) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     assert check_settings() == []
+    assert check_api_keys_deploy() == []
 
 
 def test_e004_no_api_key_for_a_named_remote_account(settings) -> None:
     configure(settings, ACCOUNTS={"azure": {"BASE_URL": "https://a.example.com/openai/v1"}})
-    message = only(check_settings(), "openai_batches.E004")
-    assert "'azure'" in message.msg
-    assert "OPENAI_BATCHES['ACCOUNTS']['azure']['API_KEY']" in message.hint
+    for messages, check_id in (
+        (check_settings(), "openai_batches.W004"),
+        (check_api_keys_deploy(), "openai_batches.E004"),
+    ):
+        message = only(messages, check_id)
+        assert "'azure'" in message.msg
+        assert "OPENAI_BATCHES['ACCOUNTS']['azure']['API_KEY']" in message.hint
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost:8000/v1", "http://127.0.0.1:9/v1", "http://[::1]:8000/v1"],
+    ["http://localhost:8765/v1", "http://127.0.0.1:9/v1", "http://[::1]:8765/v1"],
 )
 def test_e004_not_raised_for_a_local_url(settings, url: str) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches", "BASE_URL": url}
     assert check_settings() == []
+    assert check_api_keys_deploy() == []
 
 
 def test_e004_not_raised_for_a_local_env_base_url(settings, monkeypatch) -> None:
     settings.OPENAI_BATCHES = {"QUEUE": "openai_batches"}
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8765/v1")
     assert check_settings() == []
+    assert check_api_keys_deploy() == []
 
 
 # --- E005 -------------------------------------------------------------------------------------
@@ -352,3 +402,63 @@ def test_use_rq_false_needs_no_queue(settings) -> None:  # type: ignore[no-untyp
 
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "USE_RQ": False, "QUEUE": "missing"}
     assert check_rq() == []
+
+
+# --- E008: PRICES ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prices", "where", "what"),
+    [
+        (0.5, "['PRICES']", "must be a dict of model -> prices, not float"),
+        ({"gpt-4o-mini": 0.15}, "['PRICES']['gpt-4o-mini']", "must be a dict"),
+        ({"gpt-4o-mini": {"input": 0.15}}, "['PRICES']['gpt-4o-mini']", "is missing 'output'"),
+        (
+            {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cahced_input": 0.075}},
+            "['PRICES']['gpt-4o-mini']",
+            "has unknown keys: 'cahced_input'",
+        ),
+        (
+            {"gpt-4o-mini": {"input": "0.15", "output": 0.6}},
+            "['PRICES']['gpt-4o-mini']['input']",
+            "is '0.15', not a non-negative number",
+        ),
+        (
+            {"gpt-4o-mini": {"input": 0.15, "output": -1}},
+            "['PRICES']['gpt-4o-mini']['output']",
+            "not a non-negative number",
+        ),
+        (
+            {"gpt-4o-mini": {"input": 0.15, "output": float("nan")}},
+            "['PRICES']['gpt-4o-mini']['output']",
+            "not a non-negative number",
+        ),
+    ],
+    ids=[
+        "bare-number",
+        "entry-not-a-dict",
+        "missing-key",
+        "misspelled-key",
+        "text",
+        "negative",
+        "nan",
+    ],
+)
+def test_e008_prices_that_would_break_the_cost_columns(
+    settings, prices: Any, where: str, what: str
+) -> None:
+    configure(settings, PRICES=prices)
+    message = only(check_settings(), "openai_batches.E008")
+    assert message.level == ERROR
+    assert f"OPENAI_BATCHES{where}" in message.msg and what in message.msg
+
+
+def test_e008_a_valid_price_table_passes(settings) -> None:
+    configure(
+        settings,
+        PRICES={
+            "gpt-4o-mini": {"input": 0.075, "cached_input": 0.0375, "output": 0.3},
+            "text-embedding-3-small": {"input": 0.01, "output": 0},
+        },
+    )
+    assert "openai_batches.E008" not in ids(check_settings())

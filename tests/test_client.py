@@ -143,7 +143,9 @@ def test_organization_and_project_headers_are_absent_when_not_configured(
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"id": "batch_1", "object": "batch"})
+        return httpx.Response(
+            200, json={"id": "batch_1", "object": "batch", "status": "validating"}
+        )
 
     with mock_client(handler, delays) as client:
         client.retrieve_batch("batch_1")
@@ -187,7 +189,7 @@ def test_retry_after_ms_wins_over_retry_after(delays: list[float]) -> None:
             json={"error": {"message": "slow down", "type": "rate_limit_error"}},
         ),
         httpx.Response(429, headers={"retry-after": "3"}, json={"error": {"message": "again"}}),
-        httpx.Response(200, json={"id": "batch_1", "object": "batch"}),
+        httpx.Response(200, json={"id": "batch_1", "object": "batch", "status": "validating"}),
     ]
 
     with mock_client(lambda request: answers.pop(0), delays) as client:
@@ -199,7 +201,7 @@ def test_retry_after_as_an_http_date(delays: list[float]) -> None:
     when = email.utils.formatdate(time.time() + 4, usegmt=True)
     answers = [
         httpx.Response(503, headers={"retry-after": when}, json={"error": {"message": "busy"}}),
-        httpx.Response(200, json={"id": "batch_1"}),
+        httpx.Response(200, json={"id": "batch_1", "status": "validating"}),
     ]
     with mock_client(lambda request: answers.pop(0), delays) as client:
         client.retrieve_batch("batch_1")
@@ -212,10 +214,10 @@ def test_a_malformed_retry_after_falls_back_to_backoff(delays: list[float]) -> N
     neither seconds nor an HTTP date, so the usual backoff applies."""
     answers = [
         httpx.Response(503, headers={"retry-after": "soon"}, json={"error": {"message": "busy"}}),
-        httpx.Response(200, json={"id": "batch_1"}),
+        httpx.Response(200, json={"id": "batch_1", "status": "validating"}),
     ]
     with mock_client(lambda request: answers.pop(0), delays) as client:
-        assert client.retrieve_batch("batch_1") == {"id": "batch_1"}
+        assert client.retrieve_batch("batch_1") == {"id": "batch_1", "status": "validating"}
     (delay,) = delays
     lo, hi = backoff_range(0)
     assert lo <= delay <= hi

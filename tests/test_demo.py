@@ -47,6 +47,11 @@ def test_demo_answers_every_request(tmp_path: Path) -> None:
     assert "Written back  40 results delivered to the receiver" in out
     assert re.search(r"Cost\s+\$\d+\.\d+ at batch prices vs \$\d+\.\d+ synchronously", out)
     assert "-> sentiment " in out and "failed: invalid_prompt" in out  # rows read back
+    # The receiver's answers came through item.result, parsed into the Pydantic model.
+    assert "Sample parsed results (item.result, model reviews.schemas.Sentiment):" in out
+    parsed = re.findall(r"parsed Sentiment\(sentiment='(\w+)', reason='Emulated text", out)
+    assert len(parsed) == 3 and set(parsed) <= {"positive", "negative", "neutral", "mixed"}
+    assert re.search(r"not parsed: invalid_prompt: ", out)
     assert "http://127.0.0.1:8000/admin/" in out and "demo / demo" in out
     assert "Traceback" not in result.stderr
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -174,11 +174,15 @@ def test_for_user(django_user_model) -> None:
     alice = django_user_model.objects.create_user("alice", password="x")
     bob = django_user_model.objects.create_user("bob", password="x")
     staff = django_user_model.objects.create_user("staff", password="x", is_staff=True)
+    viewer = django_user_model.objects.create_user("viewer", password="x")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_batchjob"))
     alices = BatchJob.objects.create(owner=alice, name="a")
     bobs = BatchJob.objects.create(owner=bob, name="b")
     orphan = BatchJob.objects.create(name="nobody")
 
-    assert set(BatchJob.objects.for_user(staff)) == {alices, bobs, orphan}
+    # Django's model permission, not is_staff, opens other people's jobs (as in the admin).
+    assert set(BatchJob.objects.for_user(viewer)) == {alices, bobs, orphan}
+    assert list(BatchJob.objects.for_user(staff)) == []
     assert set(BatchJob.objects.for_user(alice)) == {alices}
     assert set(BatchJob.objects.for_user(bob)) == {bobs}
     assert list(BatchJob.objects.for_user(AnonymousUser())) == []

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,17 +69,19 @@ def emulator_url() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def test_quickstart_in_a_fresh_project(tmp_path: Path, emulator_url: str) -> None:
-    assert emulator_url.startswith("http://127.0.0.1:")
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The test's environment without any OpenAI or Django variable, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DJANGO_"))}
     env.update(
-        OPENAI_BASE_URL=emulator_url,  # the settings block reads the SDK's variables
-        OPENAI_API_KEY="sk-quickstart",
         REDIS_URL="redis://127.0.0.1:1/0",  # no Redis: sync_batches must do everything
         PYTHONPATH=str(tmp_path),
+        **extra,
     )
     env.pop("DATABASE_URL", None)
+    return env
 
+
+def runner(tmp_path: Path, env: dict[str, str]) -> Callable[..., str]:
     def run(*args: str) -> str:
         result = subprocess.run(
             [sys.executable, *args],
@@ -92,7 +94,11 @@ def test_quickstart_in_a_fresh_project(tmp_path: Path, emulator_url: str) -> Non
         assert result.returncode == 0, f"{args}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         return result.stdout
 
-    # A fresh project and an app with a model whose rows need LLM work.
+    return run
+
+
+def build_project(tmp_path: Path, run: Callable[..., str]) -> None:
+    """Steps 1, 2 and 4 of the quickstart in a fresh ``startproject``."""
     run("-m", "django", "startproject", "mysite", ".")
     run("manage.py", "startapp", "articles")
     (tmp_path / "articles" / "models.py").write_text(ARTICLE_MODEL)
@@ -119,6 +125,17 @@ def test_quickstart_in_a_fresh_project(tmp_path: Path, emulator_url: str) -> Non
         )
         + f"\nurlpatterns += [{url_line.group(0)}]\n"
     )
+
+
+def test_quickstart_in_a_fresh_project(tmp_path: Path, emulator_url: str) -> None:
+    assert emulator_url.startswith("http://127.0.0.1:")
+    env = clean_env(
+        tmp_path,
+        OPENAI_BASE_URL=emulator_url,  # the settings block reads the SDK's variables
+        OPENAI_API_KEY="sk-quickstart",
+    )
+    run = runner(tmp_path, env)
+    build_project(tmp_path, run)
 
     # Step 3.
     run("manage.py", "makemigrations", "articles", "-v", "0")
@@ -167,3 +184,39 @@ def test_quickstart_in_a_fresh_project(tmp_path: Path, emulator_url: str) -> Non
     ).splitlines()
     assert len(summaries) == 3
     assert all("Emulated reply" in s for s in summaries), summaries
+
+
+def test_quickstart_migrates_without_an_api_key(tmp_path: Path) -> None:
+    """CI and Docker builds run migrate, makemigrations and collectstatic with no secret set:
+    a missing key is a warning there, and an error only under ``check --deploy``."""
+    env = clean_env(tmp_path)  # no OPENAI_API_KEY, no OPENAI_BASE_URL: the real OpenAI URL
+    run = runner(tmp_path, env)
+    build_project(tmp_path, run)
+    settings = tmp_path / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + f"\nSTATIC_ROOT = {str(tmp_path / 'static')!r}\n")
+
+    run("manage.py", "makemigrations", "articles", "-v", "0")
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert "Applying openai_batches.0001" in migrate.stdout
+    assert "openai_batches.W004" in migrate.stderr  # still said, not blocking
+    run("manage.py", "collectstatic", "--noinput", "-v", "0")
+
+    deploy = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deploy.returncode != 0
+    assert "openai_batches.E004" in deploy.stderr
+    assert "OPENAI_API_KEY" in deploy.stderr

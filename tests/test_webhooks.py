@@ -131,3 +131,214 @@ def test_emulator_delivers_to_the_live_receiver(live_server: Any, secret: str) -
         assert any(j.args == (job.pk,) for j in queue.jobs)
         # And the scheduled poll, run inline, finishes the job.
         assert jobs.poll_job(job.pk, force=True) == "finished"
+
+
+# -- forgery, staleness, replay, prefix, env fallback (issue 10, item 11) ------------------
+
+
+def _signed(body: bytes, *, webhook_id: str, ts: int, secret: str = SECRET) -> dict[str, str]:
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, webhook_id, ts, body),
+    }
+
+
+def _deliver(client: Client, body: bytes, headers: dict[str, str]) -> Any:
+    return client.post(
+        reverse("openai_batches:webhook"), body, content_type="application/json", headers=headers
+    )
+
+
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The job ids the receiver asked to refresh (the enqueue, recorded)."""
+    asked: list[int] = []
+    monkeypatch.setattr(
+        "openai_batches.services.request_refresh",
+        lambda job: asked.append(job if isinstance(job, int) else job.pk),
+    )
+    return asked
+
+
+@pytest.fixture
+def known_job(db: Any) -> Any:
+    from openai_batches.models import BatchJob, JobState
+
+    return BatchJob.objects.create(
+        name="hooked", state=JobState.SUBMITTED, provider_batch_id="batch_hooked"
+    )
+
+
+@pytest.mark.django_db
+def test_a_replayed_delivery_is_acknowledged_but_refreshes_only_once(
+    client: Client, secret: str, known_job: Any, polls: list[int]
+) -> None:
+    body = _event("batch_hooked")
+    headers = _signed(body, webhook_id="wh_replayed", ts=int(time.time()))
+    first = _deliver(client, body, headers)
+    assert first.status_code == 200
+    assert first.json()["status"] == "refresh scheduled"
+    for _ in range(3):  # the same captured request, replayed within the tolerance window
+        again = _deliver(client, body, headers)
+        assert again.status_code == 200  # OpenAI must stop retrying
+        assert again.json() == {"status": "duplicate"}
+    # A new delivery (new id) still gets through.
+    other = _signed(body, webhook_id="wh_other", ts=int(time.time()))
+    assert _deliver(client, body, other).json()["status"] == "refresh scheduled"
+    assert polls == [known_job.pk, known_job.pk]
+
+
+@pytest.mark.django_db
+def test_an_openai_retry_with_a_fresh_timestamp_is_a_duplicate_too(
+    client: Client, secret: str, known_job: Any, polls: list[int]
+) -> None:
+    body = _event("batch_hooked")
+    now = int(time.time())
+    assert _deliver(client, body, _signed(body, webhook_id="wh_r", ts=now - 60)).status_code == 200
+    retry = _deliver(client, body, _signed(body, webhook_id="wh_r", ts=now))
+    assert retry.json() == {"status": "duplicate"}
+    assert polls == [known_job.pk]
+
+
+@pytest.mark.django_db
+def test_remembered_ids_are_pruned_once_their_replays_would_be_stale(
+    client: Client, secret: str, known_job: Any, polls: list[int]
+) -> None:
+    from openai_batches.models import WebhookDelivery
+
+    body = _event("batch_hooked")
+    now = int(time.time())
+    old = _signed(body, webhook_id="wh_old", ts=now - 250)
+    assert _deliver(client, body, old).status_code == 200
+    assert WebhookDelivery.objects.filter(webhook_id="wh_old").exists()
+    # Move the remembered expiry into the past: the next delivery prunes it, and a replay
+    # of it is refused as too old by then anyway.
+    WebhookDelivery.objects.filter(webhook_id="wh_old").update(
+        expires_at=WebhookDelivery.objects.get(webhook_id="wh_old").expires_at
+        - __import__("datetime").timedelta(seconds=600)
+    )
+    assert _deliver(client, body, _signed(body, webhook_id="wh_new", ts=now)).status_code == 200
+    assert list(WebhookDelivery.objects.values_list("webhook_id", flat=True)) == ["wh_new"]
+
+
+@pytest.mark.django_db
+def test_a_duplicate_racing_the_first_delivery_is_refused_by_the_unique_constraint(
+    secret: str, known_job: Any, polls: list[int]
+) -> None:
+    """Two deliveries of one id that both passed the signature check: the second insert of
+    the id hits the unique constraint, whatever the timing, so only one refresh is asked."""
+    from django.db import IntegrityError, transaction
+
+    from openai_batches.models import WebhookDelivery
+    from openai_batches.webhooks import remember_delivery
+
+    assert remember_delivery("wh_race", int(time.time())) is True
+    assert remember_delivery("wh_race", int(time.time())) is False
+    with pytest.raises(IntegrityError), transaction.atomic():
+        WebhookDelivery.objects.create(
+            webhook_id="wh_race", expires_at=WebhookDelivery.objects.get().expires_at
+        )
+
+
+@pytest.mark.django_db
+def test_forged_stale_and_future_deliveries_are_refused(
+    client: Client, secret: str, known_job: Any, polls: list[int]
+) -> None:
+    body = _event("batch_hooked")
+    now = int(time.time())
+    forged = _signed(body, webhook_id="wh_f", ts=now, secret="whsec_" + "QUFBQUFBQUE=")
+    assert _deliver(client, body, forged).status_code == 400
+    tampered = _signed(body, webhook_id="wh_t", ts=now)
+    assert _deliver(client, body.replace(b"evt_1", b"evt_2"), tampered).status_code == 400
+    stale = _signed(body, webhook_id="wh_s", ts=now - 301)
+    response = _deliver(client, body, stale)
+    assert response.status_code == 400 and "too old" in response.json()["error"]
+    future = _signed(body, webhook_id="wh_u", ts=now + 301)
+    response = _deliver(client, body, future)
+    assert response.status_code == 400 and "too new" in response.json()["error"]
+    assert polls == []
+    from openai_batches.models import WebhookDelivery
+
+    assert not WebhookDelivery.objects.exists()  # a refused delivery is not remembered
+
+
+def test_a_signature_without_the_v1_prefix_is_refused() -> None:
+    bare = VECTOR_HEADERS["webhook-signature"].removeprefix("v1,")
+    for value in (bare, "v2," + bare, "v1" + bare, f"v1,bm9wZQ== {bare}"):
+        headers = {**VECTOR_HEADERS, "webhook-signature": value}
+        with pytest.raises(InvalidSignature, match="does not match"):
+            verify(SECRET, headers, VECTOR_BODY, now=1750000100)
+
+
+@pytest.mark.django_db
+def test_the_secret_falls_back_to_openai_webhook_secret(
+    client: Client,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    known_job: Any,
+    polls: list[int],
+) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "WEBHOOK_SECRET": None}
+    monkeypatch.delenv("OPENAI_WEBHOOK_SECRET", raising=False)
+    body = _event("batch_hooked")
+    headers = _signed(body, webhook_id="wh_env", ts=int(time.time()))
+    assert _deliver(client, body, headers).status_code == 503
+    monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", SECRET)
+    assert _deliver(client, body, headers).json()["status"] == "refresh scheduled"
+    # The setting wins over the environment, as the SDK's explicit argument does.
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "WEBHOOK_SECRET": "whsec_d3Jvbmc="}
+    other = _signed(body, webhook_id="wh_env2", ts=int(time.time()))
+    assert _deliver(client, body, other).status_code == 400
+    assert polls == [known_job.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_copies_of_a_delivery_racing_on_postgres_refresh_once(
+    secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both copies pass the signature check at once; the first holds its transaction open
+    (its refresh is slow) while the second inserts the same id: PostgreSQL makes the second
+    wait for the first's commit and then refuses it on the unique constraint."""
+    import threading
+
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from openai_batches.models import BatchJob, JobState
+    from openai_batches.webhooks import batch_webhook
+
+    job = BatchJob.objects.create(
+        name="raced", state=JobState.SUBMITTED, provider_batch_id="batch_raced"
+    )
+    refreshed: list[int] = []
+
+    def slow_refresh(job: Any) -> None:
+        refreshed.append(job.pk)
+        time.sleep(0.5)
+
+    monkeypatch.setattr("openai_batches.services.request_refresh", slow_refresh)
+    body = _event("batch_raced")
+    headers = _signed(body, webhook_id="wh_raced", ts=int(time.time()))
+    meta = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+    answers: list[dict[str, Any]] = []
+    start = threading.Barrier(2)
+
+    def deliver() -> None:
+        try:
+            request = RequestFactory().post(
+                "/openai/webhooks/", body, content_type="application/json", **meta
+            )
+            start.wait()
+            answers.append(json.loads(batch_webhook(request).content))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(a["status"] for a in answers) == ["duplicate", "refresh scheduled"]
+    assert refreshed == [job.pk]

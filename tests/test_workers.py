@@ -1,7 +1,8 @@
 """The lifecycle on real RQ worker processes, PostgreSQL and Redis (CI runs these).
 
 Two ``rqworker --with-scheduler`` processes work the app's queue against the emulator over
-HTTP. These tests need ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``: off CI they are
+HTTP; a burst worker whose work-horses SIGKILL themselves at a checkpoint shows what RQ and
+cron make of a worker lost mid-job. These tests need ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``: off CI they are
 skipped without them; in CI a missing service fails the run (see ``conftest.py``).
 """
 
@@ -154,3 +155,46 @@ def test_worker_command_and_webhook_refresh_race_without_double_signals(
     # A second delivery would have hit the unique constraint and been recorded as an error.
     assert job.last_error == ""
     assert ResultLog.objects.filter(job_id=job.pk).count() == 3000
+
+
+@pytest.mark.parametrize("checkpoint", ["submit.uploaded", "ingest.before_commit"])
+def test_a_work_horse_killed_mid_job_is_recovered_by_cron(
+    emu: EmulatorHandle, tmp_path: Path, checkpoint: str
+) -> None:
+    """An RQ work-horse SIGKILLed in the middle of submit_job (or of the poll that ingests):
+    RQ records the job as failed, the worker survives, and cron's next pass finishes the
+    work with one batch, one upload and every result announced once."""
+    from rq.registry import FailedJobRegistry
+
+    from tests.procs.helpers import assert_invariants, recover
+    from tests.procs.receivers import connect, disconnect
+
+    queue = jobs.get_queue()
+    if checkpoint.startswith("submit."):
+        job = make_job(12)
+        services.request_submit(job)  # enqueues submit_job on commit
+    else:
+        job = submitted_job(12)
+        queue.empty()  # the submit_job request_submit enqueued: submitted_job already ran it
+        jobs.enqueue_poll(job.pk, force=True)  # what a webhook's request_refresh enqueues
+    assert queue.count == 1
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.run(
+            [sys.executable, "-m", "tests.procs.worker", queue.name, "--crash-at", checkpoint],
+            env=_env(emu),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=False,
+        )
+    text = log.read_text(errors="replace")
+    assert worker.returncode == 0, text[-4000:]  # the worker itself survives its horse
+    assert len(FailedJobRegistry(queue=queue)) == 1, text[-4000:]  # RQ saw the horse die
+    connect()
+    try:
+        recover(emu, [job.pk])
+        assert_invariants(emu, job.pk)
+    finally:
+        disconnect()

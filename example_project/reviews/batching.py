@@ -2,8 +2,10 @@
 
 This is the host-project side of the integration: build one ``/v1/chat/completions`` body
 per review, link each request to its row with ``object=`` and hand the lot to
-:mod:`openai_batches.services`. Everything after that (upload, polling, ingest, retries)
-belongs to the app; the answers come back through :mod:`reviews.receivers`.
+:func:`openai_batches.structured.create_job` with the :class:`~reviews.schemas.Sentiment`
+model, which adds the strict JSON schema to every body. Everything after that (upload,
+polling, ingest, retries) belongs to the app; the answers come back, parsed, through
+:mod:`reviews.receivers`.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from openai_batches import services
+from openai_batches import structured
 from openai_batches.models import BatchJob, Endpoint
 
-from .models import Review, Sentiment
+from .models import Review
+from .schemas import Sentiment
 
 MODEL = "gpt-4o-mini"
-LABELS = [Sentiment.POSITIVE, Sentiment.NEGATIVE, Sentiment.NEUTRAL, Sentiment.MIXED]
 
 SYSTEM_PROMPT = (
     "You label the sentiment of product reviews for a web shop. Read the review and answer "
@@ -25,27 +27,10 @@ SYSTEM_PROMPT = (
     "sentence saying why."
 )
 
-#: Structured outputs: the real API guarantees the reply parses and uses one of the labels.
-RESPONSE_FORMAT: dict[str, Any] = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "review_sentiment",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {
-                "sentiment": {"type": "string", "enum": [str(label) for label in LABELS]},
-                "reason": {"type": "string"},
-            },
-            "required": ["sentiment", "reason"],
-            "additionalProperties": False,
-        },
-    },
-}
-
 
 def request_body(review: Review, *, model: str = MODEL) -> dict[str, Any]:
-    """The chat completion request classifying one review (the star rating is withheld)."""
+    """The chat completion request classifying one review (the star rating is withheld);
+    the response format is added from :class:`Sentiment` when the job is created."""
     return {
         "model": model,
         "messages": [
@@ -55,7 +40,6 @@ def request_body(review: Review, *, model: str = MODEL) -> dict[str, Any]:
                 "content": f"Product: {review.product}\nTitle: {review.title}\n\n{review.text}",
             },
         ],
-        "response_format": RESPONSE_FORMAT,
         "temperature": 0,
         "max_completion_tokens": 120,
     }
@@ -73,9 +57,10 @@ def items_for(reviews: Iterable[Review], *, model: str = MODEL) -> Iterator[dict
 def create_classification_job(
     reviews: Iterable[Review], *, name: str = "", owner: Any = None, model: str = MODEL
 ) -> BatchJob:
-    """A draft job with one request per review; all-or-nothing (see ``services.add_items``)."""
+    """A draft job with one structured-output request per review; all-or-nothing."""
     reviews = list(reviews)
-    return services.create_job(
+    return structured.create_job(
+        output_schema=Sentiment,
         endpoint=Endpoint.CHAT_COMPLETIONS,
         name=name or f"Classify sentiment of {len(reviews)} reviews",
         metadata={"app": "reviews", "task": "sentiment"},

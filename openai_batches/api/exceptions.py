@@ -8,11 +8,15 @@ Mapping: the app's :class:`~openai_batches.exceptions.ValidationError` -> 400 wi
 problem, :class:`~openai_batches.exceptions.LimitExceeded` -> 413,
 :class:`~openai_batches.exceptions.InvalidStateError` -> 409 with the reason,
 :class:`~openai_batches.exceptions.ProviderError` -> 502 (the provider, not the client, failed),
+:class:`~openai_batches.exceptions.ConfigurationError` -> 503 naming the job and its account
+only (the details, which name settings and other accounts, go to the log),
 and DRF's own exceptions (401/403/404/405/406/415/429 ...) keep their status and headers.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +30,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from .. import exceptions as app_exceptions
 
+logger = logging.getLogger(__name__)
+
 
 class PayloadTooLarge(exceptions.APIException):
     """The request body is larger than the API accepts (413)."""
@@ -33,6 +39,14 @@ class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
     default_code = "payload_too_large"
+
+
+class ServerMisconfigured(exceptions.APIException):
+    """The job cannot be acted on until an operator fixes ``OPENAI_BATCHES`` (503)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The server's OPENAI_BATCHES setting does not allow this now."
+    default_code = "configuration_error"
 
 
 class ProviderUnavailable(exceptions.APIException):
@@ -105,6 +119,34 @@ def _first_message(detail: Any) -> str:
     return ""
 
 
+def _misconfigured_message(context: dict[str, Any]) -> str:
+    job = getattr(context.get("view"), "_job", None)
+    if job is None:
+        return str(ServerMisconfigured.default_detail)
+    return (
+        f"Job {job.uuid} cannot be acted on now: its account {job.account!r} is not usable "
+        "with the server's current OPENAI_BATCHES setting. An operator must fix the setting "
+        "(manage.py check names the problem); the job is unchanged."
+    )
+
+
+def conflict_message(exc: app_exceptions.InvalidStateError, context: dict[str, Any]) -> str:
+    """The 409's message, naming the job by the UUID the API addresses it by.
+
+    The services' own message names the job by its database pk (the admin's key), which an
+    API client has never seen.
+    """
+    view = context.get("view")
+    kwargs = getattr(view, "kwargs", None) or {}
+    job_uuid = exc.job_uuid or kwargs.get("uuid") or kwargs.get("job_uuid")
+    if exc.action and exc.reason and job_uuid:
+        return f"Job {job_uuid} cannot be {exc.action}: {exc.reason}."
+    message = str(exc)
+    if job_uuid and exc.job_id is not None:
+        message = re.sub(rf"\bJob {exc.job_id}\b", f"Job {job_uuid}", message)
+    return message
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler for the app's views; see the module docstring for the mapping."""
     if isinstance(exc, app_exceptions.ValidationError):
@@ -124,9 +166,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     if isinstance(exc, app_exceptions.InvalidStateError):
         return Response(
-            error_body("invalid_state", str(exc), state=exc.state), status=status.HTTP_409_CONFLICT
+            error_body("invalid_state", conflict_message(exc, context), state=exc.state),
+            status=status.HTTP_409_CONFLICT,
         )
-    if isinstance(exc, app_exceptions.ProviderError):
+    if isinstance(exc, app_exceptions.ConfigurationError):
+        # The details name settings and other accounts: they go to the log, for the
+        # operator, and the client learns only which job and account are affected.
+        logger.error("openai_batches API: %s", exc)
+        exc = ServerMisconfigured(_misconfigured_message(context))
+    elif isinstance(exc, app_exceptions.ProviderError):
         # The provider's message helps the operator; it never contains our API key.
         exc = ProviderUnavailable(f"The provider call failed: {exc}")
     elif isinstance(exc, RequestDataTooBig):

@@ -24,6 +24,7 @@ from rest_framework.utils import html
 from .. import services
 from ..jsonl import MAX_CUSTOM_ID_LENGTH, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_LENGTH
 from ..models import BatchJob, BatchStatus, CompletionWindow, Endpoint, ItemState, JobState
+from ..results import Result
 
 # --------------------------------------------------------------------------------------------
 # Fields
@@ -138,7 +139,9 @@ class RequestItemInputSerializer(serializers.Serializer):
 class ItemsField(serializers.ListField):
     """A list of request items; every item is checked by the services, which name its index."""
 
-    child = serializers.JSONField()
+    # null too: the services report it like any other non-object item (index, "must be an
+    # object"), where DRF would name the list, "items", instead of the item.
+    child = serializers.JSONField(allow_null=True)
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -446,6 +449,17 @@ class LinkedObjectSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="Primary key of the linked row.")
 
 
+class AnswerSerializer(serializers.Serializer):
+    """An item's answer, read through :attr:`RequestItem.result`."""
+
+    text = serializers.CharField(allow_null=True)
+    refusal = serializers.CharField(allow_null=True)
+    finish_reason = serializers.CharField(allow_null=True)
+    parsed = serializers.JSONField(allow_null=True)
+    code = serializers.CharField(help_text='"" for a usable answer.')
+    reason = serializers.CharField(help_text='"" for a usable answer.')
+
+
 class RequestItemSerializer(serializers.Serializer):
     """One request of a job and, once it ran, its result."""
 
@@ -471,6 +485,24 @@ class RequestItemSerializer(serializers.Serializer):
     reasoning_tokens = serializers.IntegerField()
     completed_at = serializers.DateTimeField(allow_null=True)
     linked_object = serializers.SerializerMethodField()
+    answer = serializers.SerializerMethodField(
+        help_text="The answer without the wire format (see openai_batches.results): text, "
+        "refusal, finish reason, the structured output when the job asked for one, and for "
+        "an unusable result a short code and a one-line reason."
+    )
+
+    @extend_schema_field(AnswerSerializer())
+    def get_answer(self, item: Any) -> dict[str, Any]:
+        # store=False: a GET never writes; ingest already stored parsed outputs in bulk.
+        result = Result.from_item(item, store=False)
+        return {
+            "text": result.text,
+            "refusal": result.refusal,
+            "finish_reason": result.finish_reason,
+            "parsed": result.parsed_json,
+            "code": result.code,
+            "reason": result.reason,
+        }
 
     @extend_schema_field(LinkedObjectSerializer(allow_null=True))
     def get_linked_object(self, item: Any) -> dict[str, str] | None:

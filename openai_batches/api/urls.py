@@ -3,7 +3,7 @@
     path("api/batches/", include("openai_batches.api.urls")),
 
 Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``,
-``job-submit``, ``job-refresh``, ``job-cancel``, ``job-results``, ``job-item-list``,
+``job-submit``, ``job-refresh``, ``job-cancel``, ``job-results``, ``job-export``, ``job-item-list``,
 ``job-item-detail``, ``schema``).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
+from .export import job_export
 from .schema import BatchesSchemaView
 from .views import BatchJobViewSet, RequestItemViewSet, not_found
 
@@ -23,6 +24,7 @@ router.register(r"jobs/(?P<job_uuid>[^/]+)/items", RequestItemViewSet, basename=
 
 urlpatterns = [
     path("schema/", BatchesSchemaView.as_view(), name="schema"),
+    path("jobs/<str:uuid>/export/", job_export, name="job-export"),
     *router.urls,
     # Last: anything else under the prefix answers in the API's error shape.
     re_path(r"^[\s\S]*$", not_found),

@@ -1,8 +1,10 @@
 """API views: jobs, their items and their results. Thin: parse, call ``services``, answer.
 
 Jobs are addressed by their public UUID, never the database pk. Every lookup goes through
-``BatchJob.objects.for_user(request.user)``, so another user's job is a 404 (its existence is
-not revealed), whatever permission classes are configured.
+:func:`~openai_batches.api.permissions.visible_jobs`, so a job the user may not view is a 404
+(its existence is not revealed), and every action on a job checks
+:func:`~openai_batches.api.permissions.check_job_permission` (the owner, or Django's model
+permission of the action), whatever permission classes are configured.
 """
 
 from __future__ import annotations
@@ -32,29 +34,50 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
 from .. import services
 from ..conf import app_settings
 from ..exceptions import LimitExceeded, Problem
+from ..exceptions import ValidationError as AppValidationError
 from ..models import BatchJob, RequestItem
 from . import serializers as s
 from .exceptions import api_exception_handler, error_body
 from .parsers import BoundedJSONParser, BoundedMultiPartParser, JSONLRenderer
-from .permissions import permission_classes
+from .permissions import (
+    ITEM_ACTION_PERMISSIONS,
+    JOB_ACTION_PERMISSIONS,
+    check_job_permission,
+    permission_classes,
+    required_permission,
+    visible_jobs,
+)
 from .schema import api_schema
+from .throttling import DEFAULT_REFRESH_RATE, REFRESH_SCOPE, RefreshRateThrottle
 
 JSONL = "application/jsonl"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: every problem is listed (index or line, field, message); nothing was saved.",
-    401: "Not authenticated.",
-    403: "Not allowed.",
+    401: (
+        "Not authenticated; the `WWW-Authenticate` header names the scheme to use (the first "
+        "configured authentication class that has one; with session authentication alone, "
+        "which has no challenge, the answer is 403)."
+    ),
+    403: (
+        "Not allowed: the configured permission classes refuse you, or the job is another "
+        "user's and you lack the model permission the action needs (the message names it)."
+    ),
     404: "No such job or item (or not yours), or no such page.",
     409: "The job's state does not allow this; the message says why.",
     413: "Too large: the body, the upload, or the job would exceed one batch.",
-    429: "Throttled (DRF throttling settings).",
+    429: "Throttled (DRF throttling settings); `Retry-After` says when to try again.",
     502: "The provider failed or could not be reached.",
+    503: (
+        "The job's account is not usable with the server's current OPENAI_BATCHES setting "
+        "(renamed or removed); an operator must fix it. The job is unchanged."
+    ),
 }
 
 
@@ -130,6 +153,16 @@ class BatchesViewSet(viewsets.GenericViewSet):
     def get_permissions(self) -> list[BasePermission]:
         return [cls() for cls in permission_classes()]
 
+    def get_authenticate_header(self, request: Request) -> str:
+        # DRF asks only the first authenticator; with its default [Session, Basic] that is
+        # the session, which has no challenge, so an anonymous client got a 403 and no hint.
+        # The first scheme that can challenge makes it a 401 with WWW-Authenticate.
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return str(header)
+        return ""  # no challenge: DRF answers 403, as HTTP allows no 401 without one
+
     def get_exception_handler(self) -> Any:
         return api_exception_handler
 
@@ -194,6 +227,21 @@ def _upload_too_large(upload: Any) -> None:
         )
 
 
+def _account_names_withheld(err: AppValidationError, account: Any) -> AppValidationError:
+    """``err`` with the account problem naming only the value given.
+
+    Which accounts a deployment has (often one per customer or team) is not a client's
+    business; the services' message lists them for the developer at the console.
+    """
+    problems = [
+        Problem(p.index, p.field, f"{account!r} is not a configured account.")
+        if p.field == "account" and p.index is None
+        else p
+        for p in err.problems
+    ]
+    return type(err)(problems, truncated=err.truncated)
+
+
 def _is_multipart(request: Request) -> bool:
     return (request.content_type or "").startswith("multipart/")
 
@@ -201,7 +249,10 @@ def _is_multipart(request: Request) -> bool:
 @extend_schema_view(
     list=api_schema(
         summary="List batch jobs",
-        description="Your jobs (all jobs for staff), newest first unless `ordering` says otherwise.",
+        description=(
+            "Your jobs (every job with the `openai_batches.view_batchjob` or "
+            "`change_batchjob` permission), newest first unless `ordering` says otherwise."
+        ),
         parameters=[s.JobFilterSerializer],
         responses={200: s.BatchJobSerializer(many=True), **_errors(400, 404)},
     ),
@@ -212,8 +263,14 @@ def _is_multipart(request: Request) -> bool:
         responses={200: s.BatchJobDetailSerializer, **_errors(404)},
     ),
     destroy=api_schema(
-        summary="Delete a draft job",
-        description="Only a draft can be deleted (409 otherwise); its items go with it.",
+        summary="Delete a job",
+        description=(
+            "Deletes the job and its items, in any state except while the provider is or may "
+            "be running its batch: `submit_requested`, `submitting` and `submitted` (until "
+            "its results are stored) answer 409; cancel such a job first. Drafts, failed "
+            "submissions, cancelled and finished jobs can be deleted (a finished job's "
+            "stored results go with it). Needs `delete_batchjob` on another user's job."
+        ),
         parameters=[JOB_UUID],
         responses={204: OpenApiResponse(description="Deleted."), **_errors(404, 409)},
     ),
@@ -227,14 +284,26 @@ class BatchJobViewSet(BatchesViewSet):
     # Anything up to the next slash reaches the view, so a malformed UUID is our 404 in
     # the API's error shape rather than Django's HTML one.
     lookup_value_regex = "[^/]+"
+    job_action_permissions = JOB_ACTION_PERMISSIONS
 
     def get_queryset(self) -> QuerySet[BatchJob]:
-        return BatchJob.objects.for_user(self.request.user)
+        return visible_jobs(self.request.user)
 
     def get_object(self) -> BatchJob:
         job = job_for(self.request, self.kwargs.get(self.lookup_field))
+        check_job_permission(self.request, job, required_permission(self))
         self.check_object_permissions(self.request, job)
+        self._job = job  # the error handler names it
         return job
+
+    #: The DRF throttle scope of the actions that call the provider in the request.
+    refresh_throttle_scope = REFRESH_SCOPE
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        throttles = super().get_throttles()
+        if self.action == "refresh":
+            throttles.append(RefreshRateThrottle())
+        return throttles
 
     def _detail(self, job: BatchJob, code: int = status.HTTP_200_OK) -> Response:
         data = s.BatchJobDetailSerializer(job, context=self.get_serializer_context()).data
@@ -294,8 +363,11 @@ class BatchJobViewSet(BatchesViewSet):
         if upload is not None:
             _upload_too_large(upload)
         owner = request.user if request.user.is_authenticated else None
-        # All or nothing: a bad line in the upload leaves no empty job behind.
-        job = services.create_job(owner=owner, items=items, jsonl=upload, **data)
+        try:
+            # All or nothing: a bad line in the upload leaves no empty job behind.
+            job = services.create_job(owner=owner, items=items, jsonl=upload, **data)
+        except AppValidationError as err:
+            raise _account_names_withheld(err, data.get("account")) from err
         return self._detail(job, status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, uuid: str | None = None) -> Response:
@@ -309,7 +381,8 @@ class BatchJobViewSet(BatchesViewSet):
         summary="Submit a job",
         description=(
             "Records the intent to submit a draft (or a failed submission) and queues the "
-            "upload; answers at once. Follow the job's `state` and `provider_status`."
+            "upload; answers at once. Follow the job's `state` and `provider_status`. Needs "
+            "`change_batchjob` on another user's job."
         ),
         parameters=[JOB_UUID],
         request=None,
@@ -321,28 +394,39 @@ class BatchJobViewSet(BatchesViewSet):
         return self._detail(job, status.HTTP_202_ACCEPTED)
 
     @api_schema(
-        summary="Refresh a job from the provider",
+        summary="Refresh a job's status from the provider",
         description=(
-            "Asks the provider about the batch now; when it is finished, stores the results "
-            "(and sends the result signals) before answering."
+            "Asks the provider for the batch's status now and records it (status, request "
+            "counts, file ids, usage). Results are never stored inside this request: when the "
+            "batch has finished, storing them (and sending the result signals) is queued for "
+            "a worker, or done by the next `manage.py sync_batches` where RQ is off; follow "
+            "`state` (`finished`) and `ingested_at`. Throttled per user: DRF scope "
+            f"`{REFRESH_SCOPE}`, {DEFAULT_REFRESH_RATE} unless "
+            "`REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']` sets it (429 with `Retry-After`). "
+            "Needs `change_batchjob` on another user's job."
         ),
         parameters=[JOB_UUID],
         request=None,
-        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502)},
+        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502, 503)},
     )
     @action(detail=True, methods=["post"])
     def refresh(self, request: Request, uuid: str | None = None) -> Response:
-        return self._detail(services.refresh(self.get_object()))
+        job = services.refresh(self.get_object(), ingest=False)
+        if job.is_terminal and job.ingested_at is None:
+            # A download of up to 200 MB does not belong in a web request.
+            services.request_refresh(job)
+        return self._detail(job)
 
     @api_schema(
         summary="Cancel a job",
         description=(
             "Before submission the job is cancelled here; afterwards the provider is asked to "
-            "cancel (`provider_status` goes to `cancelling`, then `cancelled`)."
+            "cancel (`provider_status` goes to `cancelling`, then `cancelled`). Needs "
+            "`change_batchjob` on another user's job."
         ),
         parameters=[JOB_UUID],
         request=None,
-        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502)},
+        responses={200: s.BatchJobDetailSerializer, **_errors(404, 409, 502, 503)},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, uuid: str | None = None) -> Response:
@@ -400,7 +484,7 @@ def job_for(request: Request, value: Any) -> BatchJob:
     if not isinstance(value, str) or not _UUID.match(value):
         raise Http404
     key = uuid_lib.UUID(value)
-    return get_object_or_404(BatchJob.objects.for_user(request.user), uuid=key)
+    return get_object_or_404(visible_jobs(request.user), uuid=key)
 
 
 @extend_schema_view(
@@ -424,10 +508,12 @@ class RequestItemViewSet(BatchesViewSet):
     lookup_field = "custom_id"
     # A custom_id may hold any character, slashes and newlines included.
     lookup_value_regex = r"[\s\S]+"
+    job_action_permissions = ITEM_ACTION_PERMISSIONS
 
     def get_job(self) -> BatchJob:
         if not hasattr(self, "_job"):
             job = job_for(self.request, self.kwargs.get("job_uuid"))
+            check_job_permission(self.request, job, required_permission(self))
             self.check_object_permissions(self.request, job)
             self._job = job
         return self._job

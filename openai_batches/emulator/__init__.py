@@ -1,7 +1,7 @@
 """An offline emulator of OpenAI's Files and Batches API.
 
-Run it as a server (``python -m openai_batches.emulator --port 8000``, base URL
-``http://127.0.0.1:8000/v1``) or in-process for tests::
+Run it as a server (``python -m openai_batches.emulator --port 8765``, base URL
+``http://127.0.0.1:8765/v1``) or in-process for tests::
 
     from openai_batches.emulator import Emulator, EmulatorServer
 

@@ -1,4 +1,4 @@
-"""``python -m openai_batches.emulator --host 127.0.0.1 --port 8000``: serve until Ctrl-C."""
+"""``python -m openai_batches.emulator [--host 127.0.0.1] [--port 8765]``: serve until Ctrl-C."""
 
 from .cli import main
 

@@ -12,7 +12,9 @@ is the control API (JSON, no auth):
 ``POST /_emulator/faults``             ``{"method": "POST", "path": "/v1/batches",
                                        "kind": "status", "count": 2, "status": 429,
                                        "retry_after": 1}`` (kinds: status, drop, slow,
-                                       truncate, file_not_found; ``delay`` for slow)
+                                       truncate, file_not_found, huge, drip, garbage,
+                                       wrong_shape, no_id; ``delay`` for slow and drip,
+                                       ``size`` for huge)
 ``GET|DELETE /_emulator/faults``       list / clear pending faults
 ``POST /_emulator/fail_request``       ``{"custom_id": "r1", "status_code": 400,
                                        "code": "context_length_exceeded", "message": "..."}``
@@ -65,6 +67,41 @@ _BATCH_CANCEL = re.compile(r"^/v1/batches/([^/]+)/cancel$")
 
 class DropConnection(Exception):
     """Raised inside the app to make the server close the socket without (more) output."""
+
+
+#: Fault kinds that answer 200 with a broken body (``truncate`` also acts on downloads).
+_BODY_FAULTS = frozenset({"huge", "drip", "garbage", "wrong_shape", "no_id", "truncate"})
+
+
+def _generated(size: int) -> Iterator[bytes]:
+    # One reused chunk: a 150 MB answer costs the emulator 64 KiB.
+    chunk = b" " * CHUNK
+    yield b'{"data": "'
+    sent = 0
+    while sent < size:
+        piece = chunk if size - sent >= CHUNK else chunk[: size - sent]
+        sent += len(piece)
+        yield piece
+
+
+def _dripped(chunks: Iterable[bytes], delay: float) -> Iterator[bytes]:
+    for chunk in chunks:
+        for i in range(len(chunk)):
+            time.sleep(delay)
+            yield chunk[i : i + 1]
+
+
+def _cut(head: bytes) -> Iterator[bytes]:
+    yield head
+    raise DropConnection()
+
+
+def _without_ids(payload: Any) -> Any:
+    if isinstance(payload, dict):
+        if isinstance(payload.get("data"), list):
+            return {**payload, "data": [_without_ids(x) for x in payload["data"]]}
+        return {k: v for k, v in payload.items() if k != "id"}
+    return payload
 
 
 def _status_line(status: int) -> str:
@@ -143,6 +180,8 @@ class EmulatorApp:
             if fault is not None:
                 self._apply_fault(fault)
             self._authenticate(environ)
+            if fault is not None and fault.kind in _BODY_FAULTS:
+                return self._body_fault(fault, method, path, environ, start_response, request_id)
             return self._route(method, path, environ, start_response, request_id, fault)
         except ApiError as err:
             return self._json(start_response, err.status, err.body(), request_id, err.headers)
@@ -177,9 +216,11 @@ class EmulatorApp:
         elif fault.kind == "status":
             status = fault.status or 429
             headers: list[tuple[str, str]] = []
+            # A 429 says retry-after (1 s unless told); a negative retry_after sends none.
             if status == 429 or fault.retry_after is not None:
                 retry_after = fault.retry_after if fault.retry_after is not None else 1
-                headers.append(("retry-after", f"{retry_after:g}"))
+                if retry_after >= 0:
+                    headers.append(("retry-after", f"{retry_after:g}"))
             message = {
                 429: "Rate limit reached for requests (emulated). Please try again later.",
                 500: "The server had an error while processing your request. Sorry about that!",
@@ -193,7 +234,56 @@ class EmulatorApp:
                 code="rate_limit_exceeded" if status == 429 else None,
                 headers=headers,
             )
-        # "truncate" and "file_not_found" act inside their handlers.
+        # "truncate" and "file_not_found" act inside their handlers, the body faults in
+        # _body_fault.
+
+    def _body_fault(
+        self,
+        fault: Fault,
+        method: str,
+        path: str,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        request_id: str,
+    ) -> Iterable[bytes]:
+        """Answer 200 with a broken body (see :meth:`Emulator.inject_fault`)."""
+        if fault.kind == "huge":
+            size = fault.size if fault.size is not None else 150 * 1024 * 1024
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("x-request-id", request_id)]
+            )
+            return _generated(size)
+        if fault.kind == "truncate" and _FILE_CONTENT.match(path):
+            # Downloads truncate as they stream (see _download), never held in memory.
+            return self._route(method, path, environ, start_response, request_id, fault)
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        # Every route calls start_response before it returns its (lazy) body.
+        result = self._route(method, path, environ, capture, request_id, None)
+        status, headers = captured
+        if fault.kind == "drip" or not status.startswith("2"):
+            # A failed call is answered untouched; a drip streams the real answer slowly.
+            start_response(status, headers)
+            if not status.startswith("2"):
+                return result
+            return _dripped(result, fault.delay if fault.delay is not None else 1.0)
+        body = b"".join(result)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        if fault.kind == "truncate":
+            start_response(status, [*headers, ("Content-Length", str(len(body)))])
+            return _cut(body[: len(body) // 2])
+        if fault.kind == "garbage":
+            body = body[: max(1, len(body) // 2)] + b"\x00<html>Bad Gateway"
+        elif fault.kind == "wrong_shape":
+            body = json.dumps([json.loads(body)]).encode()
+        elif fault.kind == "no_id":
+            body = json.dumps(_without_ids(json.loads(body))).encode()
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     def _authenticate(self, environ: dict[str, Any]) -> None:
         header = environ.get("HTTP_AUTHORIZATION", "")
@@ -374,6 +464,7 @@ class EmulatorApp:
                     status=body.get("status"),
                     retry_after=body.get("retry_after"),
                     delay=body.get("delay"),
+                    size=body.get("size"),
                 )
                 return {"ok": True, "fault": fault.as_dict()}
             elif action == "fail_request":

@@ -9,10 +9,18 @@ from collections.abc import Callable, Sequence
 from .core import PROFILES, Emulator
 from .server import EmulatorServer
 
+#: Not 8000, which is ``runserver``'s: the emulator and the site it serves run side by side.
+DEFAULT_PORT = 8765
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
     parser.add_argument(
         "--data-dir", default=None, help="where file bytes live (default: a temp dir)"
     )
@@ -54,7 +62,15 @@ def run(
         webhook_secret=webhook_secret,
     )
     server = EmulatorServer(emulator, host, port, verbose=verbose)
-    server.start()
+    try:
+        server.start()
+    except OSError as err:
+        emulator.close()
+        # One line a person can act on, not a traceback (and no URL printed: nothing serves).
+        raise SystemExit(
+            f"openai_batches.emulator: cannot listen on {host}:{port}: {err.strerror or err}"
+            " (is another emulator or server using it? pick another with --port)"
+        ) from None
     if announce is None:
         print(server.base_url, flush=True)
     else:

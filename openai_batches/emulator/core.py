@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -54,10 +55,23 @@ ENDPOINTS = (
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 NOT_DOWNLOADABLE = ("assistants", "user_data")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-FAULT_KINDS = ("status", "drop", "slow", "truncate", "file_not_found")
+FAULT_KINDS = (
+    "status",
+    "drop",
+    "slow",
+    "truncate",
+    "file_not_found",
+    "huge",
+    "drip",
+    "garbage",
+    "wrong_shape",
+    "no_id",
+)
 
 DAY = 86400
 THIRTY_DAYS = 2592000
+#: The shortest ``expires_after`` / ``output_expires_after`` OpenAI accepts (one hour).
+MIN_EXPIRES_AFTER = 3600
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
 URL_MISMATCH_MESSAGE = "The URL provided for this request does not prefix-match the batch endpoint"
@@ -184,6 +198,7 @@ class Fault:
     status: int | None = None
     retry_after: float | None = None
     delay: float | None = None
+    size: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method.upper()) and fnmatchcase(
@@ -199,6 +214,7 @@ class Fault:
             "status": self.status,
             "retry_after": self.retry_after,
             "delay": self.delay,
+            "size": self.size,
         }
 
 
@@ -394,6 +410,9 @@ class Emulator:
         self._failures: dict[str, RequestFailure] = {}
         self._stalls: set[str] = set()
         self._budgets: dict[str, int] = {}
+        # (expires_at, seq, file_id) of every file that expires: the provider deletes a file
+        # at its expires_at, so from then on it answers 404 like a deleted one.
+        self._expiring: list[tuple[int, int, str]] = []
         self.events: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ public Python API
@@ -430,20 +449,30 @@ class Emulator:
         status: int | None = None,
         retry_after: float | None = None,
         delay: float | None = None,
+        size: int | None = None,
     ) -> Fault:
         """Make the next ``count`` calls matching ``method`` and the glob ``path`` misbehave.
 
-        ``kind``: ``"status"`` (answer ``status``, default 429 with ``retry-after``),
+        ``kind``: ``"status"`` (answer ``status``, default 429 with ``retry-after``:
+        ``retry_after`` seconds, 1 when not given, none when negative),
         ``"drop"`` (close the connection without answering), ``"slow"`` (wait ``delay``
-        seconds, then answer normally), ``"truncate"`` (a file-content download sends half
-        of its bytes, then closes), ``"file_not_found"`` (a batch create answers 400
-        "Cannot find file ...").
+        seconds, then answer normally), ``"truncate"`` (send half of the answer's bytes,
+        then close), ``"file_not_found"`` (a batch create answers 400 "Cannot find file
+        ...").
+
+        Broken or hostile servers, for testing a client's limits: ``"huge"`` (answer 200
+        with ``size`` bytes, default 150 MB, with no Content-Length, generated as sent;
+        the call is not run), ``"drip"`` (send the real answer one byte every ``delay``
+        seconds, default 1), ``"garbage"`` (200 with a body that is not JSON),
+        ``"wrong_shape"`` (200 with a JSON list), ``"no_id"`` (the real answer without its
+        ``id`` fields). Every kind but ``huge`` runs the call first, as a server that did
+        the work and then failed to say so would.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        fault = Fault(method, path, kind, count, status, retry_after, delay)
+        fault = Fault(method, path, kind, count, status, retry_after, delay, size)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -612,11 +641,7 @@ class Emulator:
             )
             if upload.too_large or upload.size > limit:
                 raise ApiError(400, "File is too large.")
-            expires_after = _expires_after(
-                form.fields.get("expires_after[anchor]"),
-                form.fields.get("expires_after[seconds]"),
-                "expires_after",
-            )
+            expires_after = _form_expires_after(form.fields)
         except ApiError:
             form.discard()
             raise
@@ -644,10 +669,31 @@ class Emulator:
                 expires_at=None if expires_after is None else created + expires_after,
                 path=path,
             )
-            self._files[file_id] = rec
+            self._store_file(rec)
             return rec.as_dict()
 
+    def _store_file(self, rec: FileRecord) -> None:
+        self._files[rec.id] = rec
+        if rec.expires_at is not None:
+            heapq.heappush(self._expiring, (rec.expires_at, rec.seq, rec.id))
+
+    def _expire_files(self, now: float) -> None:
+        """Delete every file whose ``expires_at`` has come (under the lock)."""
+        heap = self._expiring
+        while heap and heap[0][0] <= now:
+            expires_at, _, file_id = heapq.heappop(heap)
+            rec = self._files.get(file_id)
+            if rec is not None and rec.expires_at == expires_at:
+                self._remove_file(rec)
+
+    def _remove_file(self, rec: FileRecord) -> None:
+        del self._files[rec.id]
+        # An active batch still reads its input; its bytes go with the data dir.
+        if not any(b.input_file_id == rec.id for b in self._active.values()):
+            _unlink(rec.path)
+
     def _file(self, file_id: str) -> FileRecord:
+        self._expire_files(self.clock.now())
         rec = self._files.get(file_id)
         if rec is None:
             raise ApiError(404, f"No such File object: {file_id}", param="id")
@@ -666,6 +712,7 @@ class Emulator:
         after: str | None = None,
     ) -> dict[str, Any]:
         with self._lock:
+            self._expire_files(self.clock.now())
             recs = sorted(self._files.values(), key=lambda r: (r.created_at, r.seq))
             if order == "desc":
                 recs.reverse()
@@ -676,11 +723,7 @@ class Emulator:
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         with self._lock:
-            rec = self._file(file_id)
-            del self._files[file_id]
-            # An active batch still reads its input; its bytes go with the data dir.
-            if not any(b.input_file_id == file_id for b in self._active.values()):
-                _unlink(rec.path)
+            self._remove_file(self._file(file_id))
             return {"id": file_id, "object": "file", "deleted": True}
 
     def open_content(self, file_id: str) -> tuple[str, int, str]:
@@ -707,18 +750,12 @@ class Emulator:
         if window != "24h":
             raise _invalid_value("completion_window", window, ("24h",))
         metadata = _check_metadata(payload.get("metadata"))
-        oea = payload.get("output_expires_after")
-        output_expires_after = (
-            None
-            if oea is None
-            else _expires_after(
-                oea.get("anchor") if isinstance(oea, dict) else None,
-                oea.get("seconds") if isinstance(oea, dict) else None,
-                "output_expires_after",
-            )
+        output_expires_after = _json_expires_after(
+            payload.get("output_expires_after"), "output_expires_after"
         )
         file_id = payload["input_file_id"]
         with self._lock:
+            self._expire_files(self.clock.now())
             rec = self._files.get(file_id) if isinstance(file_id, str) else None
             if rec is None:
                 raise self.cannot_find_file(str(file_id))
@@ -849,6 +886,7 @@ class Emulator:
             self._step(b, due)
             if b.id in self._active:
                 self._schedule(b)
+        self._expire_files(now)
 
     def _step(self, b: _Batch, t: float) -> None:
         if b.status == "validating":
@@ -1172,15 +1210,17 @@ class Emulator:
         ):
             if size == 0:
                 continue
-            self._files[file_id] = FileRecord(
-                id=file_id,
-                seq=self._next_seq(),
-                filename=f"{b.id}_{kind}.jsonl",
-                purpose="batch_output",
-                bytes=size,
-                created_at=created,
-                expires_at=expires,
-                path=fpath,
+            self._store_file(
+                FileRecord(
+                    id=file_id,
+                    seq=self._next_seq(),
+                    filename=f"{b.id}_{kind}.jsonl",
+                    purpose="batch_output",
+                    bytes=size,
+                    created_at=created,
+                    expires_at=expires,
+                    path=fpath,
+                )
             )
             if kind == "output":
                 b.output_file_id = file_id
@@ -1234,23 +1274,103 @@ def _invalid_value(param: str, value: Any, allowed: Iterable[str]) -> ApiError:
     )
 
 
-def _expires_after(anchor: Any, seconds: Any, param: str) -> int | None:
-    if anchor is None and seconds is None:
-        return None
-    if anchor != "created_at":
-        raise _invalid_value(f"{param}.anchor", anchor, ("created_at",))
-    try:
-        value = int(seconds)
-    except (TypeError, ValueError):
-        value = -1
-    if not 3600 <= value <= THIRTY_DAYS:
+_JSON_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a decimal",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _invalid_type(param: str, expected: str, value: Any) -> ApiError:
+    got = _JSON_TYPE_NAMES.get(type(value), "an unsupported type")
+    return ApiError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {got} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _expiry_seconds(value: int, param: str) -> int:
+    if value < MIN_EXPIRES_AFTER:
         raise ApiError(
             400,
-            f"Invalid '{param}.seconds': must be between 3600 and {THIRTY_DAYS}.",
-            param=f"{param}.seconds",
-            code="invalid_value",
+            f"Invalid '{param}': integer below minimum value. Expected a value >= "
+            f"{MIN_EXPIRES_AFTER}, but got {value} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    if value > THIRTY_DAYS:
+        raise ApiError(
+            400,
+            f"Invalid '{param}': integer above maximum value. Expected a value <= "
+            f"{THIRTY_DAYS}, but got {value} instead.",
+            param=param,
+            code="integer_above_max_value",
         )
     return value
+
+
+def _expiry_anchor(anchor: Any, param: str) -> None:
+    if not isinstance(anchor, str):
+        raise _invalid_type(f"{param}.anchor", "a string", anchor)
+    if anchor != "created_at":
+        raise _invalid_value(f"{param}.anchor", anchor, ("created_at",))
+
+
+def _json_expires_after(value: Any, param: str) -> int | None:
+    """``output_expires_after`` of a JSON body: an object with exactly ``anchor`` (only
+    ``created_at``) and an integer ``seconds`` in 3600..2592000 (the SPEC's schema)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object", value)
+    for key in value:
+        if key not in ("anchor", "seconds"):
+            raise ApiError(
+                400,
+                f"Unknown parameter: '{param}.{key}'.",
+                param=f"{param}.{key}",
+                code="unknown_parameter",
+            )
+    for key in ("anchor", "seconds"):
+        if key not in value:
+            raise _missing(f"{param}.{key}")
+    _expiry_anchor(value["anchor"], param)
+    seconds = value["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise _invalid_type(f"{param}.seconds", "an integer", seconds)
+    return _expiry_seconds(seconds, f"{param}.seconds")
+
+
+_FORM_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _form_expires_after(fields: dict[str, str]) -> int | None:
+    """``expires_after`` of a multipart upload, flattened as ``expires_after[anchor]`` and
+    ``expires_after[seconds]`` (how the SDK sends it); both or neither must be there."""
+    param = "expires_after"
+    given = {k: v for k, v in fields.items() if k == param or k.startswith(param + "[")}
+    if not given:
+        return None
+    for key in given:
+        if key not in ("expires_after[anchor]", "expires_after[seconds]"):
+            name = key.replace("[", ".").replace("]", "")
+            raise ApiError(
+                400, f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter"
+            )
+    for key in ("anchor", "seconds"):
+        if f"{param}[{key}]" not in given:
+            raise _missing(f"{param}.{key}")
+    _expiry_anchor(given["expires_after[anchor]"], param)
+    raw = given["expires_after[seconds]"]
+    if not _FORM_INTEGER.fullmatch(raw):
+        raise _invalid_type(f"{param}.seconds", "an integer", raw)
+    return _expiry_seconds(int(raw), f"{param}.seconds")
 
 
 def _check_metadata(metadata: Any) -> dict[str, str] | None:

@@ -4,6 +4,20 @@ The same request body always yields the same reply text, embedding vector and ``
 tests can assert on results. Tokens are estimated as one token per four characters of the
 text in the request (rounded up, at least one); that is not tiktoken, but it is stable and
 grows with the input, which is what budgets and usage accounting need.
+
+Answers that are not plain text, on documented triggers, so receivers can be tested on them:
+
+- a ``json_schema`` format (chat ``response_format``, Responses ``text.format``): JSON that
+  fits the schema; the Responses body echoes the format as the real one does;
+- ``tool_choice`` ``"required"`` or naming a function: a call of that function (the first one
+  for ``"required"``) with arguments that fit its ``parameters`` schema; ``"auto"`` answers
+  in text;
+- a prompt containing ``emulator-refuse``: a refusal (chat ``message.refusal``, Responses a
+  ``refusal`` content part);
+- a prompt containing ``emulator-flag`` (moderations): flagged as violence;
+- ``max_tokens``/``max_completion_tokens``/``max_output_tokens`` below the reply: the reply
+  cut with a ``length`` stop (Responses: ``incomplete``, ``max_output_tokens``);
+- images with ``response_format: "url"``: URLs instead of base64.
 """
 
 from __future__ import annotations
@@ -107,10 +121,114 @@ def _requested_format(body: dict[str, Any]) -> dict[str, Any] | None:
     return fmt if isinstance(fmt, dict) else None
 
 
-def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0) -> Any:
-    """A deterministic value that fits a JSON schema (enums picked by hash of the input)."""
-    if not isinstance(schema, dict) or depth > 8:
+_FORMATS = {
+    "date": "2024-05-17",
+    "date-time": "2024-05-17T12:30:00Z",
+    "time": "12:30:00",
+    "duration": "P1D",
+    "email": "user@example.com",
+    "hostname": "example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "uuid": "123e4567-e89b-42d3-a456-426614174000",
+    "uri": "https://example.com/emulated",
+}
+
+
+def _resolve(ref: str, root: Any) -> Any:
+    node = root
+    for part in ref.removeprefix("#").strip("/").split("/"):
+        if not part:
+            continue
+        node = (
+            node.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(node, dict) else None
+        )
+    return node
+
+
+def _from_pattern(pattern: str, pick: int) -> str:
+    """A string matching a regular expression, built from its parse tree."""
+    import re._parser as sre  # private, but the only parser of Python's own regex syntax
+
+    def gen(items: Any) -> str:
+        out = []
+        for op, arg in items:
+            name = str(op)
+            if name == "LITERAL":
+                out.append(chr(arg))
+            elif name == "ANY":
+                out.append("x")
+            elif name == "IN":
+                out.append(_in(arg))
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                low, high, sub = arg
+                count = max(low, min(high, 1 if low == 0 else low))
+                out.append("".join(gen(sub) for _ in range(count)))
+            elif name == "SUBPATTERN":
+                out.append(gen(arg[-1]))
+            elif name == "BRANCH":
+                branches = arg[1]
+                out.append(gen(branches[pick % len(branches)]))
+            # AT (anchors) and the like match no characters
+        return "".join(out)
+
+    def _in(arg: Any) -> str:
+        negated = any(str(op) == "NEGATE" for op, _ in arg)
+        if negated:
+            excluded = {chr(v) for op, v in arg if str(op) == "LITERAL"}
+            return next(c for c in "xyz0" if c not in excluded)
+        op, value = next((o, v) for o, v in arg if str(o) != "NEGATE")
+        if str(op) == "LITERAL":
+            return chr(value)
+        if str(op) == "RANGE":
+            return chr(value[0] + pick % (value[1] - value[0] + 1))
+        return {"CATEGORY_DIGIT": "7", "CATEGORY_SPACE": " "}.get(str(value), "a")
+
+    return gen(sre.parse(pattern))
+
+
+def _string(schema: dict[str, Any], pick: int, prompt: str) -> str:
+    if schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
+    if isinstance(schema.get("pattern"), str):
+        return _from_pattern(schema["pattern"], pick)
+    text = f"Emulated text for: {prompt[:60]}"
+    low = schema.get("minLength")
+    high = schema.get("maxLength")
+    if isinstance(high, int):
+        text = text[:high]
+    if isinstance(low, int) and len(text) < low:
+        text = text.ljust(low, ".")
+    return text
+
+
+def _number(schema: dict[str, Any], pick: int, integer: bool) -> float | int:
+    given_low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    given_high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if given_low is None and given_high is None:
+        return pick % 100 if integer else round((pick % 10_000) / 100, 2)
+    # One bound at least is given here.
+    low = float(given_low) if given_low is not None else float(given_high or 0) - 100
+    high = float(given_high) if given_high is not None else low + 100
+    if integer:
+        first = math.floor(low) + 1 if "exclusiveMinimum" in schema else math.ceil(low)
+        last = math.ceil(high) - 1 if "exclusiveMaximum" in schema else math.floor(high)
+        return first + pick % max(1, last - first + 1)
+    # A point strictly inside the range satisfies inclusive and exclusive bounds alike.
+    return low + (high - low) * ((pick % 98) + 1) / 100
+
+
+def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0, root: Any = None) -> Any:
+    """A deterministic value that fits a JSON schema (enums picked by hash of the input):
+    ``$ref`` into ``$defs``, unions (first non-null branch), formats, patterns, bounds."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 12:
         return None
+    if isinstance(schema.get("$ref"), str):
+        target = _resolve(schema["$ref"], root)
+        merged = {**(target if isinstance(target, dict) else {}), **schema}
+        merged.pop("$ref")
+        return _from_schema(merged, seed, prompt, depth + 1, root)
     pick = int(stable_hex(seed, length=8), 16)
     if schema.get("enum"):
         return schema["enum"][pick % len(schema["enum"])]
@@ -118,27 +236,39 @@ def _from_schema(schema: Any, seed: str, prompt: str, depth: int = 0) -> Any:
         return schema["const"]
     for key in ("anyOf", "oneOf"):
         if schema.get(key):
-            return _from_schema(schema[key][0], seed, prompt, depth + 1)
+            options = schema[key]
+            chosen = next((o for o in options if o.get("type") != "null"), options[0])
+            return _from_schema(chosen, seed, prompt, depth + 1, root)
+    if isinstance(schema.get("allOf"), list) and schema["allOf"]:
+        merged = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in schema["allOf"]:
+            merged.update(part if isinstance(part, dict) else {})
+        return _from_schema(merged, seed, prompt, depth + 1, root)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         return {
-            name: _from_schema(sub, f"{seed}.{name}", prompt, depth + 1)
+            name: _from_schema(sub, f"{seed}.{name}", prompt, depth + 1, root)
             for name, sub in props.items()
         }
     if kind == "array":
-        return [_from_schema(schema.get("items"), f"{seed}[0]", prompt, depth + 1)]
-    if kind == "integer":
-        return pick % 100
-    if kind == "number":
-        return round((pick % 10_000) / 100, 2)
+        # A recursive schema stops growing: deep arrays are left empty when allowed.
+        count = int(schema.get("minItems") or (1 if depth < 6 else 0))
+        if isinstance(schema.get("maxItems"), int):
+            count = min(count, schema["maxItems"])
+        return [
+            _from_schema(schema.get("items"), f"{seed}[{i}]", prompt, depth + 1, root)
+            for i in range(count)
+        ]
+    if kind in ("integer", "number"):
+        return _number(schema, pick, kind == "integer")
     if kind == "boolean":
         return bool(pick % 2)
     if kind == "null":
         return None
-    return f"Emulated text for: {prompt[:60]}"
+    return _string(schema, pick, prompt)
 
 
 def reply_text(endpoint: str, body: dict[str, Any]) -> str:
@@ -191,10 +321,68 @@ def _count(body: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
+REFUSE_TRIGGER = "emulator-refuse"
+REFUSAL_TEXT = "I'm sorry, I can't help with that request (emulated refusal)."
+
+
+def _refuses(endpoint: str, body: dict[str, Any]) -> bool:
+    return REFUSE_TRIGGER in _last_user_text(endpoint, body).lower()
+
+
+def _forced_tool(body: dict[str, Any]) -> tuple[str, Any] | None:
+    """(name, parameters schema) of the function ``tool_choice`` forces, if it forces one.
+    Chat nests a function under ``function``; the Responses API does not."""
+    tools = [
+        t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"
+    ]
+    specs: list[dict[str, Any]] = []
+    for tool in tools:
+        nested = tool.get("function")
+        specs.append(nested if isinstance(nested, dict) else tool)
+    choice = body.get("tool_choice")
+    if choice == "required" and specs:
+        return str(specs[0].get("name")), specs[0].get("parameters")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        nested = choice.get("function")
+        named = nested if isinstance(nested, dict) else choice
+        for spec in specs:
+            if spec.get("name") == named.get("name"):
+                return str(spec.get("name")), spec.get("parameters")
+    return None
+
+
+def _tool_arguments(endpoint: str, body: dict[str, Any], parameters: Any) -> str:
+    digest = stable_hex(json.dumps(body, sort_keys=True), length=8)
+    prompt = " ".join(_last_user_text(endpoint, body).split())[:80]
+    return json.dumps(_from_schema(parameters or {"type": "object"}, digest, prompt))
+
+
 def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
-    text, out_tokens, finish = _reply_and_tokens("/v1/chat/completions", body)
+    endpoint = "/v1/chat/completions"
+    text, out_tokens, finish = _reply_and_tokens(endpoint, body)
     n = _count(body)
-    in_tokens = estimate_input_tokens("/v1/chat/completions", body)
+    in_tokens = estimate_input_tokens(endpoint, body)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text,
+        "refusal": None,
+        "annotations": [],
+    }
+    forced = _forced_tool(body)
+    if forced is not None:
+        arguments = _tool_arguments(endpoint, body, forced[1])
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": "call_" + stable_hex("call", key, length=24),
+                "type": "function",
+                "function": {"name": forced[0], "arguments": arguments},
+            }
+        ]
+        out_tokens, finish = count_tokens(arguments), "tool_calls"
+    elif _refuses(endpoint, body):
+        message["content"], message["refusal"] = None, REFUSAL_TEXT
+        out_tokens, finish = count_tokens(REFUSAL_TEXT), "stop"
     return {
         "id": "chatcmpl-" + stable_hex("chat", key, length=29),
         "object": "chat.completion",
@@ -203,12 +391,7 @@ def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str,
         "choices": [
             {
                 "index": i,
-                "message": {
-                    "role": "assistant",
-                    "content": text,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": dict(message),
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -232,8 +415,39 @@ def _chat(body: dict[str, Any], model: str, created: int, key: str) -> dict[str,
 
 
 def _responses(body: dict[str, Any], model: str, created: int, key: str) -> dict[str, Any]:
-    text, out_tokens, finish = _reply_and_tokens("/v1/responses", body)
-    in_tokens = estimate_input_tokens("/v1/responses", body)
+    endpoint = "/v1/responses"
+    text, out_tokens, finish = _reply_and_tokens(endpoint, body)
+    in_tokens = estimate_input_tokens(endpoint, body)
+    content: dict[str, Any] = {
+        "type": "output_text",
+        "text": text,
+        "annotations": [],
+        "logprobs": [],
+    }
+    output: dict[str, Any] = {
+        "type": "message",
+        "id": "msg_" + stable_hex("msg", key, length=48),
+        "status": "completed" if finish == "stop" else "incomplete",
+        "role": "assistant",
+        "content": [content],
+    }
+    forced = _forced_tool(body)
+    if forced is not None:
+        arguments = _tool_arguments(endpoint, body, forced[1])
+        output = {
+            "type": "function_call",
+            "id": "fc_" + stable_hex("fc", key, length=48),
+            "call_id": "call_" + stable_hex("call", key, length=24),
+            "name": forced[0],
+            "arguments": arguments,
+            "status": "completed",
+        }
+        out_tokens, finish = count_tokens(arguments), "stop"
+    elif _refuses(endpoint, body):
+        output["content"] = [{"type": "refusal", "refusal": REFUSAL_TEXT}]
+        out_tokens, finish = count_tokens(REFUSAL_TEXT), "stop"
+    requested = body.get("text")
+    requested_text: dict[str, Any] = requested if isinstance(requested, dict) else {}
     return {
         "id": "resp_" + stable_hex("resp", key, length=48),
         "object": "response",
@@ -245,26 +459,16 @@ def _responses(body: dict[str, Any], model: str, created: int, key: str) -> dict
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": model,
-        "output": [
-            {
-                "type": "message",
-                "id": "msg_" + stable_hex("msg", key, length=48),
-                "status": "completed",
-                "role": "assistant",
-                "content": [
-                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-                ],
-            }
-        ],
+        "output": [output],
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "service_tier": "default",
         "store": True,
         "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}, "verbosity": "medium"},
-        "tool_choice": "auto",
-        "tools": [],
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **requested_text},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "truncation": "disabled",
         "usage": {
@@ -315,11 +519,14 @@ def _completions(body: dict[str, Any], model: str, created: int, key: str) -> di
         "created": created,
         "model": model,
         "system_fingerprint": "fp_emulator",
-        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        "choices": [
+            {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
+            for i in range(_count(body))
+        ],
         "usage": {
             "prompt_tokens": in_tokens,
-            "completion_tokens": out_tokens,
-            "total_tokens": in_tokens + out_tokens,
+            "completion_tokens": out_tokens * _count(body),
+            "total_tokens": in_tokens + out_tokens * _count(body),
         },
     }
 
@@ -347,12 +554,19 @@ def _moderations(body: dict[str, Any], model: str, key: str) -> dict[str, Any]:
     return {"id": "modr-" + stable_hex("modr", key, length=32), "model": model, "results": results}
 
 
-def _images(body: dict[str, Any], created: int) -> dict[str, Any]:
+def _images(body: dict[str, Any], created: int, key: str) -> dict[str, Any]:
     n = _count(body)
     in_tokens = estimate_input_tokens("/v1/images/generations", body)
     return {
         "created": created,
-        "data": [{"b64_json": _PNG_1X1, "revised_prompt": body.get("prompt")} for _ in range(n)],
+        "data": [
+            {
+                "url": f"https://files.emulator.invalid/images/{stable_hex('img', key, str(i), length=16)}.png"
+            }
+            if body.get("response_format") == "url"
+            else {"b64_json": _PNG_1X1, "revised_prompt": body.get("prompt")}
+            for i in range(n)
+        ],
         "usage": {
             "input_tokens": in_tokens,
             "input_tokens_details": {"text_tokens": in_tokens, "image_tokens": 0},
@@ -398,7 +612,7 @@ def response_body(
     if endpoint == "/v1/moderations":
         return _moderations(body, model, key)
     if endpoint.startswith("/v1/images/"):
-        return _images(body, created)
+        return _images(body, created, key)
     return _videos(body, model, created, key)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from django.conf import settings
 from openai import OpenAI
 
@@ -72,3 +75,94 @@ def test_openai_emulator_fixture(openai_emulator: EmulatorHandle) -> None:
         ).json()["data"]
         == []
     )
+
+
+# --- ports: not runserver's, and a taken one is one clear line ---------------------------------
+
+
+def test_default_port_is_not_runservers() -> None:
+    import argparse
+
+    from django.core.management.commands.runserver import Command as RunServer
+
+    from openai_batches.emulator.cli import DEFAULT_PORT, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).port == DEFAULT_PORT
+    assert str(DEFAULT_PORT) != RunServer.default_port
+    # The example project's settings and `serve` expect the emulator on the same default.
+    assert (
+        f"127.0.0.1:{DEFAULT_PORT}/v1"
+        in (ROOT / "example_project/example_project/settings.py").read_text()
+    )
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _assert_one_clear_line(result: subprocess.CompletedProcess[str], port: int) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "in use" in lines[0]
+
+
+@pytest.mark.parametrize("entry", ["python -m", "manage.py openai_emulator"])
+def test_emulator_on_a_taken_port_fails_with_one_line(taken_port: int, entry: str) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    module = (
+        ["-m", "openai_batches.emulator"]
+        if entry == "python -m"
+        else ["-m", "django", "openai_emulator"]
+    )
+    result = subprocess.run(
+        [sys.executable, *module, "--port", str(taken_port)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    _assert_one_clear_line(result, taken_port)
+    assert result.stdout == ""  # no base URL printed for a server that is not there
+
+
+@pytest.mark.parametrize("which", ["--port", "--emulator-port"])
+def test_serve_on_a_taken_port_fails_before_its_banner(
+    taken_port: int, which: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
+    # A scratch database: the check must come before migrate, but never touch the real one.
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    other = "--emulator-port" if which == "--port" else "--port"
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        free = spare.getsockname()[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "example_project/manage.py",
+            "serve",
+            which,
+            str(taken_port),
+            other,
+            str(free),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    _assert_one_clear_line(result, taken_port)
+    assert which in result.stderr  # says how to pick another
+    assert "is running" not in result.stdout
+    assert not (tmp_path / "db.sqlite3").exists()  # failed before doing anything

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import time
+from typing import Any
 
 import httpx
 import openai
@@ -167,3 +169,86 @@ def test_in_process_wsgi_transport(emu: Emulator) -> None:
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         assert c.batches.retrieve(batch.id).status == "completed"
+
+
+# -- broken and hostile answers (for testing a client's limits) ---------------------------
+
+
+def test_429_without_retry_after(emu: Emulator, server: EmulatorServer) -> None:
+    emu.inject_fault("GET", "/v1/batches", "status", status=429, retry_after=-1)
+    r = httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    assert r.status_code == 429
+    assert "retry-after" not in r.headers
+    assert r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_huge_answers_stream_without_a_length(emu: Emulator, server: EmulatorServer) -> None:
+    root = server.root_url + "/_emulator"
+    fault = {"method": "GET", "path": "/v1/batches", "kind": "huge", "size": 3_000_000}
+    assert httpx.post(f"{root}/faults", json=fault).json()["fault"]["size"] == 3_000_000
+    with httpx.stream("GET", f"{server.base_url}/batches", headers=AUTH) as r:
+        assert r.status_code == 200
+        assert "content-length" not in r.headers
+        total = sum(len(chunk) for chunk in r.iter_raw())
+    assert total == len(b'{"data": "') + 3_000_000
+
+
+def test_drip_sends_the_real_answer_slowly(emu: Emulator, server: EmulatorServer) -> None:
+    emu.inject_fault("GET", "/v1/batches", "drip", delay=0.002)
+    started = time.monotonic()
+    r = httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    elapsed = time.monotonic() - started
+    assert r.json()["object"] == "list"
+    assert elapsed >= len(r.content) * 0.002
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("kind", "check"),
+    [
+        ("garbage", lambda r: not _is_json(r.content)),
+        ("wrong_shape", lambda r: isinstance(r.json(), list) and r.json()[0]["object"] == "batch"),
+        ("no_id", lambda r: "id" not in r.json() and r.json()["object"] == "batch"),
+    ],
+)
+def test_mangled_answers_after_the_call_ran(
+    emu: Emulator, server: EmulatorServer, client: OpenAI, kind: str, check: Any
+) -> None:
+    batch = create_batch(client, [line("a")])
+    emu.inject_fault("GET", "/v1/batches/*", kind)
+    r = httpx.get(f"{server.base_url}/batches/{batch.id}", headers=AUTH)
+    assert r.status_code == 200
+    assert check(r)
+    assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_no_id_strips_every_id_of_a_list(
+    emu: Emulator, server: EmulatorServer, client: OpenAI
+) -> None:
+    create_batch(client, [line("a")])
+    emu.inject_fault("GET", "/v1/batches", "no_id")
+    page = httpx.get(f"{server.base_url}/batches", headers=AUTH).json()
+    assert page["data"] and all("id" not in b for b in page["data"])
+
+
+def test_a_truncated_json_answer(emu: Emulator, server: EmulatorServer) -> None:
+    emu.inject_fault("GET", "/v1/batches", "truncate")
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(f"{server.base_url}/batches", headers=AUTH)
+    assert httpx.get(f"{server.base_url}/batches", headers=AUTH).json()["object"] == "list"
+
+
+def test_a_body_fault_on_a_failing_call_answers_the_failure(
+    emu: Emulator, server: EmulatorServer
+) -> None:
+    emu.inject_fault("GET", "/v1/batches/*", "garbage")
+    r = httpx.get(f"{server.base_url}/batches/batch_missing", headers=AUTH)
+    assert r.status_code == 404
+    assert r.json()["error"]["param"] == "id"

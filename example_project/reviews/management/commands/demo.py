@@ -415,6 +415,7 @@ class Command(BaseCommand):
             + ", ".join(f"{s or 'none'} {n}" for s, n in by_sentiment)
         )
         self.samples(reviews)
+        self.parsed_samples(job)
 
     def cost_line(self, job: BatchJob) -> str:
         cost = services.job_cost(job)
@@ -454,6 +455,26 @@ class Command(BaseCommand):
                 "\n  The emulator does not read the reviews: it answers the structured-output "
                 "schema with\n  a label picked by a hash of the request. With --openai the "
                 "model reads them, and the\n  same receiver stores its labels."
+            )
+
+    def parsed_samples(self, job: BatchJob) -> None:
+        """A few answers as the receiver got them: ``item.result``, parsed into the model."""
+        items = RequestItem.objects.filter(job=job).select_related("job").order_by("pk")
+        picks = list(items.filter(state=ItemState.SUCCEEDED)[:3])
+        picks += list(items.exclude(state=ItemState.SUCCEEDED)[:1])
+        if not picks:
+            return
+        self.stdout.write(f"\n  Sample parsed results (item.result, model {job.output_schema}):")
+        for item in picks:
+            result = item.result
+            if result.parsed is not None:
+                shown = f"parsed {result.parsed!r}"
+            else:
+                shown = self.style.WARNING(f"not parsed: {result.reason}")
+            self.stdout.write(f"  · {item.custom_id}: {shown}")
+            self.stdout.write(
+                f"      tokens {result.usage.input_tokens} in / {result.usage.output_tokens} out, "
+                f"finish {result.finish_reason or '-'}"
             )
 
     def is_real_settings(self) -> bool:

@@ -4,12 +4,16 @@ Starts, as child processes: the bundled OpenAI emulator (``python -m
 openai_batches.emulator``, timing ``fast``), a worker (``rqworker --with-scheduler`` when
 ``REDIS_URL`` is set, else ``sync_batches --loop``, which needs no Redis) and ``runserver``.
 Prints the URLs and the demo login, and stops all of them on Ctrl-C or when one exits.
+A port already in use fails at once, with one line naming it and a non-zero exit, before
+anything starts; a child that dies later stops the others and the command exits non-zero.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from example_project.urls import HAS_API
 
 from openai_batches.conf import app_settings
@@ -48,6 +52,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        ports = [("site", options["port"], "--port")]
+        if not options["no_emulator"]:
+            ports.append(("emulator", options["emulator_port"], "--emulator-port"))
+        for what, port, flag in ports:
+            problem = port_problem("127.0.0.1", port)
+            if problem:
+                raise CommandError(
+                    f"cannot serve the {what} on 127.0.0.1:{port}: {problem}; "
+                    f"stop whatever uses it or pick another port with {flag}"
+                )
         call_command("migrate", verbosity=0, interactive=False)
         ensure_demo_user()
         ensure_reviews(300)
@@ -80,12 +94,18 @@ class Command(BaseCommand):
             for name, cmd in commands:
                 procs.append((name, subprocess.Popen(cmd, env=env)))
             time.sleep(1.5)
-            self.banner(options, emulator_url, bool(settings.REDIS_URL))
+            # A child that died at start (a port taken between the check and its bind, a
+            # broken setting) must not be announced as running.
+            if all(p.poll() is None for _, p in procs):
+                self.banner(options, emulator_url, bool(settings.REDIS_URL))
             while all(p.poll() is None for _, p in procs):
                 time.sleep(0.5)
-            for name, p in procs:
-                if p.poll() is not None:
-                    self.stderr.write(f"{name} exited with status {p.returncode}; stopping.")
+            dead = [
+                f"{name} exited with status {p.returncode}"
+                for name, p in procs
+                if p.poll() is not None
+            ]
+            raise CommandError("; ".join(dead) + "; stopped the others")
         except KeyboardInterrupt:
             self.stdout.write("\nstopping ...")
         finally:
@@ -125,6 +145,20 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (e.g. already in use), or None if it can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # The servers set SO_REUSEADDR too, so a port in TIME_WAIT is not reported as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return "the port is already in use"
+            return err.strerror or str(err)
+    return None
 
 
 def _interrupt(signum: int, frame: Any) -> None:
