@@ -282,12 +282,19 @@ def check_rq(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 @register(Tags.compatibility)
 def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """``RUNNER``: a known value, the deprecated ``USE_RQ``, and a usable Tasks backend."""
+    """``RUNNER``: a known value and, for ``"tasks"``, a usable Tasks backend.
+
+    The deprecated ``USE_RQ`` is not reported here but by a ``DeprecationWarning`` at run
+    time, so ``manage.py check`` stays clean for projects that have not moved yet.
+    """
+    import warnings
+
     from . import jobs
 
     try:
-        user = app_settings.user_settings
-        runner = jobs.runner()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            runner = jobs.runner()
     except ConfigurationError as err:
         return [
             Error(
@@ -298,16 +305,6 @@ def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     messages: list[CheckMessage] = []
-    if "USE_RQ" in user:
-        same = "rq" if user["USE_RQ"] else "none"
-        ignored = " It is ignored because RUNNER is set." if "RUNNER" in user else ""
-        messages.append(
-            Warning(
-                f"{SETTING_NAME}['USE_RQ'] is deprecated in favour of {SETTING_NAME}['RUNNER'].{ignored}",
-                hint=f'Replace it with "RUNNER": "{same}" (or "tasks" for Django\'s Tasks framework).',
-                id="openai_batches.W020",
-            )
-        )
     if runner != "tasks":
         return messages
     try:

@@ -4,7 +4,7 @@ and the enqueue helpers that hand them to the configured runner.
 ``OPENAI_BATCHES['RUNNER']`` chooses where background work runs: ``"rq"`` (django-rq, the
 default), ``"tasks"`` (Django's Tasks framework, see :mod:`openai_batches.tasks`) or
 ``"none"`` (nothing is enqueued; cron's ``sync_batches`` does everything). The deprecated
-``USE_RQ`` still works when ``RUNNER`` is not set.
+``USE_RQ`` still works when ``RUNNER`` is not set, with a ``DeprecationWarning``.
 
 Every enqueue happens after the surrounding transaction commits, whatever the runner and
 whatever the host's ``RQ['COMMIT_MODE']``: we register our own ``on_commit`` hook (and hand
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -49,7 +50,15 @@ def runner() -> Runner:
     value = app_settings.RUNNER
     if value is None:
         # USE_RQ predates RUNNER; False meant what RUNNER "none" means now.
-        return "rq" if app_settings.USE_RQ else "none"
+        resolved: Runner = "rq" if app_settings.USE_RQ else "none"
+        if "USE_RQ" in app_settings.user_settings:
+            warnings.warn(
+                f"{SETTING_NAME}['USE_RQ'] is deprecated: replace it with "
+                f'"RUNNER": "{resolved}" (or "tasks" for Django\'s Tasks framework).',
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return resolved
     for known in RUNNERS:
         if value == known:
             return known
