@@ -278,3 +278,76 @@ def check_rq(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``RUNNER``: a known value and, for ``"tasks"``, a usable Tasks backend.
+
+    The deprecated ``USE_RQ`` is not reported here but by a ``DeprecationWarning`` at run
+    time, so ``manage.py check`` stays clean for projects that have not moved yet.
+    """
+    import warnings
+
+    from . import jobs
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            runner = jobs.runner()
+    except ConfigurationError as err:
+        return [
+            Error(
+                str(err),
+                hint='"rq" (django-rq workers), "tasks" (Django\'s Tasks framework) or "none" '
+                "(cron's sync_batches only).",
+                id="openai_batches.E020",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    if runner != "tasks":
+        return messages
+    try:
+        framework = jobs.tasks_framework()
+    except ConfigurationError as err:
+        return [
+            *messages,
+            Error(
+                str(err),
+                hint="pip install 'django-openai-batches[tasks]' (the backport and a database backend).",
+                id="openai_batches.E021",
+            ),
+        ]
+    try:
+        backend = framework.task_backends["default"]
+    except Exception as err:
+        return [
+            *messages,
+            Error(
+                f"RUNNER is 'tasks' but the default Tasks backend cannot be loaded: {err}",
+                hint="Configure settings.TASKS['default'] with a backend that has workers, "
+                "e.g. django_tasks_db.DatabaseBackend.",
+                id="openai_batches.E021",
+            ),
+        ]
+    if not backend.supports_defer:
+        messages.append(
+            Error(
+                f"The default Tasks backend ({type(backend).__name__}) cannot run a task later; "
+                "the app schedules its polls with run_after.",
+                hint="Use a backend with workers that supports run_after, e.g. "
+                "django_tasks_db.DatabaseBackend with manage.py db_worker.",
+                id="openai_batches.E022",
+            )
+        )
+    queue = app_settings.QUEUE
+    if backend.queues and queue not in backend.queues:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['QUEUE'] is {queue!r}, which is not a queue of the default Tasks backend.",
+                hint=f"Add {queue!r} to settings.TASKS['default']['QUEUES'] "
+                f"(now {sorted(backend.queues)}), or set QUEUE to one of them.",
+                id="openai_batches.E023",
+            )
+        )
+    return messages

@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
     # Enqueue background work on RQ. False: enqueue nothing and let cron's sync_batches do
     # everything (no Redis needed).
     "USE_RQ": True,
+    # Where background work runs: "rq" (django-rq), "tasks" (Django's Tasks framework) or
+    # "none" (enqueue nothing; cron's sync_batches does everything). None: "rq", unless the
+    # deprecated USE_RQ is False.
+    "RUNNER": None,
     # RQ queue the background jobs go to (must be a key of RQ_QUEUES).
     "QUEUE": "default",
     # A submission attempt older than this (seconds) is presumed dead and may be taken over.
