@@ -4,4 +4,4 @@ Import-light on purpose: only the version lives here, so ``import openai_batches
 touches Django settings or the network.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -249,17 +249,20 @@ def check_api_keys_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 
 @register(Tags.compatibility)
 def check_rq(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from . import jobs
+
     try:
-        if not app_settings.USE_RQ:
-            return []  # cron-only: sync_batches needs no queue
+        if jobs.runner() != "rq":
+            return []  # Django Tasks, or cron-only: no RQ queue is needed
     except ConfigurationError:
-        return []
+        return []  # an unknown RUNNER is reported by its own check
     if not apps.is_installed("django_rq"):
         return [
             Error(
                 "django_rq is not in INSTALLED_APPS; the app's background jobs run on RQ.",
                 hint="Add 'django_rq' to INSTALLED_APPS and configure RQ_QUEUES, or set "
-                f"{SETTING_NAME}['USE_RQ'] = False to run everything from cron's sync_batches.",
+                f'{SETTING_NAME}[\'RUNNER\'] to "tasks" (Django\'s Tasks framework) or "none" '
+                "(everything from cron's sync_batches).",
                 id="openai_batches.E006",
             )
         ]

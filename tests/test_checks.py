@@ -98,12 +98,14 @@ def test_full_valid_configuration_is_clean(settings) -> None:
     assert run_checks() == []
 
 
+@pytest.mark.django_db  # Django 6.1's checks open the database
 def test_manage_py_check_is_clean_on_the_test_settings() -> None:
     out = StringIO()
     call_command("check", stdout=out, stderr=out)
     assert "System check identified no issues" in out.getvalue()
 
 
+@pytest.mark.django_db  # Django 6.1's checks open the database
 def test_manage_py_check_fails_on_an_error(settings) -> None:
     from django.core.management.base import SystemCheckError
 
@@ -390,11 +392,21 @@ def test_w001_one_warning_per_unknown_key(settings) -> None:
     assert ids(check_settings()) == ["openai_batches.W001", "openai_batches.W001"]
 
 
+@pytest.mark.django_db  # Django 6.1's checks open the database
 def test_w001_is_a_warning_so_manage_py_check_passes(settings) -> None:
     configure(settings, SOMETHING=1)
     out = StringIO()
     call_command("check", stdout=out, stderr=out)
     assert "openai_batches.W001" in out.getvalue()
+
+
+@pytest.mark.parametrize("runner", ["none", "tasks"])
+def test_a_runner_other_than_rq_needs_neither_django_rq_nor_a_queue(settings, runner: str) -> None:
+    from openai_batches.checks import check_rq
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RUNNER": runner, "QUEUE": "missing"}
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_rq"]
+    assert check_rq() == []
 
 
 def test_use_rq_false_needs_no_queue(settings) -> None:  # type: ignore[no-untyped-def]

@@ -97,7 +97,7 @@ DATABASES = {
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-#: Without REDIS_URL the example uses no Redis at all (``USE_RQ`` below is False): nothing
+#: Without REDIS_URL the example uses no Redis at all (``RUNNER`` below is "none"): nothing
 #: is enqueued and the work is done by ``sync_batches`` (``scripts/serve`` runs it in a loop;
 #: the demo runs the same passes in-process). That is also how a cron-only deployment works.
 RQ_QUEUES = {
@@ -111,7 +111,7 @@ OPENAI_BATCHES = {
     # The emulator accepts any key; the real key only comes in through ``demo --openai``.
     "API_KEY": os.environ.get("EXAMPLE_OPENAI_API_KEY") or "sk-emulator",
     "QUEUE": "openai_batches",
-    "USE_RQ": bool(REDIS_URL),
+    "RUNNER": "rq" if REDIS_URL else "none",
     # Seconds: the emulator moves fast. Against the real API the defaults (30 s backing off
     # to 10 min) are kinder to the rate limits.
     "POLL_INTERVAL": float(os.environ.get("EXAMPLE_POLL_INTERVAL", "1")),

@@ -121,7 +121,7 @@ def main() -> None:
     # test drives every step), and small chunks so a few items span several of them.
     settings.OPENAI_BATCHES = {
         **settings.OPENAI_BATCHES,
-        "USE_RQ": False,
+        "RUNNER": "none",
         "INGEST_CHUNK_SIZE": int(os.environ.get("PROC_INGEST_CHUNK", "5")),
     }
     if os.environ.get("PROC_TIMEOUT"):  # a deliberately slow response must not time out

@@ -275,7 +275,7 @@ class Command(BaseCommand):
             self.step("Submission requested: an RQ worker uploads the JSONL and creates the batch")
             updates = self.watch(job, deadline)
         else:
-            services.request_submit(job)  # USE_RQ is False without REDIS_URL: nothing enqueued
+            services.request_submit(job)  # RUNNER is "none" without REDIS_URL: nothing enqueued
             self.step(
                 "Submission requested. No REDIS_URL, so nothing is enqueued: this process runs "
                 f"services.sync() passes (what `manage.py sync_batches` runs) against the {provider}"
