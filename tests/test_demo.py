@@ -200,3 +200,23 @@ def test_serve_on_the_tasks_runner_runs_a_db_worker_that_finishes_a_job(tmp_path
             serve.wait(timeout=30)
         except subprocess.TimeoutExpired:
             serve.kill()
+
+
+def test_demo_stops_at_once_when_its_db_worker_dies(tmp_path: Path) -> None:
+    """A worker that dies (here: at start) fails the demo with its log, not after the timeout."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # Only the worker subprocess (its argv names db_worker) exits, with status 3.
+    (hook / "sitecustomize.py").write_text(
+        'import os, sys\nif "db_worker" in sys.argv:\n    os._exit(3)\n'
+    )
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH", "")]))
+    env = demo_env(tmp_path, EXAMPLE_RUNNER="tasks", PYTHONPATH=path)
+    started = time.monotonic()
+    result = run_demo(tmp_path, "--timeout", "90", env=env)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0, result.stdout
+    assert "A worker exited with status 3 before batch job 1 finished; see " in result.stderr
+    assert "db_worker.log" in result.stderr
+    assert "Gave up" not in result.stderr
+    assert elapsed < 60, elapsed
