@@ -5,6 +5,9 @@ OpenAI emulator at ``http://127.0.0.1:8765/v1``. Environment variables change th
 
 - ``DATABASE_URL``: ``postgres://user:pass@host:5432/name`` or ``sqlite:////abs/path.db``.
 - ``REDIS_URL``: ``redis://host:6379/0``; the demo then runs real RQ workers.
+- ``EXAMPLE_RUNNER``: who does the background work, ``rq``, ``tasks`` or ``none`` (default
+  ``rq`` with ``REDIS_URL``, else ``none``). ``tasks`` uses Django's Tasks framework with
+  ``django-tasks-db``'s database backend: ``db_worker`` processes, no Redis.
 - ``EXAMPLE_OPENAI_BASE_URL`` / ``EXAMPLE_OPENAI_API_KEY``: where the app sends batches.
   Deliberately not the SDK's ``OPENAI_BASE_URL``/``OPENAI_API_KEY``, so a key in your shell
   never makes the example spend money; ``manage.py demo --openai`` is the explicit opt-in.
@@ -105,13 +108,29 @@ RQ_QUEUES = {
     "openai_batches": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0", "DEFAULT_TIMEOUT": 600},
 }
 
+#: The app's queue: an RQ queue above, a Tasks queue below.
+QUEUE = "openai_batches"
+RUNNER = os.environ.get("EXAMPLE_RUNNER") or ("rq" if REDIS_URL else "none")
+if RUNNER not in ("rq", "tasks", "none"):
+    raise ValueError(f"EXAMPLE_RUNNER is {RUNNER!r}: use rq, tasks or none")
+if RUNNER == "tasks":
+    # Django 6 has django.tasks; on 5.2 the django-tasks backport's app provides it.
+    BACKPORT = importlib.util.find_spec("django.tasks") is None
+    for needed in (["django_tasks"] if BACKPORT else []) + ["django_tasks_db"]:
+        if importlib.util.find_spec(needed) is None:
+            raise ImportError(
+                f"EXAMPLE_RUNNER=tasks needs {needed}: pip install 'django-openai-batches[tasks]'"
+            )
+    INSTALLED_APPS += [*(["django_tasks"] if BACKPORT else []), "django_tasks_db"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": [QUEUE]}}
+
 EMULATOR_URL = "http://127.0.0.1:8765/v1"
 OPENAI_BATCHES = {
     "BASE_URL": os.environ.get("EXAMPLE_OPENAI_BASE_URL") or EMULATOR_URL,
     # The emulator accepts any key; the real key only comes in through ``demo --openai``.
     "API_KEY": os.environ.get("EXAMPLE_OPENAI_API_KEY") or "sk-emulator",
-    "QUEUE": "openai_batches",
-    "RUNNER": "rq" if REDIS_URL else "none",
+    "QUEUE": QUEUE,
+    "RUNNER": RUNNER,
     # Seconds: the emulator moves fast. Against the real API the defaults (30 s backing off
     # to 10 min) are kinder to the rate limits.
     "POLL_INTERVAL": float(os.environ.get("EXAMPLE_POLL_INTERVAL", "1")),

@@ -13,6 +13,8 @@ Who does the queue work:
 - ``REDIS_URL`` set: ``services.request_submit`` enqueues the submit job, and RQ worker
   subprocesses (``manage.py rqworker openai_batches --with-scheduler``) do the submit, the
   scheduled polls and the ingest; this process only watches the database.
+- ``EXAMPLE_RUNNER=tasks``: the same through Django's Tasks framework: the tasks are rows in
+  the demo's own database and a ``manage.py db_worker`` subprocess runs them. No Redis.
 
 ``--openai`` sends the batch to the real OpenAI API instead (needs ``OPENAI_API_KEY``; it
 costs money and may take up to 24 hours).
@@ -39,7 +41,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q, Sum
 from django.test.utils import override_settings
 
-from openai_batches import services
+from openai_batches import jobs, services
 from openai_batches.conf import app_settings
 from openai_batches.models import BatchJob, ItemState, JobState, RequestItem
 
@@ -121,10 +123,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.tty = self.stdout.isatty()
         count = options["count"] or (40 if options["fast"] else 300)
         timing = options["timing"] or ("instant" if options["fast"] else "fast")
-        use_redis = bool(getattr(settings, "REDIS_URL", ""))
+        runner = jobs.runner()
         timeout = options["timeout"] or (25 * 3600 if options["openai"] else 300)
         started = time.monotonic()
         if options["openai"] and not os.environ.get("OPENAI_API_KEY"):
@@ -141,14 +144,16 @@ class Command(BaseCommand):
                 provider = self.use_openai(stack)
             else:
                 provider = self.use_emulator(stack, timing, reviews, options["fail"])
-            if use_redis:
+            if runner == "rq":
                 self.start_workers(stack, options["workers"])
+            elif runner == "tasks":
+                self.start_db_worker(stack)
             job = create_classification_job(reviews, owner=self.demo_user, model=options["model"])
             self.step(
                 f"Created batch job {job.pk} ({job.uuid}) with {job.item_count} requests "
                 f"to {job.endpoint}, model {job.model}"
             )
-            job = self.run_job(job, use_redis=use_redis, timeout=timeout, provider=provider)
+            job = self.run_job(job, runner=runner, timeout=timeout, provider=provider)
 
         elapsed = time.monotonic() - started
         self.summary(job, reviews, elapsed)
@@ -236,28 +241,54 @@ class Command(BaseCommand):
                 f"REDIS_URL is set ({settings.REDIS_URL}) but Redis does not answer: {exc}. "
                 "Start Redis, or unset REDIS_URL to run the queue work in this process."
             ) from exc
-        manage = Path(sys.argv[0]).resolve()
-        if manage.name != "manage.py":
-            manage = Path(settings.BASE_DIR) / "manage.py"
         log_dir = Path(tempfile.mkdtemp(prefix="openai-batches-demo-"))
-        procs: list[subprocess.Popen[bytes]] = []
-        for i in range(max(1, n)):
-            log = open(log_dir / f"worker-{i + 1}.log", "wb")  # noqa: SIM115 - closed below
-            stack.callback(log.close)
-            proc = subprocess.Popen(
-                [sys.executable, str(manage), "rqworker", queue, "--with-scheduler"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
+        procs = [
+            self.spawn(
+                stack, log_dir / f"worker-{i + 1}.log", "rqworker", queue, "--with-scheduler"
             )
-            procs.append(proc)
+            for i in range(max(1, n))
+        ]
         stack.callback(self.stop_workers, procs)
+        self.workers = [(p, log_dir / f"worker-{i + 1}.log") for i, p in enumerate(procs)]
         self.step(
             f"Started {len(procs)} RQ workers on queue {queue!r} at {settings.REDIS_URL} "
             f"(logs in {log_dir})"
         )
 
+    def start_db_worker(self, stack: ExitStack) -> None:
+        """One ``db_worker`` of django-tasks-db on this demo's database (SQLite included)."""
+        queue = app_settings.QUEUE
+        log_dir = Path(tempfile.mkdtemp(prefix="openai-batches-demo-"))
+        # --no-reload: the example runs with DEBUG, where db_worker would start an autoreloader.
+        proc = self.spawn(
+            stack,
+            log_dir / "db_worker.log",
+            *("db_worker", "--queue-name", queue, "--interval", "0.2"),
+            *("--no-startup-delay", "--no-reload"),
+        )
+        stack.callback(self.stop_workers, [proc])
+        self.workers = [(proc, log_dir / "db_worker.log")]
+        self.step(
+            f"Started a Django Tasks worker (db_worker --queue-name {queue}) on the demo's "
+            f"database (log in {log_dir})"
+        )
+
+    def spawn(self, stack: ExitStack, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+        """A ``manage.py`` subprocess with this process's environment, output to ``log_path``."""
+        manage = Path(sys.argv[0]).resolve()
+        if manage.name != "manage.py":
+            manage = Path(settings.BASE_DIR) / "manage.py"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed by the stack
+        stack.callback(log.close)
+        return subprocess.Popen(
+            [sys.executable, str(manage), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+
     def stop_workers(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.workers = []
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -268,11 +299,12 @@ class Command(BaseCommand):
 
     # ------------------------------------------------------------------ the run
 
-    def run_job(self, job: BatchJob, *, use_redis: bool, timeout: float, provider: str) -> BatchJob:
+    def run_job(self, job: BatchJob, *, runner: str, timeout: float, provider: str) -> BatchJob:
         deadline = time.monotonic() + timeout
-        if use_redis:
+        if runner in ("rq", "tasks"):
             services.request_submit(job)
-            self.step("Submission requested: an RQ worker uploads the JSONL and creates the batch")
+            who = "an RQ worker" if runner == "rq" else "the db_worker"
+            self.step(f"Submission requested: {who} uploads the JSONL and creates the batch")
             updates = self.watch(job, deadline)
         else:
             services.request_submit(job)  # RUNNER is "none" without REDIS_URL: nothing enqueued
@@ -311,7 +343,7 @@ class Command(BaseCommand):
             time.sleep(interval)
 
     def watch(self, job: BatchJob, deadline: float) -> Iterator[Progress]:
-        """With Redis: the workers do everything; read the database."""
+        """With workers (RQ or Tasks): they do everything; read the database."""
         while True:
             job.refresh_from_db()
             progress = self.progress(job)
@@ -324,6 +356,14 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Gave up waiting for batch job {job.pk} (still {job.provider_status})."
                 )
+            # A worker that died (a bad setting, a missing table) would leave us waiting
+            # until the deadline for work nobody does.
+            for proc, log in self.workers:
+                if proc.poll() is not None:
+                    raise CommandError(
+                        f"A worker exited with status {proc.returncode} before batch job "
+                        f"{job.pk} finished; see {log}"
+                    )
             time.sleep(0.2)
 
     def is_real(self, job: BatchJob) -> bool:

@@ -1,8 +1,10 @@
 """``manage.py serve``: the example project with everything it needs, for clicking around.
 
 Starts, as child processes: the bundled OpenAI emulator (``python -m
-openai_batches.emulator``, timing ``fast``), a worker (``rqworker --with-scheduler`` when
-``REDIS_URL`` is set, else ``sync_batches --loop``, which needs no Redis) and ``runserver``.
+openai_batches.emulator``, timing ``fast``), a worker for the example's runner
+(``rqworker --with-scheduler`` for "rq", the default when ``REDIS_URL`` is set;
+``db_worker`` of django-tasks-db for "tasks", ``EXAMPLE_RUNNER=tasks``; else
+``sync_batches --loop``; the last two need no Redis) and ``runserver``.
 Prints the URLs and the demo login, and stops all of them on Ctrl-C or when one exits.
 A port already in use fails at once, with one line naming it and a non-zero exit, before
 anything starts; a child that dies later stops the others and the command exits non-zero.
@@ -26,6 +28,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from example_project.urls import HAS_API
 
+from openai_batches import jobs
 from openai_batches.conf import app_settings
 
 from ...seeding import DEMO_PASSWORD, DEMO_USERNAME, ensure_demo_user, ensure_reviews
@@ -62,6 +65,7 @@ class Command(BaseCommand):
                     f"cannot serve the {what} on 127.0.0.1:{port}: {problem}; "
                     f"stop whatever uses it or pick another port with {flag}"
                 )
+        # With the "tasks" runner this also makes django-tasks-db's table.
         call_command("migrate", verbosity=0, interactive=False)
         ensure_demo_user()
         ensure_reviews(300)
@@ -76,8 +80,13 @@ class Command(BaseCommand):
             emulator_cmd += ["--port", str(options["emulator_port"]), "--timing", options["timing"]]
             commands.append(("emulator", emulator_cmd))
         queue = app_settings.QUEUE
-        if settings.REDIS_URL:
+        runner = jobs.runner()
+        if runner == "rq":
             commands.append(("worker", [py, manage, "rqworker", queue, "--with-scheduler"]))
+        elif runner == "tasks":
+            # --no-reload: DEBUG would make db_worker start an autoreloader of its own.
+            cmd = [py, manage, "db_worker", "--queue-name", queue, "--no-reload"]
+            commands.append(("worker", cmd))
         else:
             # No Redis: admin actions' enqueues fail (logged) and this loop does the work.
             commands.append(
@@ -97,7 +106,7 @@ class Command(BaseCommand):
             # A child that died at start (a port taken between the check and its bind, a
             # broken setting) must not be announced as running.
             if all(p.poll() is None for _, p in procs):
-                self.banner(options, emulator_url, bool(settings.REDIS_URL))
+                self.banner(options, emulator_url, runner)
             while all(p.poll() is None for _, p in procs):
                 time.sleep(0.5)
             dead = [
@@ -118,7 +127,7 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     p.kill()
 
-    def banner(self, options: dict[str, Any], emulator_url: str, redis: bool) -> None:
+    def banner(self, options: dict[str, Any], emulator_url: str, runner: str) -> None:
         web = f"http://127.0.0.1:{options['port']}"
         lines = [
             "",
@@ -130,14 +139,14 @@ class Command(BaseCommand):
             lines.append(f"  API         {web}/api/batches/  (same login; session or basic auth)")
         if not options["no_emulator"]:
             lines.append(f"  Emulator    {emulator_url}  (timing {options['timing']})")
-        lines.append(
-            "  Worker      "
-            + (
-                f"rqworker {app_settings.QUEUE} --with-scheduler on {settings.REDIS_URL}"
-                if redis
-                else "sync_batches --loop (no REDIS_URL, so no Redis needed)"
-            )
-        )
+        worker = {
+            "rq": f"rqworker {app_settings.QUEUE} --with-scheduler on {settings.REDIS_URL}",
+            "tasks": (
+                f"db_worker --queue-name {app_settings.QUEUE} (Django Tasks runner, "
+                "tasks stored in the database, no Redis needed)"
+            ),
+        }.get(runner, "sync_batches --loop (runner none, so no Redis needed)")
+        lines.append(f"  Worker      {worker}")
         lines += [
             "",
             "  Try it: Admin > Reviews, select some, action 'Classify sentiment with the Batch API';",
