@@ -948,21 +948,31 @@ def _cancel_unrecorded(job: BatchJob) -> BatchJob:
     """Cancel a job whose batch may exist unrecorded; we hold its submit lease."""
     try:
         client = get_client(job.account)
-        try:
-            found = _find_batch(client, job)
-            if found is not None:
-                adopted = _adopt(job, found, client)
-                batch = client.cancel_batch(adopted.provider_batch_id)
-                return apply_batch(adopted, batch)
-            if job.input_file_id:
-                # A create still in flight would now fail for want of its file.
-                _delete_upload(client, job.input_file_id)
-        finally:
-            client.close()
     except Exception as err:
-        # We could not make sure: the job stays submittable (and cancellable) as it was.
         _submit_unknown(job, err)
         raise
+    try:
+        try:
+            found = _find_batch(client, job)
+        except Exception as err:
+            # We could not make sure: the job stays submittable (and cancellable) as it was.
+            _submit_unknown(job, err)
+            raise
+        if found is not None:
+            # Tracked from here on, whatever the cancel says (a batch that already ended
+            # cannot be cancelled: then its results are ingested like any other's).
+            adopted = _adopt(job, found, client)
+            try:
+                batch = client.cancel_batch(adopted.provider_batch_id)
+            except ProviderError as err:
+                _record_error(adopted, err)
+                raise
+            return apply_batch(adopted, batch)
+        if job.input_file_id:
+            # A create still in flight would now fail for want of its file.
+            _delete_upload(client, job.input_file_id)
+    finally:
+        client.close()
     with transaction.atomic():
         locked = _lock(job)
         locked.submit_attempt_at = None

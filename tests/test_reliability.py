@@ -614,3 +614,24 @@ def test_a_failed_poll_waits_at_least_as_long_as_the_provider_asked(
     job = reload(job)
     assert job.poll_interval >= 500
     assert job.next_poll_at >= timezone.now() + timedelta(seconds=490)
+
+
+def test_a_cancel_that_finds_an_already_finished_batch_keeps_tracking_it(
+    emu: EmulatorHandle, waits: Waits
+) -> None:
+    job = make_job(3)
+    services.request_submit(job)
+    emu.inject_fault("POST", "/v1/batches", "slow", delay=0.6)
+    emu.inject_fault("GET", "/v1/batches", "status", status=500, count=100)
+    with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "TIMEOUT": 0.3}):
+        services.submit(job)
+    deadline = time.monotonic() + 5
+    while not batches(emu) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    emu.emulator.clear_faults()
+    with pytest.raises(Exception, match="Cannot cancel"):
+        services.cancel(job)  # instant timing: the batch already completed
+    job = reload(job)
+    assert job.state == JobState.SUBMITTED and job.provider_batch_id  # not back to "requested"
+    assert "Cannot cancel" in job.last_error
+    assert services.refresh(job).state == JobState.FINISHED
