@@ -128,12 +128,11 @@ def test_one_failing_result_receiver_runs_no_other_receiver_twice(emu: EmulatorH
 # -- 3. no paid batch without a job tracking it ------------------------------------------
 
 
-def test_cancel_after_an_unknown_create_cancels_the_batch_that_landed(
-    emu: EmulatorHandle, waits: Waits
-) -> None:
+def create_landing_late(emu: EmulatorHandle) -> BatchJob:
+    """A job whose create timed out here, whose look-ups failed, and whose batch then
+    landed at the provider: back in "submission requested", with nothing recorded."""
     job = make_job(3)
     services.request_submit(job)
-    emu.stall_request("req-1")  # the batch stays in progress until cancelled
     emu.inject_fault("POST", "/v1/batches", "slow", delay=0.6)
     emu.inject_fault("GET", "/v1/batches", "status", status=500, count=100)
     with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "TIMEOUT": 0.3}):
@@ -143,8 +142,27 @@ def test_cancel_after_an_unknown_create_cancels_the_batch_that_landed(
     deadline = time.monotonic() + 5
     while not batches(emu) and time.monotonic() < deadline:
         time.sleep(0.05)  # the timed-out create lands at the provider
-    (landed,) = batches(emu)
     emu.emulator.clear_faults()
+    return job
+
+
+def create_refused_for_now(emu: EmulatorHandle) -> BatchJob:
+    """A job whose creates all answered 503 (nothing made): back in "requested"."""
+    job = make_job(3)
+    services.request_submit(job)
+    emu.inject_fault("POST", "/v1/batches", "status", status=503, count=10)
+    services.submit(job)
+    assert reload(job).state == JobState.SUBMIT_REQUESTED
+    emu.emulator.clear_faults()
+    return reload(job)
+
+
+def test_cancel_after_an_unknown_create_cancels_the_batch_that_landed(
+    emu: EmulatorHandle, waits: Waits
+) -> None:
+    emu.stall_request("req-1")  # the batch stays in progress until cancelled
+    job = create_landing_late(emu)
+    (landed,) = batches(emu)
     job = services.cancel(job)
     assert job.state == JobState.SUBMITTED  # tracked, so its partial results are kept
     assert job.provider_batch_id == landed["id"]
@@ -156,13 +174,7 @@ def test_cancel_after_an_unknown_create_cancels_the_batch_that_landed(
 def test_cancel_after_an_unknown_create_with_no_batch_deletes_the_upload(
     emu: EmulatorHandle, waits: Waits
 ) -> None:
-    job = make_job(3)
-    services.request_submit(job)
-    emu.inject_fault("POST", "/v1/batches", "status", status=503, count=10)
-    services.submit(job)
-    assert reload(job).state == JobState.SUBMIT_REQUESTED
-    emu.emulator.clear_faults()
-    job = services.cancel(job)
+    job = services.cancel(create_refused_for_now(emu))
     assert job.state == JobState.CANCELLED
     assert files(emu) == [] and batches(emu) == []
     services.delete_job(job)
@@ -171,11 +183,7 @@ def test_cancel_after_an_unknown_create_with_no_batch_deletes_the_upload(
 def test_cancel_refuses_when_the_provider_cannot_be_asked(
     emu: EmulatorHandle, waits: Waits
 ) -> None:
-    job = make_job(3)
-    services.request_submit(job)
-    emu.inject_fault("POST", "/v1/batches", "status", status=503, count=10)
-    services.submit(job)
-    emu.emulator.clear_faults()
+    job = create_refused_for_now(emu)
     emu.inject_fault("GET", "/v1/batches", "status", status=500, count=100)
     with pytest.raises(Exception, match="500"):
         services.cancel(job)
@@ -619,16 +627,7 @@ def test_a_failed_poll_waits_at_least_as_long_as_the_provider_asked(
 def test_a_cancel_that_finds_an_already_finished_batch_keeps_tracking_it(
     emu: EmulatorHandle, waits: Waits
 ) -> None:
-    job = make_job(3)
-    services.request_submit(job)
-    emu.inject_fault("POST", "/v1/batches", "slow", delay=0.6)
-    emu.inject_fault("GET", "/v1/batches", "status", status=500, count=100)
-    with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "TIMEOUT": 0.3}):
-        services.submit(job)
-    deadline = time.monotonic() + 5
-    while not batches(emu) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    emu.emulator.clear_faults()
+    job = create_landing_late(emu)
     with pytest.raises(Exception, match="Cannot cancel"):
         services.cancel(job)  # instant timing: the batch already completed
     job = reload(job)
