@@ -17,8 +17,9 @@ is the control API (JSON, no auth):
                                        ``size`` for huge)
 ``GET|DELETE /_emulator/faults``       list / clear pending faults
 ``POST /_emulator/fail_request``       ``{"custom_id": "r1", "status_code": 400,
-                                       "code": "context_length_exceeded", "message": "..."}``
-``POST /_emulator/stall_request``      ``{"custom_id": "r1"}``
+                                       "code": "context_length_exceeded", "message": "...",
+                                       "times": 1}`` (``times``: only the next N batches)
+``POST /_emulator/stall_request``      ``{"custom_id": "r1", "times": 1}``
 ``POST /_emulator/token_budget``       ``{"model": "gpt-4o-mini", "tokens": 1000}`` (null: none)
 ``POST /_emulator/timing``             ``{"timing": "fast"}``
 ``POST /_emulator/webhook``            ``{"url": "http://...", "secret": "whsec_..."}``
@@ -494,9 +495,10 @@ class EmulatorApp:
                     ),
                     type=body.get("type"),
                     param=body.get("param"),
+                    times=body.get("times"),
                 )
             elif action == "stall_request":
-                emu.stall_request(body["custom_id"])
+                emu.stall_request(body["custom_id"], times=body.get("times"))
             elif action == "token_budget":
                 emu.set_token_budget(body["model"], body.get("tokens"))
             elif action == "timing":

@@ -278,6 +278,9 @@ class _Batch:
     phase_started: float = 0.0
     cancel_time: float | None = None
     final_counts: tuple[int, int, int] | None = None
+    # Scripted failures taken by this batch at validation (so a ``times``-limited script
+    # still applies when the batch runs after the script ran out).
+    scripted: dict[str, RequestFailure] = field(default_factory=dict)
 
     @property
     def expires(self) -> float:
@@ -419,6 +422,9 @@ class Emulator:
         self._faults: list[Fault] = []
         self._failures: dict[str, RequestFailure] = {}
         self._stalls: set[str] = set()
+        # Batches a scripted failure or stall still applies to; absent means every batch.
+        self._failure_uses: dict[str, int] = {}
+        self._stall_uses: dict[str, int] = {}
         self._budgets: dict[str, int] = {}
         # (expires_at, seq, file_id) of every file that expires: the provider deletes a file
         # at its expires_at, so from then on it answers 404 like a deleted one.
@@ -536,19 +542,51 @@ class Emulator:
         *,
         type: str | None = None,
         param: str | None = None,
+        times: int | None = None,
     ) -> None:
-        """Make the request with this ``custom_id`` fail when it runs (in any later batch).
+        """Make the request with this ``custom_id`` fail when it runs: in every later batch,
+        or in the next ``times`` batches that carry it (then it succeeds, as a transient
+        failure does when it is sent again).
 
         Takes effect for batches validated after the call.
         """
         with self._lock:
             self._failures[custom_id] = RequestFailure(status_code, code, message, type, param)
+            self._set_uses(self._failure_uses, custom_id, times)
 
-    def stall_request(self, custom_id: str) -> None:
+    def stall_request(self, custom_id: str, *, times: int | None = None) -> None:
         """Make the request with this ``custom_id`` never finish, so its batch stays
-        ``in_progress`` until cancelled or expired with the other results kept."""
+        ``in_progress`` until cancelled or expired with the other results kept: in every
+        later batch, or in the next ``times`` batches that carry it."""
         with self._lock:
             self._stalls.add(custom_id)
+            self._set_uses(self._stall_uses, custom_id, times)
+
+    @staticmethod
+    def _set_uses(uses: dict[str, int], custom_id: str, times: int | None) -> None:
+        if times is None:
+            uses.pop(custom_id, None)
+        elif times < 1:
+            raise ValueError("times must be at least 1")
+        else:
+            uses[custom_id] = times
+
+    def _take(self, scripted: dict[str, Any], uses: dict[str, int], custom_id: str) -> Any:
+        """The script for ``custom_id`` for the batch being validated (counting one use)."""
+        found = scripted.get(custom_id) if isinstance(scripted, dict) else None
+        if found is None and isinstance(scripted, set) and custom_id in scripted:
+            found = True
+        if found is None:
+            return None
+        if custom_id in uses:
+            uses[custom_id] -= 1
+            if uses[custom_id] <= 0:
+                del uses[custom_id]
+                if isinstance(scripted, dict):
+                    del scripted[custom_id]
+                else:
+                    scripted.discard(custom_id)
+        return found
 
     def set_token_budget(self, model: str, tokens: int | None) -> None:
         """Cap the enqueued input tokens of ``model`` (None removes the cap)."""
@@ -1089,9 +1127,12 @@ class Emulator:
                 tokens += estimate_input_tokens(b.endpoint, body)
                 marker = body.get("emulator")
                 flag = 0
+                scripted = self._take(self._failures, self._failure_uses, custom_id)
+                if scripted is not None:
+                    b.scripted[custom_id] = scripted
                 if (
                     check_body(b.endpoint, body) is not None
-                    or custom_id in self._failures
+                    or scripted is not None
                     or (
                         isinstance(marker, dict)
                         and isinstance(marker.get("status_code"), int)
@@ -1099,7 +1140,8 @@ class Emulator:
                     )
                 ):
                     flag |= _FLAG_FAIL
-                if custom_id in self._stalls or (isinstance(marker, dict) and marker.get("stall")):
+                stalled = self._take(self._stalls, self._stall_uses, custom_id) is not None
+                if stalled or (isinstance(marker, dict) and marker.get("stall")):
                     flag |= _FLAG_STALL
                 offsets.append(start)
                 flags.append(flag)
@@ -1149,8 +1191,9 @@ class Emulator:
         return errors
 
     def _failure_for(
-        self, endpoint: str, custom_id: str, body: dict[str, Any]
+        self, b: _Batch, custom_id: str, body: dict[str, Any]
     ) -> RequestFailure | None:
+        endpoint = b.endpoint
         # A body its endpoint refuses fails as the real API fails it, before anything a
         # test scripted: the request never gets as far as the model.
         refused = check_body(endpoint, body)
@@ -1162,7 +1205,7 @@ class Emulator:
                 type="invalid_request_error",
                 param=refused.param,
             )
-        scripted = self._failures.get(custom_id)
+        scripted = b.scripted.get(custom_id)
         if scripted is not None:
             return scripted
         marker = body.get("emulator")
@@ -1221,7 +1264,7 @@ class Emulator:
                         # The flag fixed at validation decides, so live request_counts
                         # and the final files always agree.
                         failure = (
-                            (self._failure_for(b.endpoint, custom_id, body) or RequestFailure())
+                            (self._failure_for(b, custom_id, body) or RequestFailure())
                             if b.flags[idx] & _FLAG_FAIL
                             else None
                         )
