@@ -571,7 +571,9 @@ class Emulator:
         else:
             uses[custom_id] = times
 
-    def _take(self, scripted: dict[str, Any], uses: dict[str, int], custom_id: str) -> Any:
+    def _take(
+        self, scripted: dict[str, Any] | set[str], uses: dict[str, int], custom_id: str
+    ) -> Any:
         """The script for ``custom_id`` for the batch being validated (counting one use)."""
         found = scripted.get(custom_id) if isinstance(scripted, dict) else None
         if found is None and isinstance(scripted, set) and custom_id in scripted:
@@ -1140,8 +1142,8 @@ class Emulator:
                     )
                 ):
                     flag |= _FLAG_FAIL
-                stalled = self._take(self._stalls, self._stall_uses, custom_id) is not None
-                if stalled or (isinstance(marker, dict) and marker.get("stall")):
+                stall = self._take(self._stalls, self._stall_uses, custom_id) is not None
+                if stall or (isinstance(marker, dict) and marker.get("stall")):
                     flag |= _FLAG_STALL
                 offsets.append(start)
                 flags.append(flag)
