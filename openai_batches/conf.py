@@ -39,6 +39,7 @@ MAX_EXPIRES_AFTER = 2_592_000
 #: Provider limits for one batch input file (OpenAI Batch API).
 PROVIDER_MAX_REQUESTS = 50_000
 PROVIDER_MAX_FILE_BYTES = 200 * 1024 * 1024
+PROVIDER_MAX_EMBEDDING_INPUTS = 50_000
 
 DEFAULTS: dict[str, Any] = {
     # Credentials and endpoint of the default account. ``None`` falls back to the SDK's
@@ -81,8 +82,34 @@ DEFAULTS: dict[str, Any] = {
     "POLL_MAX_INTERVAL": 600,
     "POLL_BACKOFF": 1.5,
     # Provider limits per batch (lower them to be conservative; never above the provider's).
+    # A job larger than these is split into several provider batches when it is submitted.
     "MAX_REQUESTS_PER_BATCH": PROVIDER_MAX_REQUESTS,
     "MAX_FILE_BYTES": PROVIDER_MAX_FILE_BYTES,
+    # Embedding inputs per batch (an embeddings request may carry a list of inputs).
+    "MAX_EMBEDDING_INPUTS_PER_BATCH": PROVIDER_MAX_EMBEDDING_INPUTS,
+    # The most requests one job may hold, whatever number of batches it takes.
+    "MAX_REQUESTS_PER_JOB": 5_000_000,
+    # Requests that failed for a transient reason are sent again in a follow-up batch:
+    # MAX_ATTEMPTS sends in all (the first included; 1 turns retries off), while the job
+    # is younger than DEADLINE seconds (counted from when its submission was requested).
+    # A request is retryable when its status code is in STATUS_CODES, or its error code
+    # in ERROR_CODES (batch_expired, batch_cancelled and missing_result are the requests
+    # that never ran), or its whole batch failed with an error code in BATCH_ERROR_CODES.
+    # What the model rejected as invalid (400s such as context_length_exceeded) never is.
+    "RETRY": {
+        "MAX_ATTEMPTS": 3,
+        "DEADLINE": 7 * 24 * 3600,
+        "STATUS_CODES": [408, 409, 429, 500, 502, 503, 504],
+        "ERROR_CODES": [
+            "batch_expired",
+            "batch_cancelled",
+            "missing_result",
+            "server_error",
+            "rate_limit_exceeded",
+            "timeout",
+        ],
+        "BATCH_ERROR_CODES": ["server_error", "rate_limit_exceeded", "token_limit_exceeded"],
+    },
     # Results are written in chunks of this many rows.
     "INGEST_CHUNK_SIZE": 5000,
     # Retention at the provider, in seconds (3600 to 2592000, OpenAI's range), or None for
@@ -237,6 +264,15 @@ class Settings:
         if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(name)
         return self._merged()[name]
+
+    def retry_policy(self) -> dict[str, Any]:
+        """``RETRY`` merged over its defaults: a project sets only the keys it changes."""
+        user = self._merged()["RETRY"]
+        if not isinstance(user, dict):
+            raise ConfigurationError(
+                f"{SETTING_NAME}['RETRY'] must be a dict, not {_type_name(user)}."
+            )
+        return {**DEFAULTS["RETRY"], **user}
 
     def reload(self) -> None:
         self._cache = None

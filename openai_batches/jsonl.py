@@ -184,12 +184,17 @@ class ItemValidator:
     model: str = ""
     max_requests: int = 50_000
     max_bytes: int = 200 * 1024 * 1024
+    #: The largest one line may be: what one provider batch takes (a job is split into
+    #: batches, but one request cannot be).
+    max_line_bytes: int | None = None
     existing_count: int = 0
     existing_bytes: int = 0
     seen_ids: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
     count: int = 0
     nbytes: int = 0
+    #: Size of the last valid line, newline included.
+    last_nbytes: int = 0
     truncated: bool = False
     _limit_reported: set[str] = field(default_factory=set)
 
@@ -259,7 +264,7 @@ class ItemValidator:
             self.add_problem(
                 index,
                 None,
-                f"the job would exceed {self.max_requests:,} requests, the most one batch takes",
+                f"the job would exceed {self.max_requests:,} requests, the most one job takes",
             )
         if len(self.problems) != before:
             return None
@@ -283,7 +288,16 @@ class ItemValidator:
             where = surrogate_path(line["body"], "body") or "body"
             self.add_problem(index, where, SURROGATE_MESSAGE)
             return None
+        if self.max_line_bytes is not None and encoded + 1 > self.max_line_bytes:
+            self.add_problem(
+                index,
+                None,
+                f"the request is {encoded + 1:,} bytes as a JSONL line; one batch takes at "
+                f"most {self.max_line_bytes:,}",
+            )
+            return None
         self.nbytes += encoded + 1
+        self.last_nbytes = encoded + 1
         if (
             self.existing_bytes + self.nbytes > self.max_bytes
             and "bytes" not in self._limit_reported
@@ -292,7 +306,7 @@ class ItemValidator:
             self.add_problem(
                 index,
                 None,
-                f"the job's JSONL would exceed {self.max_bytes:,} bytes, the most one batch takes",
+                f"the job's JSONL would exceed {self.max_bytes:,} bytes, the most one job takes",
             )
             return None
         return line

@@ -1,11 +1,14 @@
-"""Models: a ``BatchJob`` (one logical job) and its ``RequestItem`` rows.
+"""Models: a ``BatchJob`` (one logical job), the ``ProviderBatch`` rows that carry it, its
+``RequestItem`` rows and each item's ``RequestAttempt`` history.
+
+A job is one logical piece of work; the provider sees it as one or more provider batches
+(parts): a job larger than one batch takes is split into parts when it is submitted, and
+requests that failed for a transient reason are sent again in a follow-up part. Each
+``ProviderBatch`` holds the provider's facts about one batch (id, raw status, files, counts,
+usage, timestamps); the job keeps the logical facts and totals derived from its parts.
 
 Only :mod:`openai_batches.services` changes state on these rows; the QuerySet methods here
 are read helpers everyone needs (``active()``, ``due_for_poll()``, ``pending_announcement()``).
-
-The provider's facts about a batch (its id, raw status, files, counts, usage, timestamps)
-are grouped in :class:`ProviderBatchFields` so that a later release can move them to a model
-of their own when one job spans several provider batches, without touching the rest.
 """
 
 from __future__ import annotations
@@ -136,45 +139,20 @@ class RequestItemQuerySet(models.QuerySet["RequestItem"]):
         return self.filter(announced=False, state__in=FINAL_ITEM_STATES)
 
 
-class ProviderBatchFields(models.Model):
-    """The provider's facts about one batch, kept together (see the module docstring)."""
+class BatchTotals(models.Model):
+    """The provider's status, model, request counts and token usage: one provider batch's
+    own on :class:`ProviderBatch`, summed over its parts on :class:`BatchJob`."""
 
-    provider_batch_id = models.CharField(
-        _("provider batch id"),
-        max_length=64,
-        blank=True,
-        default="",
-        db_index=True,
-        help_text=_("The batch id the provider gave (batch_...)."),
-    )
     provider_status = models.CharField(
         _("provider status"),
         max_length=16,
         choices=BatchStatus.choices,
         blank=True,
         default="",
-        help_text=_("The provider's raw status, exactly as last seen."),
-    )
-    input_file_id = models.CharField(
-        _("input file id"),
-        max_length=64,
-        blank=True,
-        default="",
-        help_text=_("The uploaded JSONL file (file-...)."),
-    )
-    output_file_id = models.CharField(
-        _("output file id"),
-        max_length=64,
-        blank=True,
-        default="",
-        help_text=_("The provider's file of successful results, when there is one."),
-    )
-    error_file_id = models.CharField(
-        _("error file id"),
-        max_length=64,
-        blank=True,
-        default="",
-        help_text=_("The provider's file of failed or never-run requests, when there is one."),
+        help_text=_(
+            "The provider's raw status, exactly as last seen (on a job: its least advanced "
+            "part still running, else its latest part)."
+        ),
     )
     provider_model = models.CharField(
         _("provider model"),
@@ -198,23 +176,79 @@ class ProviderBatchFields(models.Model):
         default=0,
         help_text=_("request_counts.failed as reported by the provider."),
     )
-    provider_errors = models.JSONField(
-        _("provider errors"),
-        default=list,
-        blank=True,
-        help_text=_("errors.data from the provider: validation problems with their line numbers."),
-    )
     input_tokens = models.BigIntegerField(
-        _("input tokens"), default=0, help_text=_("Input tokens used by the job's requests.")
+        _("input tokens"), default=0, help_text=_("Input tokens used by the requests.")
     )
     cached_tokens = models.BigIntegerField(
         _("cached tokens"), default=0, help_text=_("Input tokens served from the prompt cache.")
     )
     output_tokens = models.BigIntegerField(
-        _("output tokens"), default=0, help_text=_("Output tokens produced by the job's requests.")
+        _("output tokens"), default=0, help_text=_("Output tokens produced by the requests.")
     )
     reasoning_tokens = models.BigIntegerField(
         _("reasoning tokens"), default=0, help_text=_("Output tokens spent on reasoning.")
+    )
+    cost = models.DecimalField(
+        _("cost (USD)"),
+        max_digits=16,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text=_(
+            "What the ingested results cost at the PRICES in force when they were stored; "
+            "empty when the model has no price. Stored once per provider batch."
+        ),
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.provider_status in TERMINAL_STATUSES
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class ProviderBatchFields(BatchTotals):
+    """The provider's facts about one batch, kept together (see the module docstring)."""
+
+    provider_batch_id = models.CharField(
+        _("provider batch id"),
+        max_length=64,
+        blank=True,
+        default="",
+        db_index=True,
+        help_text=_("The batch id the provider gave (batch_...)."),
+    )
+    input_file_id = models.CharField(
+        _("input file id"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("The uploaded JSONL file (file-...)."),
+    )
+    output_file_id = models.CharField(
+        _("output file id"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("The provider's file of successful results, when there is one."),
+    )
+    error_file_id = models.CharField(
+        _("error file id"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("The provider's file of failed or never-run requests, when there is one."),
+    )
+    provider_errors = models.JSONField(
+        _("provider errors"),
+        default=list,
+        blank=True,
+        help_text=_("errors.data from the provider: validation problems with their line numbers."),
     )
     provider_created_at = models.DateTimeField(
         _("created at (provider)"),
@@ -268,14 +302,6 @@ class ProviderBatchFields(models.Model):
     class Meta:
         abstract = True
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.provider_status in TERMINAL_STATUSES
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
 
 PROVIDER_TIMESTAMPS = (
     ("created_at", "provider_created_at"),
@@ -290,8 +316,9 @@ PROVIDER_TIMESTAMPS = (
 )
 
 
-class BatchJob(ProviderBatchFields):
-    """One logical batch of requests to one endpoint and model."""
+class BatchJob(BatchTotals):
+    """One logical batch of requests to one endpoint and model, carried to completion over
+    as many provider batches (:class:`ProviderBatch`) as it takes."""
 
     uuid = models.UUIDField(
         _("UUID"),
@@ -408,6 +435,12 @@ class BatchJob(ProviderBatchFields):
         blank=True,
         help_text=_("When the result files were stored on the items."),
     )
+    cancel_requested_at = models.DateTimeField(
+        _("cancellation requested"),
+        null=True,
+        blank=True,
+        help_text=_("When someone cancelled the job; nothing of it is sent again after this."),
+    )
     finish_announced = models.BooleanField(
         _("finish announced"),
         default=False,
@@ -457,6 +490,146 @@ class BatchJob(ProviderBatchFields):
     def is_draft(self) -> bool:
         return self.state == JobState.DRAFT
 
+    # -- the latest part, for code written when a job was one provider batch --------------
+
+    @property
+    def current_batch(self) -> ProviderBatch | None:
+        """The job's latest provider batch (highest part number), or None before submit.
+
+        Read once per instance (``refresh_from_db`` reads it again); the per-batch
+        properties below (``provider_batch_id``, ``input_file_id``, ``expires_at``, ...)
+        describe this part. A job of several parts has the rest in ``job.batches``.
+        """
+        if "_current_batch" not in self.__dict__:
+            self.__dict__["_current_batch"] = (
+                self.batches.order_by("-part").first() if self.pk else None
+            )
+        return self.__dict__["_current_batch"]
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop("_current_batch", None)
+        super().refresh_from_db(*args, **kwargs)
+
+    def _latest(self, attr: str, default: Any) -> Any:
+        batch = self.current_batch
+        return getattr(batch, attr) if batch is not None else default
+
+    provider_batch_id = property(lambda self: self._latest("provider_batch_id", ""))
+    input_file_id = property(lambda self: self._latest("input_file_id", ""))
+    output_file_id = property(lambda self: self._latest("output_file_id", ""))
+    error_file_id = property(lambda self: self._latest("error_file_id", ""))
+    provider_errors = property(lambda self: self._latest("provider_errors", []))
+    provider_created_at = property(lambda self: self._latest("provider_created_at", None))
+    in_progress_at = property(lambda self: self._latest("in_progress_at", None))
+    expires_at = property(lambda self: self._latest("expires_at", None))
+    finalizing_at = property(lambda self: self._latest("finalizing_at", None))
+    completed_at = property(lambda self: self._latest("completed_at", None))
+    failed_at = property(lambda self: self._latest("failed_at", None))
+    expired_at = property(lambda self: self._latest("expired_at", None))
+    cancelling_at = property(lambda self: self._latest("cancelling_at", None))
+    cancelled_at = property(lambda self: self._latest("cancelled_at", None))
+
+
+class BatchReason(models.TextChoices):
+    """Why a provider batch was created."""
+
+    FIRST = "first", _("First part")  # the job's first batch
+    SPLIT = "split", _("Split part")  # a further part of a job larger than one batch takes
+    RETRY = "retry", _("Retry")  # requests sent again after a transient failure
+
+
+class ProviderBatchQuerySet(models.QuerySet["ProviderBatch"]):
+    def active(self) -> ProviderBatchQuerySet:
+        """Batches the provider knows whose results are not ingested yet."""
+        return self.filter(state=JobState.SUBMITTED)
+
+    def planned(self) -> ProviderBatchQuerySet:
+        """Parts waiting to be uploaded and created."""
+        return self.filter(state=JobState.SUBMIT_REQUESTED)
+
+
+class ProviderBatch(ProviderBatchFields):
+    """One provider batch carrying part of a job (or all of it).
+
+    ``state`` uses the job's words for this one batch: ``submit_requested`` (planned: its
+    items are chosen, nothing sent yet), ``submitted`` (the provider has it; tracked),
+    ``finished`` (terminal at the provider and its results ingested), ``submit_failed`` (the
+    provider refused it) or ``cancelled`` (dropped before it was sent). The lease against
+    double submits is the job's: one worker submits all of a job's planned parts.
+    """
+
+    job = models.ForeignKey(
+        BatchJob,
+        verbose_name=_("job"),
+        on_delete=models.CASCADE,
+        related_name="batches",
+        help_text=_("The job this batch carries (part of)."),
+    )
+    part = models.PositiveIntegerField(
+        _("part"),
+        help_text=_("1 for the job's first batch, then 2, 3, ... in the order they were planned."),
+    )
+    reason = models.CharField(
+        _("reason"),
+        max_length=8,
+        choices=BatchReason.choices,
+        default=BatchReason.FIRST,
+        help_text=_("Why this batch was created."),
+    )
+    account = models.CharField(
+        _("account"),
+        max_length=64,
+        default="default",
+        help_text=_("The OPENAI_BATCHES account the batch runs under."),
+    )
+    state = models.CharField(
+        _("state"),
+        max_length=20,
+        choices=JobState.choices,
+        default=JobState.SUBMIT_REQUESTED,
+        help_text=_("Where this batch is on this side."),
+    )
+    item_count = models.PositiveIntegerField(
+        _("items"), default=0, help_text=_("How many requests this batch carries.")
+    )
+    input_bytes = models.BigIntegerField(
+        _("input bytes"), default=0, help_text=_("Size of this batch's JSONL input.")
+    )
+    created_at = models.DateTimeField(
+        _("planned"), default=timezone.now, help_text=_("When this part was planned here.")
+    )
+    submitted_at = models.DateTimeField(
+        _("submitted"), null=True, blank=True, help_text=_("When the provider accepted it.")
+    )
+    ingested_at = models.DateTimeField(
+        _("results ingested"),
+        null=True,
+        blank=True,
+        help_text=_("When its result files were stored on the items."),
+    )
+    last_error = models.TextField(
+        _("last error"),
+        blank=True,
+        default="",
+        help_text=_("The last local error about this batch (upload, create, download)."),
+    )
+
+    objects = ProviderBatchQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("provider batch")
+        verbose_name_plural = _("provider batches")
+        ordering = ("job", "part")
+        constraints = [
+            models.UniqueConstraint(fields=["job", "part"], name="openai_batches_batch_part_uniq"),
+        ]
+        indexes = [
+            models.Index(fields=["state", "job"], name="openai_batches_batch_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.provider_batch_id or f"part {self.part} of job {self.job_id}"
+
 
 class RequestItem(models.Model):
     """One request of a job, and once it has run, its result."""
@@ -486,6 +659,27 @@ class RequestItem(models.Model):
         help_text=_("The request's endpoint; equals the job's endpoint."),
     )
     body = models.JSONField(_("body"), help_text=_("The request body, with its model."))
+    batch = models.ForeignKey(
+        ProviderBatch,
+        verbose_name=_("provider batch"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="items",
+        help_text=_(
+            "The provider batch the request is (or was last) sent in; empty until planned."
+        ),
+    )
+    attempt_count = models.PositiveSmallIntegerField(
+        _("attempts"),
+        default=0,
+        help_text=_("How many times a result came back for this request (see its attempts)."),
+    )
+    nbytes = models.PositiveIntegerField(
+        _("input bytes"),
+        default=0,
+        help_text=_("Size of the request's JSONL line, newline included (for splitting)."),
+    )
     content_type = models.ForeignKey(
         ContentType,
         verbose_name=_("linked object type"),
@@ -629,6 +823,68 @@ class RequestItem(models.Model):
             "url": self.url,
             "body": self.body,
         }
+
+
+class RequestAttempt(models.Model):
+    """One result of one request from one provider batch: the request's history.
+
+    Written in bulk when a batch is ingested, one row per request the batch carried. The
+    item itself keeps its final result; an attempt whose request was sent again has
+    ``retried`` set (its result was never announced).
+    """
+
+    item = models.ForeignKey(
+        RequestItem,
+        verbose_name=_("item"),
+        on_delete=models.CASCADE,
+        related_name="attempts",
+        help_text=_("The request this attempt is of."),
+    )
+    batch = models.ForeignKey(
+        ProviderBatch,
+        verbose_name=_("provider batch"),
+        on_delete=models.CASCADE,
+        related_name="attempts",
+        help_text=_("The provider batch that carried it."),
+    )
+    number = models.PositiveSmallIntegerField(
+        _("attempt"), help_text=_("1 for the first time the request was sent, then 2, 3, ...")
+    )
+    state = models.CharField(
+        _("outcome"), max_length=16, choices=ItemState.choices, help_text=_("What came back.")
+    )
+    status_code = models.PositiveSmallIntegerField(
+        _("status code"), null=True, blank=True, help_text=_("The endpoint's HTTP status.")
+    )
+    error = models.JSONField(
+        _("error"),
+        null=True,
+        blank=True,
+        help_text=_("The error object or the failed response's body; empty on success."),
+    )
+    input_tokens = models.PositiveIntegerField(_("input tokens"), default=0)
+    cached_tokens = models.PositiveIntegerField(_("cached tokens"), default=0)
+    output_tokens = models.PositiveIntegerField(_("output tokens"), default=0)
+    reasoning_tokens = models.PositiveIntegerField(_("reasoning tokens"), default=0)
+    retried = models.BooleanField(
+        _("retried"), default=False, help_text=_("Whether the request was sent again after it.")
+    )
+    created_at = models.DateTimeField(
+        _("recorded"), default=timezone.now, help_text=_("When the result was ingested.")
+    )
+
+    class Meta:
+        verbose_name = _("request attempt")
+        verbose_name_plural = _("request attempts")
+        ordering = ("item", "number")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "batch"], name="openai_batches_attempt_batch_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} #{self.number}"
 
 
 class WebhookDelivery(models.Model):

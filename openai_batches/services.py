@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from . import signals, structured
@@ -46,12 +46,16 @@ from .jsonl import METADATA_JOB_KEY, ItemValidator, dumps_line, iter_jsonl, vali
 from .models import (
     PROVIDER_TIMESTAMPS,
     STATUS_RANK,
+    TERMINAL_STATUSES,
     BatchJob,
+    BatchReason,
     BatchStatus,
     CompletionWindow,
     Endpoint,
     ItemState,
     JobState,
+    ProviderBatch,
+    RequestAttempt,
     RequestItem,
 )
 from .results import Usage, token_cost
@@ -168,8 +172,11 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
         validator = ItemValidator(
             endpoint=locked.endpoint,
             model=locked.model,
-            max_requests=int(app_settings.MAX_REQUESTS_PER_BATCH),
-            max_bytes=int(app_settings.MAX_FILE_BYTES),
+            # A job of any size is split into provider batches at submit; only one request
+            # larger than a whole batch cannot be sent.
+            max_requests=int(app_settings.MAX_REQUESTS_PER_JOB),
+            max_bytes=2**62,
+            max_line_bytes=int(app_settings.MAX_FILE_BYTES),
             existing_count=locked.item_count,
             existing_bytes=locked.input_bytes,
         )
@@ -202,6 +209,7 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
                         body=line["body"],
                         content_type=content_type,
                         object_id=object_id,
+                        nbytes=validator.last_nbytes,
                     )
                 )
             if len(buffer) >= _INSERT_CHUNK or len(unchecked) >= _INSERT_CHUNK:
@@ -210,7 +218,7 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
         if validator.problems:
             transaction.set_rollback(True)
             limit = any(
-                p.field is None and "the most one batch takes" in p.message
+                p.field is None and "the most one job takes" in p.message
                 for p in validator.problems
             )
             error_class = LimitExceeded if limit else ValidationError
@@ -402,6 +410,15 @@ def _refusal(job: BatchJob, action: str, reason: str) -> InvalidStateError:
     )
 
 
+def _open_parts(job: BatchJob) -> list[str]:
+    """The states of the job's parts that still involve the provider or a submit."""
+    return list(
+        job.batches.filter(state__in=(JobState.SUBMIT_REQUESTED, JobState.SUBMITTED))
+        .order_by()
+        .values_list("state", flat=True)
+    )
+
+
 def can_submit(job: BatchJob | int) -> tuple[bool, str]:
     job = _get(job) if not isinstance(job, BatchJob) else job
     if job.state not in (JobState.DRAFT, JobState.SUBMIT_FAILED):
@@ -418,14 +435,14 @@ def can_cancel(job: BatchJob | int) -> tuple[bool, str]:
     job = _get(job) if not isinstance(job, BatchJob) else job
     if job.state in (JobState.DRAFT, JobState.SUBMIT_REQUESTED, JobState.SUBMIT_FAILED):
         return True, ""
-    if (
-        job.state == JobState.SUBMITTED
-        and not job.is_terminal
-        and job.provider_status != BatchStatus.CANCELLING
-    ):
-        return True, ""
     if job.state == JobState.SUBMITTING:
         return False, "its submission is under way; try again in a moment"
+    if job.state == JobState.SUBMITTED and job.cancel_requested_at is None:
+        running = job.batches.active().exclude(
+            provider_status__in=[*TERMINAL_STATUSES, BatchStatus.CANCELLING]
+        )
+        if running.exists():
+            return True, ""
     return (
         False,
         f"it is {job.get_state_display().lower()} ({job.provider_status or 'not at the provider'})",
@@ -434,10 +451,23 @@ def can_cancel(job: BatchJob | int) -> tuple[bool, str]:
 
 def can_refresh(job: BatchJob | int) -> tuple[bool, str]:
     job = _get(job) if not isinstance(job, BatchJob) else job
-    if not job.provider_batch_id:
+    if not job.batches.active().exists():
+        if job.state == JobState.FINISHED:
+            return False, "its results are already ingested"
         return False, "the provider does not know it yet"
-    if job.state == JobState.FINISHED:
-        return False, "its results are already ingested"
+    return True, ""
+
+
+def can_retry(job: BatchJob | int, which: str) -> tuple[bool, str]:
+    """Whether :func:`retry` may send ``which`` ("failed" or "expired") requests again."""
+    job = _get(job) if not isinstance(job, BatchJob) else job
+    if which not in RETRY_KINDS:
+        raise ValueError(f"which must be one of {', '.join(RETRY_KINDS)}, not {which!r}")
+    if job.state != JobState.FINISHED:
+        return False, f"it is {job.get_state_display().lower()}; only a finished job is retried"
+    if not _retry_candidates(job, which).exists():
+        limit = int(app_settings.retry_policy()["MAX_ATTEMPTS"])
+        return False, f"it has no {which} request sent fewer than {limit} time(s)"
     return True, ""
 
 
@@ -457,26 +487,106 @@ def delete_job(job: BatchJob | int) -> None:
 
 
 def request_submit(job: BatchJob | int) -> BatchJob:
-    """Record the intent to submit (before any I/O) and enqueue the submit job on commit."""
+    """Record the intent to submit (before any I/O) and enqueue the submit job on commit.
+
+    The job's items are cut into parts here, in the same transaction: one provider batch
+    per part, each within ``MAX_REQUESTS_PER_BATCH``, ``MAX_FILE_BYTES`` and (embeddings)
+    ``MAX_EMBEDDING_INPUTS_PER_BATCH``.
+    """
     from . import jobs
 
     with transaction.atomic():
         locked = _require(_lock(job), can_submit, "submitted")
         old = (locked.state, locked.provider_status)
+        _plan(locked, BatchReason.FIRST)
         locked.state = JobState.SUBMIT_REQUESTED
         locked.submit_requested_at = timezone.now()
-        locked.save(update_fields=["state", "submit_requested_at", "updated_at"])
+        locked.cancel_requested_at = None
+        locked.save(
+            update_fields=["state", "submit_requested_at", "cancel_requested_at", "updated_at"]
+        )
         _status_signal(locked, *old)
         jobs.enqueue_submit(locked.pk)
     return locked
 
 
-def submit(job: BatchJob | int) -> BatchJob:
-    """Upload the job's items and create the provider batch, exactly once.
+def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
+    """Under the job's row lock: cut the job's unplanned pending items into new parts.
 
-    Safe to call from several workers at once: the row lock plus the ``SUBMITTING`` lease let
-    one of them do the I/O; the others return at once. An attempt whose outcome is unknown
-    (timeout, reset, 5xx on create) looks the batch up by its metadata before creating again.
+    Items are taken in pk order and a part is closed when the next item would take it over
+    a limit, so every part is a contiguous pk range of the items planned now; one UPDATE
+    per part links them. Returns the parts created (none when nothing is left to send).
+    """
+    max_requests = int(app_settings.MAX_REQUESTS_PER_BATCH)
+    max_bytes = int(app_settings.MAX_FILE_BYTES)
+    max_inputs = int(app_settings.MAX_EMBEDDING_INPUTS_PER_BATCH)
+    embeddings = job.endpoint == Endpoint.EMBEDDINGS
+    unplanned = RequestItem.objects.filter(
+        job=job, state=ItemState.PENDING, batch__isnull=True
+    ).order_by("pk")
+    # Items added before sizes were stored (nbytes = 0), and embeddings (whose inputs are
+    # counted), need their bodies; everything else plans from two integers per row.
+    need_body = embeddings or unplanned.filter(nbytes=0).exists()
+    columns = ("pk", "nbytes", "custom_id", "url", "body") if need_body else ("pk", "nbytes")
+    last = job.batches.order_by("-part").values_list("part", flat=True).first() or 0
+    parts: list[ProviderBatch] = []
+    lo = hi = count = nbytes = inputs = 0
+
+    def close() -> None:
+        nonlocal count, nbytes, inputs
+        if not count:
+            return
+        number = last + len(parts) + 1
+        part_reason = reason if number == 1 or reason == BatchReason.RETRY else BatchReason.SPLIT
+        if number == 1:
+            part_reason = BatchReason.FIRST
+        part = ProviderBatch.objects.create(
+            job=job,
+            part=number,
+            reason=part_reason,
+            account=job.account,
+            item_count=count,
+            input_bytes=nbytes,
+        )
+        unplanned.filter(pk__gte=lo, pk__lte=hi).update(batch=part)
+        parts.append(part)
+        count = nbytes = inputs = 0
+
+    for row in unplanned.values_list(*columns).iterator(chunk_size=5000):
+        pk, size = row[0], row[1]
+        n_inputs = 1
+        if need_body:
+            line = {"custom_id": row[2], "method": "POST", "url": row[3], "body": row[4]}
+            size = size or len(dumps_line(line).encode("utf-8")) + 1
+            if embeddings:
+                n_inputs = _embedding_inputs(row[4])
+        if count and (
+            count + 1 > max_requests or nbytes + size > max_bytes or inputs + n_inputs > max_inputs
+        ):
+            close()
+        if not count:
+            lo = pk
+        hi = pk
+        count += 1
+        nbytes += size
+        inputs += n_inputs
+    close()
+    return parts
+
+
+def _embedding_inputs(body: Any) -> int:
+    """How many inputs one embeddings request carries (a list counts each element)."""
+    value = body.get("input") if isinstance(body, dict) else None
+    return len(value) if isinstance(value, list) and value else 1
+
+
+def submit(job: BatchJob | int) -> BatchJob:
+    """Upload the job's planned parts and create their provider batches, exactly once each.
+
+    Safe to call from several workers at once: the job's row lock plus the ``SUBMITTING``
+    lease let one of them do the I/O; the others return at once. An attempt whose outcome is
+    unknown (timeout, reset, 5xx on create) looks the part's batch up by its metadata (the
+    job's UUID and the part number) before creating again.
     """
     pk = _get(job).pk
     now = timezone.now()
@@ -518,71 +628,86 @@ def submit(job: BatchJob | int) -> BatchJob:
 
 
 def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> BatchJob:
-    if recovering or job.input_file_id:
+    """Submit every planned part in order; stop at the first one that does not get through."""
+    for part in list(job.batches.planned().order_by("part")):
+        outcome = _submit_part(job, part, client, recovering=recovering)
+        if outcome is not None:
+            return outcome
+    return _submitted(job)
+
+
+def _submit_part(
+    job: BatchJob, part: ProviderBatch, client: BatchProvider, *, recovering: bool
+) -> BatchJob | None:
+    """Upload and create one part. None when it is submitted (go on with the next part);
+    else the job as the attempt leaves it (refused, unknown outcome, or taken over)."""
+    if recovering or part.input_file_id or part.last_error:
         # A previous attempt may have created the batch without recording it.
         try:
-            found = _find_batch(client, job)
+            found = _find_batch(client, job, part)
         except ProviderError as err:
-            return _submit_unknown(job, err)
+            return _submit_unknown(job, err, part)
         if found is not None:
-            return _adopt(job, found, client)
-    if not job.input_file_id:
+            return _adopted_or_stop(job, part, found, client)
+    if not part.input_file_id:
         try:
             # After any earlier attempt (one that failed, or one killed without a word) an
             # upload may have landed unrecorded: reuse it rather than leave an orphan.
-            earlier = recovering or job.last_error_at is not None
-            uploaded = (_find_upload(client, job) if earlier else None) or _upload(job, client)
+            earlier = recovering or job.last_error_at is not None or bool(part.last_error)
+            uploaded = (_find_upload(client, job, part) if earlier else None) or _upload(
+                job, part, client
+            )
         except APIError as err:
             if err.retryable:
-                return _submit_unknown(job, err)
-            return _submit_failed(job, client, err)
+                return _submit_unknown(job, err, part)
+            return _submit_failed(job, part, client, err)
         except ProviderError as err:
-            return _submit_unknown(job, err)
+            return _submit_unknown(job, err, part)
         _checkpoint("submit.uploaded")
-        recorded = BatchJob.objects.filter(
-            pk=job.pk, state=JobState.SUBMITTING, provider_batch_id="", input_file_id=""
-        ).update(input_file_id=uploaded["id"])
-        if not recorded:
+        if not _still_ours(job):
             # Our lease ran out during a slow upload and another worker took over: unless
             # that worker found and recorded this very upload, it will never be a batch.
-            current = _get(job)
+            current = ProviderBatch.objects.get(pk=part.pk)
             if current.input_file_id != uploaded["id"]:
                 _delete_upload(client, uploaded["id"])
-            return current
-        job.input_file_id = uploaded["id"]
+            return _get(job)
+        ProviderBatch.objects.filter(pk=part.pk, provider_batch_id="", input_file_id="").update(
+            input_file_id=uploaded["id"]
+        )
+        part.input_file_id = uploaded["id"]
         _checkpoint("submit.upload_recorded")
-    metadata = {**job.metadata, METADATA_JOB_KEY: str(job.uuid)}
+    metadata = {**job.metadata, METADATA_JOB_KEY: _part_key(job, part.part)}
     unknown: ProviderError | None = None
     for attempt in range(_CREATE_ATTEMPTS):
         last = attempt == _CREATE_ATTEMPTS - 1
         if not _still_ours(job):
             # Our lease ran out (a slow upload) and another worker took the submission
-            # over: creating now would make a second batch for the job.
+            # over: creating now would make a second batch for the part.
             return _get(job)
         try:
             batch = client.create_batch(
-                input_file_id=job.input_file_id,
+                input_file_id=part.input_file_id,
                 endpoint=job.endpoint,
                 completion_window=job.completion_window,
                 metadata=metadata,
                 output_expires_after=app_settings.OUTPUT_EXPIRES_AFTER,
             )
             _checkpoint("submit.created")
-            adopted = _adopt(job, batch, client)
+            outcome = _adopted_or_stop(job, part, batch, client)
             _checkpoint("submit.adopted")
-            return adopted
+            return outcome
         except APIError as err:
             file_race = err.status_code == 400 and err.param == "file_id"
             if err.retry_after is not None and err.retry_after > MAX_RETRY_AFTER:
                 # Refused, and told to come back much later: give the lease back now; the
                 # next attempt (a later poll of the queue, or sync_batches) tries again.
-                return _submit_unknown(job, err)
+                return _submit_unknown(job, err, part)
             if (file_race or err.status_code == 429) and not last:
                 # Nothing was created: a 400/429 is a refusal, so creating again is safe.
                 _sleep(err.retry_after if err.retry_after is not None else retry_delay(attempt))
                 continue
             if not err.retryable:
-                return _submit_failed(job, client, err)
+                return _submit_failed(job, part, client, err)
             unknown = err
         except APIConnectionError as err:
             unknown = err
@@ -590,70 +715,89 @@ def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> Bat
         # out here can land at the provider a moment later). Wait, then look before creating.
         _sleep(retry_delay(attempt + 1))
         try:
-            found = _find_batch(client, job)
+            found = _find_batch(client, job, part)
         except ProviderError as err:
-            return _submit_unknown(job, err)
+            return _submit_unknown(job, err, part)
         if found is not None:
-            return _adopt(job, found, client)
+            return _adopted_or_stop(job, part, found, client)
     assert unknown is not None
-    return _submit_unknown(job, unknown)
+    return _submit_unknown(job, unknown, part)
+
+
+def _part_key(job: BatchJob, part: int) -> str:
+    """The metadata value naming the job (and the part, after the first) on its batches.
+
+    One key for both keeps a slot of the provider's 16 free for the host's own metadata;
+    part 1 carries the bare UUID, as every batch did before jobs were split.
+    """
+    return str(job.uuid) if part == 1 else f"{job.uuid}/{part}"
 
 
 def _still_ours(job: BatchJob) -> bool:
     """Whether this attempt still holds the job's submit lease (nobody re-claimed it)."""
     return BatchJob.objects.filter(
-        pk=job.pk,
-        state=JobState.SUBMITTING,
-        submit_attempt_at=job.submit_attempt_at,
-        provider_batch_id="",
+        pk=job.pk, state=JobState.SUBMITTING, submit_attempt_at=job.submit_attempt_at
     ).exists()
 
 
-def _upload_name(job: BatchJob) -> str:
-    return f"openai_batches-{job.uuid}.jsonl"
+def _upload_name(job: BatchJob, part: ProviderBatch) -> str:
+    suffix = "" if part.part == 1 else f"-{part.part}"
+    return f"openai_batches-{job.uuid}{suffix}.jsonl"
 
 
-def _upload(job: BatchJob, client: BatchProvider) -> dict[str, Any]:
+def _upload(job: BatchJob, part: ProviderBatch, client: BatchProvider) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(prefix="openai_batches-", suffix=".jsonl") as tmp:
-        for chunk in iter_input_jsonl(job):
+        for chunk in _iter_input(RequestItem.objects.filter(job_id=job.pk, batch_id=part.pk)):
             tmp.write(chunk)
         tmp.flush()
         return client.upload_file(
             Path(tmp.name),
-            filename=_upload_name(job),
+            filename=_upload_name(job, part),
             expires_after=app_settings.FILE_EXPIRES_AFTER,
         )
 
 
-def _find_upload(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
-    """An earlier upload of this job's input (found by its file name), if one landed."""
-    expected = job.input_bytes
+def _find_upload(
+    client: BatchProvider, job: BatchJob, part: ProviderBatch
+) -> dict[str, Any] | None:
+    """An earlier upload of this part's input (found by its file name), if one landed."""
+    expected = part.input_bytes
     for file in client.list_files(purpose="batch"):
-        if file.get("filename") == _upload_name(job) and (
+        if file.get("filename") == _upload_name(job, part) and (
             not expected or file.get("bytes") == expected
         ):
             return dict(file)
     return None
 
 
-def _find_batch(client: BatchProvider, job: BatchJob) -> dict[str, Any] | None:
-    """The provider batch carrying this job's UUID in its metadata, if one exists.
+def _batch_part(job: BatchJob, batch: Mapping[str, Any]) -> int | None:
+    """The part number a provider batch carries for ``job``, or None if it is not the job's."""
+    value = (batch.get("metadata") or {}).get(METADATA_JOB_KEY)
+    if not isinstance(value, str):
+        return None
+    uuid, _, part = value.partition("/")
+    if uuid != str(job.uuid):
+        return None
+    if not part:
+        return 1
+    return int(part) if part.isdigit() else None
+
+
+def _find_batch(client: BatchProvider, job: BatchJob, part: ProviderBatch) -> dict[str, Any] | None:
+    """The provider batch carrying this job's UUID and this part's number, if one exists.
 
     Batches come newest first, so the scan stops at the first one created well before the
-    submission was requested. If a lost create produced duplicates, the oldest is kept and
-    the others are cancelled so they are not billed twice.
+    part was planned. If a lost create produced duplicates, the oldest is kept and the
+    others are cancelled so they are not billed twice.
     """
-    since = (job.submit_requested_at or job.created_at).timestamp() - _LOOKUP_SLACK
+    since = min(part.created_at, job.submit_requested_at or job.created_at).timestamp()
+    since -= _LOOKUP_SLACK
     matches: list[dict[str, Any]] = []
     after: str | None = None
     while True:
         page = client.list_batches(after=after, limit=100)
         data = page.get("data") or []
-        matches += [
-            dict(b)
-            for b in data
-            if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == str(job.uuid)
-        ]
+        matches += [dict(b) for b in data if _batch_part(job, b) == part.part]
         if not page.get("has_more") or not data or (data[-1].get("created_at") or 0) < since:
             break
         after = data[-1]["id"]
@@ -676,28 +820,42 @@ def _delete_upload(client: BatchProvider, file_id: str) -> None:
         logger.warning("could not delete unused upload %s: %s", file_id, err)
 
 
-def _adopt(job: BatchJob, batch: Mapping[str, Any], client: BatchProvider) -> BatchJob:
-    """Record the provider batch on the job: it is submitted from now on.
+def _adopted_or_stop(
+    job: BatchJob, part: ProviderBatch, batch: Mapping[str, Any], client: BatchProvider
+) -> BatchJob | None:
+    """:func:`_adopt`, as :func:`_submit_part` reports it: None when the part is now
+    tracked and submitting may go on, else the job (the batch could not be taken)."""
+    adopted = _adopt(job, part, batch, client)
+    return None if adopted else _get(job)
 
-    A batch the job cannot take (it already has another one, because a worker whose lease
-    ran out created a second; or the job was cancelled meanwhile) is cancelled at once and
-    its upload deleted: no paid batch may run without a job tracking it.
+
+def _adopt(
+    job: BatchJob, part: ProviderBatch, batch: Mapping[str, Any], client: BatchProvider
+) -> bool:
+    """Record the provider batch on its part: the part is submitted from now on.
+
+    A batch the part cannot take (it already has another one, because a worker whose
+    lease ran out created a second; or the job was cancelled meanwhile) is cancelled at
+    once and its upload deleted: no paid batch may run without a part tracking it.
+    Returns whether the batch was recorded.
     """
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
-        other = locked.provider_batch_id and locked.provider_batch_id != batch["id"]
-        closed = locked.state not in (
-            JobState.SUBMIT_REQUESTED,
-            JobState.SUBMITTING,
-            JobState.SUBMITTED,
+        locked = _lock(job)
+        current = ProviderBatch.objects.select_for_update().get(pk=part.pk)
+        other = current.provider_batch_id and current.provider_batch_id != batch["id"]
+        closed = current.state not in (JobState.SUBMIT_REQUESTED, JobState.SUBMITTED) or (
+            locked.cancel_requested_at is not None and not current.provider_batch_id
         )
         if not (other or closed):
-            return _record_batch(locked, batch)
+            _record_batch(locked, current, batch)
+            return True
     logger.warning(
         "job %s cannot take batch %s (%s); cancelling it",
         locked.pk,
         batch["id"],
-        f"it has {locked.provider_batch_id}" if other else f"it is {locked.state}",
+        f"part {current.part} has {current.provider_batch_id}"
+        if other
+        else f"part {current.part} is {current.state}",
     )
     try:
         client.cancel_batch(batch["id"])
@@ -706,110 +864,224 @@ def _adopt(job: BatchJob, batch: Mapping[str, Any], client: BatchProvider) -> Ba
         # operator must know a batch of this job ran outside it.
         _record_error(locked, ProviderError(f"could not cancel stray batch {batch['id']}: {err}"))
     input_file = batch.get("input_file_id")
-    if input_file and input_file != locked.input_file_id:
+    if input_file and input_file != current.input_file_id:
         _delete_upload(client, input_file)
-    return locked
+    return False
 
 
-def _record_batch(locked: BatchJob, batch: Mapping[str, Any]) -> BatchJob:
-    """Under the job's row lock: record ``batch`` as the job's provider batch."""
-    old = (locked.state, locked.provider_status)
+def _record_batch(job: BatchJob, part: ProviderBatch, batch: Mapping[str, Any]) -> None:
+    """Under the job's row lock: record ``batch`` as ``part``'s provider batch."""
     now = timezone.now()
-    locked.provider_batch_id = batch["id"]
-    locked.input_file_id = batch.get("input_file_id") or locked.input_file_id
-    locked.state = JobState.SUBMITTED
-    locked.submitted_at = locked.submitted_at or now
-    locked.poll_interval = float(app_settings.POLL_INTERVAL)
-    locked.next_poll_at = now + timedelta(seconds=locked.poll_interval)
-    _apply_fields(locked, batch)
-    locked.save()
-    RequestItem.objects.filter(job=locked, state=ItemState.PENDING).update(
+    part.provider_batch_id = batch["id"]
+    part.input_file_id = batch.get("input_file_id") or part.input_file_id
+    part.state = JobState.SUBMITTED
+    part.submitted_at = part.submitted_at or now
+    part.last_error = ""
+    _apply_fields(part, batch)
+    part.save()
+    RequestItem.objects.filter(batch=part, state=ItemState.PENDING).update(
         state=ItemState.SUBMITTED
     )
-    _status_signal(locked, *old)
-    return locked
+    old = (job.state, job.provider_status)
+    job.submitted_at = job.submitted_at or now
+    submitting = (JobState.SUBMITTING, JobState.SUBMIT_REQUESTED)
+    if job.state in submitting and not job.batches.planned().exclude(pk=part.pk).exists():
+        job.state = JobState.SUBMITTED  # the last planned part: the job is at the provider
+    if job.next_poll_at is None:
+        job.poll_interval = float(app_settings.POLL_INTERVAL)
+        job.next_poll_at = now + timedelta(seconds=job.poll_interval)
+    _summarize(job)
+    job.save()
+    _status_signal(job, *old)
 
 
-def _submit_failed(job: BatchJob, client: BatchProvider, err: APIError) -> BatchJob:
-    """The provider refused the upload or the batch: record why, delete the orphan upload."""
-    if job.input_file_id:
-        _delete_upload(client, job.input_file_id)
+def _submitted(job: BatchJob) -> BatchJob:
+    """Every planned part went through: the job is submitted (tracked until it ends)."""
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        locked = _lock(job)
+        if locked.state != JobState.SUBMITTING:
+            return locked
         old = (locked.state, locked.provider_status)
-        locked.state = JobState.SUBMIT_FAILED
-        locked.input_file_id = ""
-        locked.last_error = f"{type(err).__name__}: {err}"[:4000]
-        locked.last_error_at = timezone.now()
-        locked.save(
-            update_fields=["state", "input_file_id", "last_error", "last_error_at", "updated_at"]
-        )
+        _settle(locked, release=True)
+        locked.save()
         _status_signal(locked, *old)
     return locked
 
 
-def _submit_unknown(job: BatchJob, err: BaseException) -> BatchJob:
+def _submit_failed(
+    job: BatchJob, part: ProviderBatch, client: BatchProvider, err: APIError
+) -> BatchJob:
+    """The provider refused a part's upload or batch: record why, delete the orphan upload.
+
+    The parts not submitted yet are dropped with it (they would meet the same refusal);
+    their items stay pending, so submitting the job again (after a fix) plans them anew.
+    Parts already running go on and are ingested as usual.
+    """
+    if part.input_file_id:
+        _delete_upload(client, part.input_file_id)
+    message = f"{type(err).__name__}: {err}"[:4000]
+    with transaction.atomic():
+        locked = _lock(job)
+        old = (locked.state, locked.provider_status)
+        ProviderBatch.objects.filter(pk=part.pk).update(
+            state=JobState.SUBMIT_FAILED, input_file_id="", last_error=message
+        )
+        _unplan(locked, JobState.SUBMIT_FAILED)
+        locked.last_error = message
+        locked.last_error_at = timezone.now()
+        _settle(locked, release=True)
+        locked.save()
+        _status_signal(locked, *old)
+    return locked
+
+
+def _unplan(job: BatchJob, state: str) -> None:
+    """Drop the job's planned parts (marking them ``state``) and unlink their pending items."""
+    planned = job.batches.planned()
+    RequestItem.objects.filter(batch__in=planned.values("pk"), state=ItemState.PENDING).update(
+        batch=None
+    )
+    RequestItem.objects.filter(
+        job=job, state=ItemState.PENDING, batch__state=JobState.SUBMIT_FAILED
+    ).update(batch=None)
+    planned.update(state=state)
+
+
+def _submit_unknown(
+    job: BatchJob, err: BaseException, part: ProviderBatch | None = None
+) -> BatchJob:
     """The outcome is unknown: go back to 'requested' so the next attempt reconciles first."""
     with transaction.atomic():
-        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        locked = _lock(job)
         old = (locked.state, locked.provider_status)
         locked.state = JobState.SUBMIT_REQUESTED
         locked.submit_attempt_at = None
         locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+        if part is not None:
+            ProviderBatch.objects.filter(pk=part.pk).update(
+                last_error=f"{type(err).__name__}: {err}"[:4000]
+            )
         _record_error(locked, err)
         _status_signal(locked, *old)
     return locked
 
 
-def _apply_fields(job: BatchJob, batch: Mapping[str, Any]) -> bool:
-    """Copy the provider's facts onto ``job`` (unsaved); never move backwards.
+def _settle(job: BatchJob, *, release: bool = False) -> None:
+    """Under the job's row lock: derive the job's state and totals from its parts and items.
+
+    A job waits for a submit while any part is planned, is submitted while any part is at
+    the provider, and is finished once every item is final; items left pending with no
+    part (their part was refused) make it a failed submission. A submitter's lease is kept
+    unless ``release`` (the submitter is done). The caller saves the job.
+    """
+    _summarize(job)
+    parts = _open_parts(job)
+    if job.state == JobState.SUBMITTING and not release:
+        return
+    job.submit_attempt_at = None
+    if JobState.SUBMIT_REQUESTED in parts:
+        job.state = JobState.SUBMIT_REQUESTED
+        return
+    if JobState.SUBMITTED in parts:
+        job.state = JobState.SUBMITTED
+        return
+    job.next_poll_at = None
+    if job.items.filter(state__in=_OPEN_STATES).exists():
+        job.state = JobState.SUBMIT_FAILED
+        return
+    job.state = JobState.FINISHED
+    job.ingested_at = timezone.now()
+
+
+def _summarize(job: BatchJob) -> None:
+    """The job's provider status, counts, usage and cost, derived from its parts.
+
+    Status: the least advanced of the parts still at the provider, else the latest part's.
+    Counts, tokens and cost: sums over every part (a request sent twice counts twice: both
+    sends are billed).
+    """
+    parts = job.batches.exclude(provider_batch_id="")
+    sums = parts.aggregate(
+        total=Sum("request_count_total"),
+        completed=Sum("request_count_completed"),
+        failed=Sum("request_count_failed"),
+        input_tokens=Sum("input_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        output_tokens=Sum("output_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
+        cost_sum=Sum("cost"),
+        priced=Count("pk", filter=Q(cost__isnull=False)),
+        ingested=Count("pk", filter=Q(ingested_at__isnull=False)),
+    )
+    job.request_count_total = sums["total"] or 0
+    job.request_count_completed = sums["completed"] or 0
+    job.request_count_failed = sums["failed"] or 0
+    for key in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
+        setattr(job, key, sums[key] or 0)
+    # A cost only when every ingested part has one: a partial sum would understate it.
+    job.cost = sums["cost_sum"] if sums["ingested"] and sums["priced"] == sums["ingested"] else None
+    statuses = list(parts.values_list("state", "provider_status", "provider_model", "part"))
+    if not statuses:
+        return
+    running = [s for s in statuses if s[0] == JobState.SUBMITTED and s[1] in STATUS_RANK]
+    if running:
+        chosen = min(running, key=lambda s: (STATUS_RANK[s[1]], s[3]))
+    else:
+        chosen = max(statuses, key=lambda s: s[3])
+    job.provider_status = chosen[1]
+    job.provider_model = next((s[2] for s in sorted(statuses, key=lambda s: -s[3]) if s[2]), "")
+
+
+def _apply_fields(part: ProviderBatch, batch: Mapping[str, Any]) -> bool:
+    """Copy the provider's facts onto ``part`` (unsaved); never move backwards.
 
     Returns whether anything the provider reports as progress changed.
     """
     status = batch.get("status")
     if status not in STATUS_RANK:
-        # A status this version does not know: keep what we knew, and say so on the job
-        # rather than store a value the state machine cannot reason about.
-        job.last_error = f"The provider reported an unknown batch status {str(status)[:40]!r}."
-        job.last_error_at = timezone.now()
-        logger.warning("job %s: %s", job.pk, job.last_error)
+        # A status this version does not know: keep what we knew, and say so rather than
+        # store a value the state machine cannot reason about.
+        part.last_error = f"The provider reported an unknown batch status {str(status)[:40]!r}."
+        logger.warning("job %s part %s: %s", part.job_id, part.part, part.last_error)
         return False
-    old_rank = STATUS_RANK.get(job.provider_status, -1)
-    if job.is_terminal or STATUS_RANK[status] < old_rank:
+    old_rank = STATUS_RANK.get(part.provider_status, -1)
+    if part.is_terminal or STATUS_RANK[status] < old_rank:
         # A stale answer (list caches, retries) must not undo what we already saw.
         return False
     counts = _dict(batch.get("request_counts"))
-    before = (job.provider_status, job.request_count_completed, job.request_count_failed)
-    job.provider_status = status
-    job.request_count_total = _count(counts.get("total")) or job.request_count_total
-    job.request_count_completed = max(_count(counts.get("completed")), job.request_count_completed)
-    job.request_count_failed = max(_count(counts.get("failed")), job.request_count_failed)
-    job.provider_model = _field(batch.get("model"), job.provider_model, 128)
-    job.output_file_id = _field(batch.get("output_file_id"), job.output_file_id, 64)
-    job.error_file_id = _field(batch.get("error_file_id"), job.error_file_id, 64)
+    before = (part.provider_status, part.request_count_completed, part.request_count_failed)
+    part.provider_status = status
+    part.request_count_total = _count(counts.get("total")) or part.request_count_total
+    part.request_count_completed = max(
+        _count(counts.get("completed")), part.request_count_completed
+    )
+    part.request_count_failed = max(_count(counts.get("failed")), part.request_count_failed)
+    part.provider_model = _field(batch.get("model"), part.provider_model, 128)
+    part.output_file_id = _field(batch.get("output_file_id"), part.output_file_id, 64)
+    part.error_file_id = _field(batch.get("error_file_id"), part.error_file_id, 64)
     errors = _dict(batch.get("errors"))
     if isinstance(errors.get("data"), list) and errors["data"]:
-        job.provider_errors = _clean(errors["data"][:1000])
+        part.provider_errors = _clean(errors["data"][:1000])
     usage = _dict(batch.get("usage"))
-    if usage and not job.ingested_at:
-        job.input_tokens = _count(usage.get("input_tokens"))
-        job.cached_tokens = _count(_dict(usage.get("input_tokens_details")).get("cached_tokens"))
-        job.output_tokens = _count(usage.get("output_tokens"))
-        job.reasoning_tokens = _count(
+    if usage and not part.ingested_at:
+        part.input_tokens = _count(usage.get("input_tokens"))
+        part.cached_tokens = _count(_dict(usage.get("input_tokens_details")).get("cached_tokens"))
+        part.output_tokens = _count(usage.get("output_tokens"))
+        part.reasoning_tokens = _count(
             _dict(usage.get("output_tokens_details")).get("reasoning_tokens")
         )
     for key, attr in PROVIDER_TIMESTAMPS:
         value = _ts(batch.get(key))
-        if value is not None and getattr(job, attr) is None:
-            setattr(job, attr, value)
-    return before != (job.provider_status, job.request_count_completed, job.request_count_failed)
+        if value is not None and getattr(part, attr) is None:
+            setattr(part, attr, value)
+    return before != (part.provider_status, part.request_count_completed, part.request_count_failed)
 
 
 def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
-    """Apply one provider batch object to its job and schedule the next poll (backoff).
+    """Apply one provider batch object to its part and schedule the job's next poll (backoff).
 
     If another process holds the job's row (an ingest writing its results, a submitter
-    recording its batch) the job is returned as it is instead of waiting: that process is
+    recording a batch) the job is returned as it is instead of waiting: that process is
     already moving it, and a sync pass must not queue behind one job.
     """
     pk = _get(job).pk
@@ -817,11 +1089,12 @@ def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
         locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
         if locked is None:
             return _get(pk)
+        part = _part_for(locked, batch)
+        if part is None:
+            return locked
         old = (locked.state, locked.provider_status)
-        if locked.state in (JobState.SUBMITTING, JobState.SUBMIT_REQUESTED):
-            locked.state = JobState.SUBMITTED  # found by a refresh before the submitter recorded it
-            locked.provider_batch_id = locked.provider_batch_id or str(batch.get("id") or "")
-        moved = _apply_fields(locked, batch)
+        moved = _apply_fields(part, batch)
+        part.save()
         now = timezone.now()
         base = float(app_settings.POLL_INTERVAL)
         if moved or not locked.poll_interval:
@@ -833,29 +1106,68 @@ def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
             )
         locked.last_polled_at = now
         locked.next_poll_at = now + timedelta(seconds=locked.poll_interval)
+        if locked.state in (JobState.SUBMITTING, JobState.SUBMIT_REQUESTED) and not (
+            locked.batches.planned().exists()
+        ):
+            locked.state = JobState.SUBMITTED  # found by a refresh before the submitter was done
+        _summarize(locked)
         locked.save()
         _status_signal(locked, *old)
     return locked
 
 
+def _part_for(job: BatchJob, batch: Mapping[str, Any]) -> ProviderBatch | None:
+    """Under the job's lock: the part ``batch`` belongs to, recording it on a planned part
+    that a refresh found before its submitter recorded it (the crash-safe path)."""
+    batch_id = str(batch.get("id") or "")
+    part = ProviderBatch.objects.select_for_update().filter(job=job, provider_batch_id=batch_id)
+    found = part.first()
+    if found is not None or not batch_id:
+        return found
+    number = _batch_part(job, batch)
+    if number is None:
+        return None
+    planned = (
+        ProviderBatch.objects.select_for_update()
+        .filter(job=job, part=number, provider_batch_id="", state=JobState.SUBMIT_REQUESTED)
+        .first()
+    )
+    if planned is None:
+        return None
+    planned.provider_batch_id = batch_id
+    planned.input_file_id = str(batch.get("input_file_id") or planned.input_file_id)
+    planned.state = JobState.SUBMITTED
+    planned.submitted_at = timezone.now()
+    RequestItem.objects.filter(batch=planned, state=ItemState.PENDING).update(
+        state=ItemState.SUBMITTED
+    )
+    job.submitted_at = job.submitted_at or planned.submitted_at
+    return planned
+
+
 def refresh(
     job: BatchJob | int, *, ingest: bool = True, progress: Progress | None = None
 ) -> BatchJob:
-    """Ask the provider about the batch now; ingest and announce when it is terminal.
+    """Ask the provider about the job's running batches now; ingest and announce each one
+    that is terminal.
 
     A poll error is recorded on the job (``last_error``) and re-raised; the provider's facts
     stay as they were.
     """
     current = _require(_get(job), can_refresh, "refreshed")
+    batches = []
     with _provider(current, on_error=_poll_failed) as client:
-        batch = client.retrieve_batch(current.provider_batch_id)
+        for part in current.batches.active().order_by("part"):
+            batches.append(client.retrieve_batch(part.provider_batch_id))
     _checkpoint("refresh.fetched")
+    updated = current
     try:
-        updated = apply_batch(current, batch)
+        for batch in batches:
+            updated = apply_batch(current, batch)
     except Exception as err:
         _poll_failed(current, err)
         raise
-    if ingest and updated.is_terminal and not updated.ingested_at:
+    if ingest:
         _ingest(updated, progress=progress)
         updated.refresh_from_db()
     return updated
@@ -909,78 +1221,195 @@ def request_refresh(job: BatchJob | int) -> None:
 
 def _may_have_batch(job: BatchJob) -> bool:
     """Whether an earlier submission attempt may have created a batch we never recorded
-    (it uploaded, or it ended with an error whose outcome was unknown)."""
-    return job.state == JobState.SUBMIT_REQUESTED and bool(job.input_file_id or job.last_error_at)
+    (a planned part uploaded, or an attempt ended with an error whose outcome was unknown)."""
+    if job.state != JobState.SUBMIT_REQUESTED:
+        return False
+    planned = job.batches.planned()
+    return planned.exclude(input_file_id="", last_error="").exists() or (
+        job.last_error_at is not None and planned.exists()
+    )
 
 
 def cancel(job: BatchJob | int) -> BatchJob:
-    """Cancel a job: locally before submission, at the provider afterwards.
+    """Cancel a job: its planned parts locally, its running batches at the provider.
 
-    A job waiting to be submitted again after an attempt whose outcome was unknown may
-    already have a batch at the provider: it is looked up first, and cancelled there if it
-    exists, so cancelling (and then deleting) a job never leaves a paid batch untracked.
+    Nothing of a cancelled job is sent again (no retries). A job waiting to be submitted
+    again after an attempt whose outcome was unknown may already have a batch at the
+    provider: it is looked up first, and cancelled there if it exists, so cancelling (and
+    then deleting) a job never leaves a paid batch untracked.
     """
     with transaction.atomic():
         locked = _require(_lock(job), can_cancel, "cancelled")
-        if locked.state != JobState.SUBMITTED and not _may_have_batch(locked):
-            _cancel_locally(locked)
-            return locked
-        if locked.state != JobState.SUBMITTED:
+        locked.cancel_requested_at = timezone.now()
+        locked.save(update_fields=["cancel_requested_at", "updated_at"])
+        if _may_have_batch(locked):
             # Hold the submit lease while we look, so no worker creates a batch meanwhile.
             locked.state = JobState.SUBMITTING
             locked.submit_attempt_at = timezone.now()
             locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+        elif not locked.batches.active().exists():
+            _cancel_locally(locked)
+            return locked
+        else:
+            _drop_planned(locked)
     if locked.state == JobState.SUBMITTING:
         return _cancel_unrecorded(locked)
-    with _provider(locked, on_error=_record_error) as client:
-        batch = client.cancel_batch(locked.provider_batch_id)
-    return apply_batch(locked, batch)
+    return _cancel_running(locked)
+
+
+def _cancel_running(job: BatchJob) -> BatchJob:
+    """Ask the provider to cancel each of the job's running batches."""
+    updated = job
+    with _provider(job, on_error=_record_error) as client:
+        for part in job.batches.active().exclude(provider_status__in=TERMINAL_STATUSES):
+            batch = client.cancel_batch(part.provider_batch_id)
+            updated = apply_batch(job, batch)
+    return updated
+
+
+def _drop_planned(job: BatchJob) -> None:
+    """Under the job's lock, on cancel: planned parts are never sent; their requests end as
+    cancelled (final, announced like any result) while the running parts finish."""
+    now = timezone.now()
+    planned = job.batches.planned()
+    RequestItem.objects.filter(batch__in=planned.values("pk"), state=ItemState.PENDING).update(
+        state=ItemState.CANCELLED,
+        error=_CANCELLED_BEFORE_SENT,
+        completed_at=now,
+        announced=not signals.result_received.has_listeners(RequestItem),
+    )
+    planned.update(state=JobState.CANCELLED)
+
+
+_CANCELLED_BEFORE_SENT = {
+    "code": "batch_cancelled",
+    "message": "The job was cancelled before this request was sent.",
+}
 
 
 def _cancel_locally(locked: BatchJob) -> None:
     old = (locked.state, locked.provider_status)
+    _unplan(locked, JobState.CANCELLED)
     locked.state = JobState.CANCELLED
-    locked.save(update_fields=["state", "updated_at"])
+    locked.submit_attempt_at = None
+    locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
     _status_signal(locked, *old)
 
 
 def _cancel_unrecorded(job: BatchJob) -> BatchJob:
-    """Cancel a job whose batch may exist unrecorded; we hold its submit lease."""
+    """Cancel a job whose planned parts may have batches we never recorded; we hold its
+    submit lease."""
     try:
         client = get_client(job.account)
     except Exception as err:
         _submit_unknown(job, err)
         raise
+    adopted_any = False
     try:
-        try:
-            found = _find_batch(client, job)
-        except Exception as err:
-            # We could not make sure: the job stays submittable (and cancellable) as it was.
-            _submit_unknown(job, err)
-            raise
-        if found is not None:
-            # Tracked from here on, whatever the cancel says (a batch that already ended
-            # cannot be cancelled: then its results are ingested like any other's).
-            adopted = _adopt(job, found, client)
+        for part in list(job.batches.planned().order_by("part")):
             try:
-                batch = client.cancel_batch(adopted.provider_batch_id)
-            except ProviderError as err:
-                _record_error(adopted, err)
+                found = _find_batch(client, job, part)
+            except Exception as err:
+                # We could not make sure: the job stays submittable (and cancellable).
+                _submit_unknown(job, err)
                 raise
-            return apply_batch(adopted, batch)
-        if job.input_file_id:
-            # A create still in flight would now fail for want of its file.
-            _delete_upload(client, job.input_file_id)
+            if found is not None:
+                # Tracked from here on, whatever the cancel says (a batch that already
+                # ended cannot be cancelled: then its results are ingested like any other's).
+                with transaction.atomic():
+                    locked = _lock(job)
+                    current = ProviderBatch.objects.select_for_update().get(pk=part.pk)
+                    _record_batch(locked, current, found)
+                adopted_any = True
+                try:
+                    batch = client.cancel_batch(found["id"])
+                except ProviderError as err:
+                    _record_error(job, err)
+                    raise
+                apply_batch(job, batch)
+            elif part.input_file_id:
+                # A create still in flight would now fail for want of its file.
+                _delete_upload(client, part.input_file_id)
+                ProviderBatch.objects.filter(pk=part.pk).update(input_file_id="")
     finally:
         client.close()
     with transaction.atomic():
         locked = _lock(job)
         locked.submit_attempt_at = None
-        locked.input_file_id = ""
-        locked.save(update_fields=["submit_attempt_at", "input_file_id", "updated_at"])
+        if adopted_any or locked.batches.active().exists():
+            old = (locked.state, locked.provider_status)
+            _drop_planned(locked)
+            _settle(locked, release=True)
+            locked.save()
+            _status_signal(locked, *old)
+            return locked
         locked.state = JobState.SUBMIT_REQUESTED  # what the status signal reports as "old"
         _cancel_locally(locked)
     return locked
+
+
+def retry(job: BatchJob | int, which: str) -> BatchJob:
+    """Send a finished job's ``which`` requests again: "failed" (failed, or missing from
+    the results) or "expired" (expired, or cancelled before they ran).
+
+    Only requests sent fewer than ``RETRY["MAX_ATTEMPTS"]`` times are taken; requests that
+    succeeded never are. The job goes back to "submission requested" with the requests in
+    new parts; their new results are announced when they land (a second
+    ``result_received`` for those ``custom_id``s) and ``job_finished`` is sent again.
+    """
+    from . import jobs
+
+    with transaction.atomic():
+        locked = _lock(job)
+        _require(locked, lambda j: can_retry(j, which), f"retried ({which})")
+        old = (locked.state, locked.provider_status)
+        chosen = _retry_candidates(locked, which)
+        _reset_for_retry(RequestItem.objects.filter(pk__in=chosen.values("pk")))
+        _plan(locked, BatchReason.RETRY)
+        locked.state = JobState.SUBMIT_REQUESTED
+        locked.cancel_requested_at = None
+        locked.ingested_at = None
+        locked.finish_announced = False
+        locked.save()
+        _status_signal(locked, *old)
+        jobs.enqueue_submit(locked.pk)
+    return locked
+
+
+#: What :func:`retry` takes: which final item states each kind sends again.
+RETRY_KINDS: dict[str, tuple[str, ...]] = {
+    "failed": (ItemState.FAILED, ItemState.MISSING),
+    "expired": (ItemState.EXPIRED, ItemState.CANCELLED),
+}
+
+
+def _retry_candidates(job: BatchJob, which: str) -> models.QuerySet[RequestItem]:
+    limit = int(app_settings.retry_policy()["MAX_ATTEMPTS"])
+    return RequestItem.objects.filter(
+        job=job, state__in=RETRY_KINDS[which], attempt_count__lt=limit
+    )
+
+
+def _reset_for_retry(items: models.QuerySet[RequestItem]) -> int:
+    """Put ``items`` back to pending with no result and no part: the next plan takes them.
+    Their attempts keep what came back."""
+    return items.update(
+        state=ItemState.PENDING,
+        batch=None,
+        status_code=None,
+        response=None,
+        error=None,
+        provider_request_id="",
+        result_line_id="",
+        input_tokens=0,
+        cached_tokens=0,
+        output_tokens=0,
+        reasoning_tokens=0,
+        completed_at=None,
+        announced=False,
+        parsed=None,
+        parse_error="",
+    )
 
 
 # -- ingest ------------------------------------------------------------------------------
@@ -1149,8 +1578,11 @@ class _ResultWriter:
     chunked ``executemany`` elsewhere. Only items still open are touched, so re-running an
     ingest changes nothing."""
 
-    def __init__(self, job: BatchJob, now: datetime, *, announced: bool) -> None:
+    def __init__(
+        self, job: BatchJob, part: ProviderBatch, now: datetime, *, announced: bool
+    ) -> None:
         self.job = job
+        self.part = part
         self.now = now
         self.announced = announced
         self.chunk = int(app_settings.INGEST_CHUNK_SIZE)
@@ -1176,10 +1608,11 @@ class _ResultWriter:
     def _executemany(self, rows: list[tuple[Any, ...]]) -> None:
         sets = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in _RESULT_COLUMNS)
         # Identifiers come from the model's metadata and a constant column list, never input.
-        where = "WHERE job_id = %s AND custom_id = %s AND state IN (%s, %s)"
+        where = "WHERE job_id = %s AND custom_id = %s AND batch_id = %s AND state IN (%s, %s)"
         sql = f"UPDATE {self.table} SET {sets}, completed_at = %s, announced = %s {where}"  # noqa: S608
         params = [
-            (*r[1:], self.now, self.announced, self.job.pk, r[0], *_OPEN_STATES) for r in rows
+            (*r[1:], self.now, self.announced, self.job.pk, r[0], self.part.pk, *_OPEN_STATES)
+            for r in rows
         ]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
@@ -1206,55 +1639,72 @@ class _ResultWriter:
         sets = ", ".join(f"{c} = t.{c}" for c in _RESULT_COLUMNS)
         with connection.cursor() as cursor:
             # Identifiers come from the model's metadata and a constant column list, never input.
-            where = "WHERE i.job_id = %s AND i.custom_id = t.custom_id AND i.state IN (%s, %s)"
+            where = (
+                "WHERE i.job_id = %s AND i.custom_id = t.custom_id AND i.batch_id = %s "
+                "AND i.state IN (%s, %s)"
+            )
             sql = f"UPDATE {self.table} AS i SET {sets}, completed_at = %s, announced = %s FROM openai_batches_ingest AS t {where}"  # noqa: S608
-            cursor.execute(sql, [self.now, self.announced, self.job.pk, *_OPEN_STATES])
+            cursor.execute(
+                sql, [self.now, self.announced, self.job.pk, self.part.pk, *_OPEN_STATES]
+            )
             cursor.execute("DROP TABLE openai_batches_ingest")
 
 
 def ingest(job: BatchJob | int, *, progress: Progress | None = None) -> int:
-    """Store the results of a terminal batch on its items, in bulk; idempotent.
+    """Store the results of the job's terminal batches on their items, in bulk; idempotent.
 
-    Streams the output and error files to temporary files (retrying downloads) BEFORE taking
-    the job's row lock, so a slow download never holds up a refresh, a sync pass or a user's
-    action; then, under the lock (skipped if another process holds it), writes every result
-    in bulk, marks the items that have no line (expired, cancelled, failed batch, or
-    missing), sums usage onto the job and, after commit, announces the results. Returns the
-    number of result lines read. Any error (a download, a database refusal) is recorded on
-    the job and re-raised: the transaction rolls back, so the next poll starts afresh.
+    For each part that has ended and is not ingested yet: streams its output and error
+    files to temporary files (retrying downloads) BEFORE taking the job's row lock, so a
+    slow download never holds up a refresh, a sync pass or a user's action; then, under the
+    lock (skipped if another process holds it), writes every result in bulk, marks the
+    items that have no line (expired, cancelled, failed batch, or missing), records one
+    attempt per request, puts the requests that failed for a transient reason back in line
+    for a follow-up part (the ``RETRY`` policy), sums usage and cost onto the part and the
+    job and, after commit, announces the final results. Returns the number of result lines
+    read. Any error (a download, a database refusal) is recorded on the job and re-raised:
+    the transaction rolls back, so the next poll starts afresh.
     """
     pk = _get(job).pk
+    lines = 0
     try:
-        current = BatchJob.objects.get(pk=pk)
-        if current.ingested_at or not current.is_terminal:
-            return 0
-        with _downloaded(current) as files, transaction.atomic():
-            locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
-            if locked is None or locked.ingested_at or not locked.is_terminal:
-                return 0  # another process is ingesting it, or there is nothing to do
-            if (locked.output_file_id, locked.error_file_id) != (
-                current.output_file_id,
-                current.error_file_id,
-            ):
-                return 0  # changed under us; the next poll downloads what is current
-            lines = _ingest_locked(locked, _rows(locked, files), progress)
+        ended = ProviderBatch.objects.filter(
+            job_id=pk, state=JobState.SUBMITTED, provider_status__in=TERMINAL_STATUSES
+        ).order_by("part")
+        for part in list(ended):
+            lines += _ingest_part(pk, part, progress)
     except Exception as err:
         _record_error(_get(pk), err)
         raise
     return lines
 
 
+def _ingest_part(pk: int, part: ProviderBatch, progress: Progress | None) -> int:
+    with _downloaded(part) as files, transaction.atomic():
+        locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+        if locked is None:
+            return 0  # another process is ingesting (or recording) it
+        current = ProviderBatch.objects.select_for_update().get(pk=part.pk)
+        if current.state != JobState.SUBMITTED or not current.is_terminal:
+            return 0  # ingested meanwhile, or nothing to do
+        if (current.output_file_id, current.error_file_id) != (
+            part.output_file_id,
+            part.error_file_id,
+        ):
+            return 0  # changed under us; the next poll downloads what is current
+        return _ingest_locked(locked, current, _rows(current, files), progress)
+
+
 @contextmanager
-def _downloaded(job: BatchJob) -> Iterator[list[tuple[str, IO[bytes]]]]:
-    """The job's output and error files, each streamed whole to a temporary file.
+def _downloaded(part: ProviderBatch) -> Iterator[list[tuple[str, IO[bytes]]]]:
+    """The part's output and error files, each streamed whole to a temporary file.
 
     Downloads are retried from the start; a truncated one is an error, never a short file.
     """
     with ExitStack() as stack:
         files: list[tuple[str, IO[bytes]]] = []
-        client = get_client(job.account)
+        client = get_client(part.account)
         try:
-            for file_id in (job.output_file_id, job.error_file_id):
+            for file_id in (part.output_file_id, part.error_file_id):
                 if not file_id:
                     continue
                 tmp = stack.enter_context(tempfile.TemporaryFile())
@@ -1267,41 +1717,40 @@ def _downloaded(job: BatchJob) -> Iterator[list[tuple[str, IO[bytes]]]]:
 
 
 def _rows(
-    job: BatchJob, files: list[tuple[str, IO[bytes]]]
+    part: ProviderBatch, files: list[tuple[str, IO[bytes]]]
 ) -> Iterator[tuple[str, tuple[Any, ...]]]:
     for file_id, tmp in files:
         for line_no, obj, error in iter_jsonl(tmp):
             row = result_row(obj) if isinstance(obj, dict) else None
             if row is None:
                 logger.warning(
-                    "job %s: unusable line %s in %s (%s)", job.pk, line_no, file_id, error
+                    "job %s: unusable line %s in %s (%s)", part.job_id, line_no, file_id, error
                 )
                 continue
             yield row
 
 
 def iter_result_rows(job: BatchJob) -> Iterator[tuple[str, tuple[Any, ...]]]:
-    """Every usable line of the job's output and error files as a :func:`result_row`.
-
-    Each file is streamed to a temporary file first, then read one line at a time.
-    """
-    with _downloaded(job) as files:
-        yield from _rows(job, files)
+    """Every usable line of the output and error files of the job's ended batches, as a
+    :func:`result_row`. Each file is streamed to a temporary file first, then read one
+    line at a time."""
+    for part in job.batches.exclude(provider_batch_id="").order_by("part"):
+        with _downloaded(part) as files:
+            yield from _rows(part, files)
 
 
 def _ingest_locked(
-    job: BatchJob, rows: Iterable[tuple[str, tuple[Any, ...]]], progress: Progress | None
+    job: BatchJob,
+    part: ProviderBatch,
+    rows: Iterable[tuple[str, tuple[Any, ...]]],
+    progress: Progress | None,
 ) -> int:
     now = timezone.now()
     # With no receiver connected there is nothing to send: store the results as announced
     # in the same write instead of a second pass over every row after commit.
     announced = not signals.result_received.has_listeners(RequestItem)
-    if announced:
-        _count_announced(
-            RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).order_by().count()
-        )
-    writer = _ResultWriter(job, now, announced=announced)
-    total = job.request_count_total or job.item_count
+    writer = _ResultWriter(job, part, now, announced=announced)
+    total = part.request_count_total or part.item_count
     lines = 0
     for custom_id, values in rows:
         writer.add(custom_id, values)
@@ -1311,37 +1760,113 @@ def _ingest_locked(
         if progress and lines % 1000 == 0:
             progress(lines, total)
     writer.finish()
+    leftover = _leftover(part)
+    RequestItem.objects.filter(batch=part, state__in=_OPEN_STATES).update(
+        state=leftover[0], error=leftover[1], completed_at=now, announced=announced
+    )
+    _record_attempts(part, now)
+    retried = _retry_transient(job, part)
     # Structured outputs are parsed once, in bulk, in this transaction, so receivers and
     # the export read stored JSON instead of each parsing (and saving) on first access.
     structured.store_parsed(job)
-    leftover = _leftover(job)
-    RequestItem.objects.filter(job=job, state__in=_OPEN_STATES).update(
-        state=leftover[0], error=leftover[1], completed_at=now, announced=announced
-    )
-    sums = RequestItem.objects.filter(job=job).aggregate(
-        input_tokens=Sum("input_tokens"),
-        cached_tokens=Sum("cached_tokens"),
-        output_tokens=Sum("output_tokens"),
-        reasoning_tokens=Sum("reasoning_tokens"),
-    )
+    if announced:
+        _count_announced(part.item_count - retried)
+    _part_totals(job, part, now)
     old = (job.state, job.provider_status)
-    for key, value in sums.items():
-        setattr(job, key, value or 0)
-    job.state = JobState.FINISHED
-    job.ingested_at = now
-    job.next_poll_at = None
+    if retried:
+        _plan(job, BatchReason.RETRY)
+    _settle(job)
     job.save()
     _status_signal(job, *old)
     if progress:
         progress(lines, total)
     _checkpoint("ingest.before_commit")
     transaction.on_commit(lambda: _after_ingest(job.pk), robust=True)
+    if retried and job.state == JobState.SUBMIT_REQUESTED:
+        from . import jobs
+
+        jobs.enqueue_submit(job.pk)
     return lines
 
 
-def _leftover(job: BatchJob) -> tuple[str, dict[str, Any]]:
+def _record_attempts(part: ProviderBatch, now: datetime) -> None:
+    """One attempt row per request the part carried, copied from the items in one
+    statement (INSERT ... SELECT), and each item's attempt count moved on."""
+    items = connection.ops.quote_name(RequestItem._meta.db_table)
+    attempts = connection.ops.quote_name(RequestAttempt._meta.db_table)
+    with connection.cursor() as cursor:
+        # Identifiers come from the models' metadata, never from input. A failed request's
+        # error body is its response (the request ran); a never-run one has an error object.
+        cursor.execute(
+            f"INSERT INTO {attempts} (item_id, batch_id, number, state, status_code, error, "  # noqa: S608
+            "input_tokens, cached_tokens, output_tokens, reasoning_tokens, retried, created_at) "
+            "SELECT id, batch_id, attempt_count + 1, state, status_code, "
+            "CASE WHEN state = %s THEN NULL ELSE COALESCE(error, response) END, "
+            "input_tokens, cached_tokens, output_tokens, reasoning_tokens, %s, %s "
+            f"FROM {items} WHERE batch_id = %s",
+            [ItemState.SUCCEEDED, False, now, part.pk],
+        )
+    RequestItem.objects.filter(batch=part).update(attempt_count=F("attempt_count") + 1)
+
+
+def _retry_transient(job: BatchJob, part: ProviderBatch) -> int:
+    """Put the part's requests that failed for a transient reason back in line (the
+    ``RETRY`` policy); returns how many. Their attempts are marked ``retried``."""
+    policy = app_settings.retry_policy()
+    if job.cancel_requested_at is not None:
+        return 0  # a cancelled job sends nothing again
+    started = job.submit_requested_at or job.created_at
+    if (timezone.now() - started).total_seconds() > float(policy["DEADLINE"]):
+        return 0
+    transient = Q(state=ItemState.FAILED, status_code__in=list(policy["STATUS_CODES"]))
+    # (A batch cancelled here returned above: one cancelled by the provider, or on its
+    # dashboard, has its never-run requests sent again like expired ones.)
+    transient |= Q(status_code__isnull=True, error__code__in=list(policy["ERROR_CODES"]))
+    batch_codes = {str(e.get("code")) for e in part.provider_errors if isinstance(e, dict)}
+    if (
+        part.provider_status == BatchStatus.FAILED
+        and batch_codes
+        and batch_codes <= set(policy["BATCH_ERROR_CODES"])
+    ):
+        transient |= Q(status_code__isnull=True, error__code="batch_failed")
+    chosen = RequestItem.objects.filter(
+        transient, batch=part, attempt_count__lt=int(policy["MAX_ATTEMPTS"])
+    )
+    ids = list(chosen.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    for start in range(0, len(ids), _INSERT_CHUNK):
+        chunk = ids[start : start + _INSERT_CHUNK]
+        RequestAttempt.objects.filter(batch=part, item_id__in=chunk).update(retried=True)
+        _reset_for_retry(RequestItem.objects.filter(pk__in=chunk))
+    return len(ids)
+
+
+def _part_totals(job: BatchJob, part: ProviderBatch, now: datetime) -> None:
+    """Store the part's usage (summed over its attempts) and its cost, once: the part is
+    marked ingested in the same transaction, so a second ingest never counts it again."""
+    sums = RequestAttempt.objects.filter(batch=part).aggregate(
+        input_tokens=Sum("input_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        output_tokens=Sum("output_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
+    )
+    for key, value in sums.items():
+        setattr(part, key, value or 0)
+    table = app_settings.PRICES
+    prices = table.get(job.model or part.provider_model) if isinstance(table, dict) else None
+    part.cost = token_cost(
+        prices,
+        Usage(part.input_tokens, part.cached_tokens, part.output_tokens, part.reasoning_tokens),
+    )
+    part.state = JobState.FINISHED
+    part.ingested_at = now
+    part.save()
+
+
+def _leftover(part: ProviderBatch) -> tuple[str, dict[str, Any]]:
     """State and error for items the result files did not mention."""
-    status = job.provider_status
+    status = part.provider_status
     if status == BatchStatus.EXPIRED:
         return ItemState.EXPIRED, {
             "code": "batch_expired",
@@ -1353,7 +1878,7 @@ def _leftover(job: BatchJob) -> tuple[str, dict[str, Any]]:
             "message": "The batch was cancelled before this request ran.",
         }
     if status == BatchStatus.FAILED:
-        first = (job.provider_errors or [{}])[0]
+        first = (part.provider_errors or [{}])[0]
         return ItemState.FAILED, {
             "code": "batch_failed",
             "message": f"The batch failed validation: {first.get('message', 'see the job')}",
@@ -1427,6 +1952,7 @@ def _send_result(item: RequestItem) -> None:
         succeeded=item.state == ItemState.SUCCEEDED,
         response=item.response,
         error=item.error,
+        attempt=item.attempt_count,
     )
 
 
@@ -1508,10 +2034,11 @@ def _send_chunk(chunk: list[RequestItem]) -> list[int]:
         try:
             _send_result(item)
         except Exception as err:
-            transaction.savepoint_rollback(sid)
-            # A receiver's failed query inside a savepoint-less atomic marks the whole
-            # transaction for rollback; the savepoint above already undid it.
+            # A receiver's failed query inside its own atomic block marks the whole
+            # transaction for rollback, and Django then refuses even the rollback to our
+            # savepoint: clear the mark first; the savepoint undoes the receiver's writes.
             transaction.set_rollback(False)
+            transaction.savepoint_rollback(sid)
             logger.exception("a result_received receiver failed for %s", item.custom_id)
             failure = err
             continue
@@ -1552,92 +2079,100 @@ def iter_results_jsonl(job: BatchJob | int) -> Iterator[bytes]:
 
 
 def iter_input_jsonl(job: BatchJob | int) -> Iterator[bytes]:
-    """The job's JSONL input exactly as it is (or was) uploaded."""
-    rows = (
-        RequestItem.objects.filter(job_id=_get(job).pk)
-        .order_by("pk")
-        .values_list("custom_id", "method", "url", "body")
-        .iterator(chunk_size=2000)
-    )
-    for custom_id, method, url, body in rows:
-        yield (
-            dumps_line({"custom_id": custom_id, "method": method, "url": url, "body": body}).encode(
-                "utf-8"
-            )
-            + b"\n"
-        )
+    """The job's JSONL input: every request, once, in the order it was added."""
+    return _iter_input(RequestItem.objects.filter(job_id=_get(job).pk))
+
+
+def _iter_input(items: models.QuerySet[RequestItem]) -> Iterator[bytes]:
+    rows = items.order_by("pk").values_list("custom_id", "method", "url", "body")
+    for custom_id, method, url, body in rows.iterator(chunk_size=2000):
+        line = {"custom_id": custom_id, "method": method, "url": url, "body": body}
+        yield dumps_line(line).encode("utf-8") + b"\n"
 
 
 def iter_provider_file(job: BatchJob | int, which: str) -> Iterator[bytes]:
-    """Stream one of the job's provider files: ``input``, ``output`` or ``error``.
+    """Stream the job's provider files of one kind, ``input``, ``output`` or ``error``:
+    each part's file in part order (one file for a job of one batch).
 
-    The checks run on the call (a missing file raises :class:`InvalidStateError` before any
-    response starts); the download itself streams as the iterator is consumed. When the
-    provider no longer has the file (deleted, expired after its retention, or an emulator
-    that is gone) and nothing has been sent yet, the same lines are built from what the
-    database holds: the items for the input, the ingested results for output and errors.
+    The checks run on the call (no such file raises :class:`InvalidStateError` before any
+    response starts); the downloads stream as the iterator is consumed. When the provider
+    no longer has a part's file (deleted, expired after its retention, or an emulator that
+    is gone) and nothing of that file has been sent yet, the same lines are built from
+    what the database holds: the part's items for the input, its ingested results for
+    output and errors.
     """
     current = _get(job)
     if which not in ("input", "output", "error"):
         raise ValueError(f"which must be input, output or error, not {which!r}")
-    file_id = {
-        "input": current.input_file_id,
-        "output": current.output_file_id,
-        "error": current.error_file_id,
-    }[which]
-    if not file_id:
+    attr = f"{which}_file_id"
+    parts = [p for p in current.batches.order_by("part") if getattr(p, attr)]
+    if not parts:
         raise _refusal(current, "downloaded", f"it has no {which} file")
-    rebuildable = which == "input" or current.ingested_at is not None
     try:
         client = get_client(current.account)
     except ConfigurationError:
-        if not rebuildable:
+        if not all(which == "input" or p.ingested_at for p in parts):
             raise
-        return _stored_file(current, which)
+        return (chunk for p in parts for chunk in _stored_file(current, p, which))
 
     def chunks() -> Iterator[bytes]:
-        sent = False
         try:
-            for chunk in client.iter_file_chunks(file_id):
-                sent = True
-                yield chunk
-        except (NotFoundError, APIConnectionError) as err:
-            if sent or not rebuildable:
-                raise
-            logger.info(
-                "job %s: %s file unavailable (%s); built from the database", current.pk, which, err
-            )
-            yield from _stored_file(current, which)
+            for part in parts:
+                yield from _part_file(client, current, part, which)
         finally:
             client.close()
 
     return chunks()
 
 
-def _stored_file(job: BatchJob, which: str) -> Iterator[bytes]:
-    """The job's ``which`` file as the provider wrote it, rebuilt from the database.
+def _part_file(
+    client: BatchProvider, job: BatchJob, part: ProviderBatch, which: str
+) -> Iterator[bytes]:
+    rebuildable = which == "input" or part.ingested_at is not None
+    sent = False
+    try:
+        for chunk in client.iter_file_chunks(getattr(part, f"{which}_file_id")):
+            sent = True
+            yield chunk
+    except (NotFoundError, APIConnectionError) as err:
+        if sent or not rebuildable:
+            raise
+        logger.info(
+            "job %s part %s: %s file unavailable (%s); built from the database",
+            job.pk,
+            part.part,
+            which,
+            err,
+        )
+        yield from _stored_file(job, part, which)
 
-    Output: every succeeded item. Errors: every request that ran and failed (its status and
-    error body) and every one that never ran (its error object); the app's own
-    ``missing`` marks are not provider lines and are left out.
+
+def _stored_file(job: BatchJob, part: ProviderBatch, which: str) -> Iterator[bytes]:
+    """A part's ``which`` file as the provider wrote it, rebuilt from the database.
+
+    Input: the part's requests. Output: what succeeded in it. Errors: every request that
+    ran and failed (its status and error body) and every one that never ran (its error
+    object); the app's own ``missing`` marks are not provider lines and are left out. A
+    request sent again later belongs to its latest part's files.
     """
     if which == "input":
-        yield from iter_input_jsonl(job)
+        sent = Q(batch=part) | Q(attempts__batch=part)
+        yield from _iter_input(RequestItem.objects.filter(sent).distinct())
         return
     states = (
         [ItemState.SUCCEEDED]
         if which == "output"
         else [ItemState.FAILED, ItemState.EXPIRED, ItemState.CANCELLED]
     )
-    rows = (
-        RequestItem.objects.filter(job_id=job.pk, state__in=states)
+    lines = (
+        RequestItem.objects.filter(batch=part, state__in=states)
         .order_by("pk")
         .values_list(
             "custom_id", "status_code", "response", "error", "provider_request_id", "result_line_id"
         )
         .iterator(chunk_size=2000)
     )
-    for custom_id, status_code, response, error, request_id, line_id in rows:
+    for custom_id, status_code, response, error, request_id, line_id in lines:
         ran = status_code is not None
         line = {
             "id": line_id or None,
@@ -1653,8 +2188,12 @@ def _stored_file(job: BatchJob, which: str) -> Iterator[bytes]:
 
 
 def job_cost(job: BatchJob | int) -> Decimal | None:
-    """Cost in USD from ``OPENAI_BATCHES["PRICES"]`` (per 1M tokens, batch rates), if known."""
+    """Cost in USD at batch rates: what was stored when the job's results were ingested
+    (each provider batch counted once), else computed from its usage and
+    ``OPENAI_BATCHES["PRICES"]`` (per 1M tokens) when the model has a price."""
     job = _get(job) if not isinstance(job, BatchJob) else job
+    if job.cost is not None:
+        return job.cost
     table = app_settings.PRICES
     prices = table.get(job.model or job.provider_model) if isinstance(table, dict) else None
     usage = Usage(job.input_tokens, job.cached_tokens, job.output_tokens, job.reasoning_tokens)
@@ -1748,50 +2287,65 @@ def _sync(
                 report.submitted.append(job.pk)
             elif result.state in (JobState.SUBMIT_FAILED, JobState.SUBMIT_REQUESTED):
                 report.errors.append((job.pk, result.last_error))
-    active = list(
-        jobs_qs.filter(state=JobState.SUBMITTED).exclude(provider_batch_id="").order_by("pk")
-    )
-    by_account: dict[str, list[BatchJob]] = {}
-    for job in active:
-        by_account.setdefault(job.account, []).append(job)
+    active = ProviderBatch.objects.active().select_related("job").order_by("job_id", "part")
+    if job_ids is not None:
+        active = active.filter(job_id__in=list(job_ids))
+    by_account: dict[str, list[ProviderBatch]] = {}
+    for part in active:
+        by_account.setdefault(part.account, []).append(part)
     for account, group in by_account.items():
+        jobs_in_group: dict[int, list[ProviderBatch]] = {}
+        for part in group:
+            jobs_in_group.setdefault(part.job_id, []).append(part)
         if dry_run:
-            report.refreshed += [j.pk for j in group]
+            report.refreshed += list(jobs_in_group)
             continue
         try:
             batches = _fetch_batches(account, group, report)
         except Exception as err:
-            for job in group:
-                _poll_failed(job, err)
-                report.errors.append((job.pk, _describe(err)))
+            for parts in jobs_in_group.values():
+                _poll_failed(parts[0].job, err)
+                report.errors.append((parts[0].job_id, _describe(err)))
             continue
-        for job in group:
-            batch = batches.get(job.provider_batch_id)
-            if batch is None:
-                report.errors.append(
-                    (job.pk, f"batch {job.provider_batch_id} was not found at the provider")
-                )
+        for job_pk, parts in jobs_in_group.items():
+            job = parts[0].job
+            for part in parts:
+                if part.provider_batch_id not in batches:
+                    report.errors.append(
+                        (job_pk, f"batch {part.provider_batch_id} was not found at the provider")
+                    )
+            found = [batches[p.provider_batch_id] for p in parts if p.provider_batch_id in batches]
+            if not found:
                 continue
             try:
-                _sync_one(job, batch, report, progress)
+                _sync_one(job, found, report, progress)
             except Exception as err:
                 _record_error_quietly(job, err)
-                report.errors.append((job.pk, _describe(err)))
+                report.errors.append((job_pk, _describe(err)))
     if not dry_run:
         announce_pending(None)
 
 
 def _sync_one(
     job: BatchJob,
-    batch: Mapping[str, Any],
+    batches: list[dict[str, Any]],
     report: SyncReport,
     progress: Callable[[BatchJob, int, int], None] | None,
 ) -> None:
-    updated = apply_batch(job, batch)
+    updated = job
+    for batch in batches:
+        updated = apply_batch(job, batch)
     report.refreshed.append(job.pk)
-    if updated.is_terminal and not updated.ingested_at:
+    if updated.batches.filter(
+        state=JobState.SUBMITTED, provider_status__in=TERMINAL_STATUSES
+    ).exists():
         callback = (lambda done, total: progress(updated, done, total)) if progress else None
-        if ingest(updated, progress=callback) or _get(job).ingested_at:
+        if (
+            ingest(updated, progress=callback)
+            or not updated.batches.filter(
+                state=JobState.SUBMITTED, provider_status__in=TERMINAL_STATUSES
+            ).exists()
+        ):
             report.ingested.append(job.pk)
 
 
@@ -1803,14 +2357,14 @@ def _describe(err: BaseException) -> str:
 
 
 def _fetch_batches(
-    account: str, group: list[BatchJob], report: SyncReport
+    account: str, group: list[ProviderBatch], report: SyncReport
 ) -> dict[str, dict[str, Any]]:
     client = get_client(account)
     found: dict[str, dict[str, Any]] = {}
     try:
-        wanted = {job.provider_batch_id for job in group}
+        wanted = {part.provider_batch_id for part in group}
         if len(group) > LIST_REFRESH_THRESHOLD:
-            oldest = min((j.provider_created_at or j.created_at) for j in group).timestamp()
+            oldest = min((p.provider_created_at or p.created_at) for p in group).timestamp()
             after: str | None = None
             while wanted - set(found):
                 page = client.list_batches(after=after, limit=100)

@@ -122,7 +122,15 @@ class ResultSignal(Signal):
 #:   stricter: also not refused and, when structured, parsed;
 #: - ``response`` (the endpoint's raw body, or its error body for a 4xx/5xx) and ``error``
 #:   (the error object of a request that never ran, else None), for what the accessors
-#:   do not cover.
+#:   do not cover;
+#: - ``attempt``: how many times the request has been sent (1 unless it was sent again).
+#:
+#: It fires once per request, for its final result. A result the ``RETRY`` policy sends
+#: again (a 429 or 5xx, an expired or never-run request) is not announced: it is kept as
+#: one of ``item.attempts`` and the request goes out in a follow-up batch; receivers see
+#: only what that last attempt brings. A request sent again on demand
+#: (``services.retry``, the admin's and the API's retry actions) announces its new final
+#: result too, with a higher ``attempt``.
 #:
 #: A receiver of a structured job can be as short as::
 #:

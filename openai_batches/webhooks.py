@@ -85,7 +85,7 @@ def batch_webhook(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"error": "not an OpenAI event"}, status=400)
     if event_type not in BATCH_EVENTS:
         return JsonResponse({"status": "ignored", "type": event_type})
-    job = BatchJob.objects.filter(provider_batch_id=batch_id).only("pk").first()
+    job = BatchJob.objects.filter(batches__provider_batch_id=batch_id).only("pk").first()
     if job is None:
         # Another system's batch in the same project: acknowledge so OpenAI stops retrying.
         return JsonResponse({"status": "unknown batch"})

@@ -14,15 +14,20 @@ class Article(models.Model):
 
 
 class ResultLog(models.Model):
-    """One row per result signal received; the unique constraint proves exactly-once."""
+    """One row per result signal received; the unique constraint proves exactly-once (per
+    final result: a request sent again on demand announces its new result with the next
+    ``attempt``)."""
 
     job_id = models.BigIntegerField()
     custom_id = models.CharField(max_length=255)
     succeeded = models.BooleanField()
+    attempt = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["job_id", "custom_id"], name="testapp_resultlog_once")
+            models.UniqueConstraint(
+                fields=["job_id", "custom_id", "attempt"], name="testapp_resultlog_once"
+            )
         ]
 
     def __str__(self) -> str:

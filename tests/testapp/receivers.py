@@ -12,9 +12,18 @@ from .models import Article, ResultLog
 
 
 def log_result(
-    *, job: Any, item: Any, custom_id: str, succeeded: bool, response: Any, **kwargs: Any
+    *,
+    job: Any,
+    item: Any,
+    custom_id: str,
+    succeeded: bool,
+    response: Any,
+    attempt: int,
+    **kwargs: Any,
 ) -> None:
-    ResultLog.objects.create(job_id=job.pk, custom_id=custom_id, succeeded=succeeded)
+    ResultLog.objects.create(
+        job_id=job.pk, custom_id=custom_id, succeeded=succeeded, attempt=attempt
+    )
     if succeeded and isinstance(item.content_object, Article):
         choices = (response or {}).get("choices") or [{}]
         text = (choices[0].get("message") or {}).get("content") or ""

@@ -26,9 +26,10 @@ class Migration(migrations.Migration):
                 ('job_id', models.BigIntegerField()),
                 ('custom_id', models.CharField(max_length=255)),
                 ('succeeded', models.BooleanField()),
+                ('attempt', models.PositiveSmallIntegerField(default=1)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('job_id', 'custom_id'), name='testapp_resultlog_once')],
+                'constraints': [models.UniqueConstraint(fields=('job_id', 'custom_id', 'attempt'), name='testapp_resultlog_once')],
             },
         ),
     ]
