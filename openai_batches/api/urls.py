@@ -3,7 +3,7 @@
     path("api/batches/", include("openai_batches.api.urls")),
 
 Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``,
-``job-submit``, ``job-refresh``, ``job-cancel``, ``job-results``, ``job-export``, ``job-item-list``,
+``job-submit``, ``job-refresh``, ``job-cancel``, ``job-retry``, ``job-results``, ``job-export``, ``job-item-list``,
 ``job-item-detail``, ``schema``).
 """
 
