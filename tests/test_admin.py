@@ -953,6 +953,16 @@ def test_job_page_lists_every_provider_batch_and_an_item_page_its_attempts(
     assert "First part" in html and "Split part" in html and "Retry" in html
     assert html.count('data-provider-status="completed"') >= 3
     assert SETTINGS_KEY not in html and openai_emulator.api_key not in html
+    # The page's downloads give every part's file, in part order.
+    output = admin_client.post(run_url(job, "download_output"))
+    assert [json.loads(x)["custom_id"] for x in content(output).splitlines()] == [
+        "split-0",
+        "split-2",
+        "split-1",
+    ]
+    errors = admin_client.post(run_url(job, "download_errors"))
+    [error_line] = [json.loads(x) for x in content(errors).splitlines()]
+    assert (error_line["custom_id"], error_line["response"]["status_code"]) == ("split-1", 500)
 
     page = content(admin_client.get(item_url(job, "split-1")))
     assert '<tr data-attempt="1">' in page and '<tr data-attempt="2">' in page

@@ -87,8 +87,10 @@ def test_demo_splits_a_job_larger_than_one_batch_into_parts(tmp_path: Path) -> N
         ).fetchall()
     finally:
         db.close()
-    assert rows == [(1, 5, "finished", "completed"), (2, 5, "finished", "completed")] + [
-        (3, 2, "finished", "completed")
+    assert rows == [
+        (1, 5, "finished", "completed"),
+        (2, 5, "finished", "completed"),
+        (3, 2, "finished", "completed"),
     ]
 
 
