@@ -225,3 +225,31 @@ def test_an_item_page_and_the_item_list_cost_constant_queries(
     assert api.get(item_url(big, "req-1")).json()["attempt_count"] == 2
     assert queries(api, item_url(big, "req-1")) == one  # two attempts or one: same queries
     assert len(api.get(item_url(big, "req-1")).json()["attempts"]) == 2
+
+
+def test_refresh_queues_the_ingest_of_a_part_that_ended_while_another_runs(
+    api: APIClient,
+    alice: Any,
+    settings: Any,
+    openai_emulator: Any,  # noqa: F811
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from openai_batches import jobs
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 2}
+    openai_emulator.stall_request("req-2")  # part 2 keeps running
+    job = make_job(alice, 3)
+    services.request_submit(job)
+    services.submit(job)
+    queue = jobs.get_queue()
+    queue.empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(job_url(job, "job-refresh"))
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    # The job's status is its least advanced part's; part 1 has ended all the same.
+    assert body["provider_status"] == "in_progress"
+    assert [b["provider_status"] for b in body["batches"]] == ["completed", "in_progress"]
+    assert [(j.func_name, j.args) for j in queue.jobs] == [
+        ("openai_batches.jobs.poll_job", (job.pk,))
+    ]
