@@ -21,7 +21,15 @@ from django.utils import timezone
 
 from openai_batches import services
 from openai_batches.admin import BatchJobAdmin, RequestItemAdmin
-from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
+from openai_batches.models import (
+    BatchJob,
+    BatchStatus,
+    ItemState,
+    JobState,
+    ProviderBatch,
+    RequestAttempt,
+    RequestItem,
+)
 from openai_batches.testing import openai_emulator  # noqa: F401
 from tests.part_helpers import set_part
 from tests.testapp.models import Article
@@ -1037,3 +1045,79 @@ def test_retry_expired_sends_only_what_never_ran(
     assert job.state == JobState.FINISHED
     assert list(job.batches.get(part=2).items.values_list("custom_id", flat=True)) == ["late-0"]
     assert job.items.get(custom_id="late-0").state == ItemState.SUCCEEDED
+
+
+BATCHES = "admin:openai_batches_providerbatch_changelist"
+
+
+def test_the_provider_batch_list_is_read_only_and_finds_a_batch_by_id(
+    admin_client: Client,
+) -> None:
+    job = make_job(3, name="parts")
+    set_part(job, state=JobState.FINISHED, provider_batch_id="batch_first")
+    part = set_part(
+        job,
+        part=2,
+        state=JobState.SUBMITTED,
+        provider_status=BatchStatus.IN_PROGRESS,
+        provider_batch_id="batch_second",
+        request_count_total=2,
+        request_count_completed=1,
+    )
+    html = content(admin_client.get(reverse(BATCHES)))
+    assert "batch_first" in html and "batch_second" in html
+    assert f'{change_url(job)}">#{job.pk} parts</a>' in html
+    found = admin_client.get(reverse(BATCHES), {"q": "second"})
+    assert [b.pk for b in found.context["cl"].result_list] == [part.pk]
+    running = admin_client.get(reverse(BATCHES), {"provider_status__exact": "in_progress"})
+    assert [b.pk for b in running.context["cl"].result_list] == [part.pk]
+    for params, expected in (
+        ({"q": "parts"}, 2),  # the job's name
+        ({"reason__exact": "split"}, 1),
+        ({"state__exact": "finished"}, 1),
+        ({"account__exact": "default"}, 2),
+    ):
+        listed = admin_client.get(reverse(BATCHES), params).context["cl"].result_list
+        assert len(listed) == expected, params
+    assert found.context["action_form"] is None  # no bulk actions, not even delete
+
+    page_url = reverse("admin:openai_batches_providerbatch_change", args=[part.pk])
+    page = content(admin_client.get(page_url))
+    assert "batch_second" in page
+    assert 'name="provider_batch_id"' not in page and 'name="_save"' not in page
+    assert admin_client.post(page_url, {"provider_batch_id": "x"}).status_code == 403
+    assert admin_client.get(reverse("admin:openai_batches_providerbatch_add")).status_code == 403
+    delete_url = reverse("admin:openai_batches_providerbatch_delete", args=[part.pk])
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    part.refresh_from_db()
+    assert part.provider_batch_id == "batch_second"
+
+
+def test_the_provider_batch_list_costs_constant_queries(admin_client: Client) -> None:
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(reverse(BATCHES)).status_code == 200
+        return len(ctx.captured_queries)
+
+    set_part(make_job(1, name="a"), provider_batch_id="batch_a")
+    one = count()
+    for i in range(15):
+        job = make_job(1, name=f"m{i}")
+        set_part(job, state=JobState.FINISHED, provider_batch_id=f"batch_{i}")
+        set_part(job, part=2, provider_batch_id=f"batch_{i}b")
+    assert count() == one
+
+
+def test_a_finished_job_is_deleted_with_its_batches_and_attempts(
+    admin_client: Client,
+    openai_emulator: Any,  # noqa: F811
+) -> None:
+    job = submitted_job(openai_emulator, 2, name="gone")
+    job = services.refresh(job)
+    assert job.state == JobState.FINISHED and job.batches.exists()
+    response = admin_client.post(
+        reverse("admin:openai_batches_batchjob_delete", args=[job.pk]), {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert not BatchJob.objects.filter(pk=job.pk).exists()
+    assert not ProviderBatch.objects.exists() and not RequestAttempt.objects.exists()

@@ -29,7 +29,7 @@ def _table(css: str, headers: Iterable[Any], rows: SafeString) -> SafeString:
     )
 
 
-def _status(batch: ProviderBatch) -> SafeString:
+def batch_status(batch: ProviderBatch) -> SafeString:
     if not batch.provider_status:
         return format_html(
             '<span class="ob-badge ob-state-{}" data-state="{}">{}</span>',
@@ -62,7 +62,7 @@ def _files(batch: ProviderBatch) -> SafeString:
     )
 
 
-def _requests(batch: ProviderBatch) -> SafeString:
+def batch_requests(batch: ProviderBatch) -> SafeString:
     # Before the provider reports counts, the planned size is all there is.
     if not batch.request_count_total:
         return format_html('<span title="{}">{}</span>', _("planned"), f"{batch.item_count:,}")
@@ -106,8 +106,8 @@ def batches_table(job: BatchJob) -> SafeString:
                 format_html('<code class="ob-batch-id">{}</code>', b.provider_batch_id)
                 if b.provider_batch_id
                 else EMPTY,
-                _status(b),
-                _requests(b),
+                batch_status(b),
+                batch_requests(b),
                 _tokens(b.input_tokens, b.output_tokens),
                 money(b.cost),
                 compact_time(b.submitted_at),
