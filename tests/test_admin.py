@@ -936,8 +936,8 @@ def item_url(job: BatchJob, custom_id: str) -> str:
 
 def test_job_page_lists_every_provider_batch_and_an_item_page_its_attempts(
     admin_client: Client,
-    settings: Any,
     openai_emulator: Any,  # noqa: F811
+    settings: Any,  # after the emulator: its teardown runs first, restoring what it changed
 ) -> None:
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 2}
     openai_emulator.fail_request("split-1", 500, "server_error", "boom <b>", times=1)

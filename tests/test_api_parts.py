@@ -60,8 +60,8 @@ def make_job(owner: Any, n: int, name: str = "job") -> BatchJob:
 def test_a_split_job_shows_every_part_and_a_retried_item_its_attempts(
     api: APIClient,
     alice: Any,
-    settings: Any,
     openai_emulator: Any,  # noqa: F811
+    settings: Any,  # after the emulator: its teardown runs first, restoring what it changed
 ) -> None:
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 2}
     openai_emulator.fail_request("req-1", 500, "server_error", "boom", times=1)
@@ -203,8 +203,8 @@ def test_the_job_list_costs_the_same_queries_for_1_or_12_jobs_of_several_parts(
 def test_an_item_page_and_the_item_list_cost_constant_queries(
     api: APIClient,
     alice: Any,
-    settings: Any,
     openai_emulator: Any,  # noqa: F811
+    settings: Any,  # after the emulator: its teardown runs first, restoring what it changed
 ) -> None:
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"DEADLINE": 0}}
     for cid in ("req-0", "req-1"):
@@ -230,8 +230,8 @@ def test_an_item_page_and_the_item_list_cost_constant_queries(
 def test_refresh_queues_the_ingest_of_a_part_that_ended_while_another_runs(
     api: APIClient,
     alice: Any,
-    settings: Any,
     openai_emulator: Any,  # noqa: F811
+    settings: Any,  # after the emulator: its teardown runs first, restoring what it changed
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     from openai_batches import jobs

@@ -28,8 +28,8 @@ def sync(*args: str) -> str:
 
 
 def test_a_pass_reports_the_parts_of_a_split_job(
-    settings: Any,
     openai_emulator: Any,  # noqa: F811
+    settings: Any,  # after the emulator: its teardown runs first, restoring what it changed
 ) -> None:
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 2}
     job = services.create_job(name="split", items=chat_items(5))
