@@ -307,7 +307,28 @@ def test_an_upload_over_the_byte_limit_is_413(api: APIClient, settings: Any) -> 
     assert response.status_code == 413
     error = error_of(response)
     assert error["problems"][0]["field"] == "file"
+    assert "add more items to the draft in further uploads" in error["problems"][0]["message"]
     assert not BatchJob.objects.exists()
+
+
+def test_uploads_fill_a_job_larger_than_one_batch_which_submit_splits(
+    api: APIClient, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    lines = [{"custom_id": f"c{i}", "body": {"model": "m"}} for i in range(6)]
+    first = SimpleUploadedFile("a.jsonl", jsonl(lines[:3]))
+    created = api.post(url("job-list"), {"file": first}, format="multipart")
+    assert created.status_code == 201, created.json()
+    job = BatchJob.objects.get()
+    more = SimpleUploadedFile("b.jsonl", jsonl(lines[3:]))
+    added = api.post(items_url(job), {"file": more}, format="multipart")
+    assert added.status_code == 201 and added.json()["item_count"] == 6
+    # One batch now takes three of these requests: the job holds twice that.
+    line_bytes = job.items.values_list("nbytes", flat=True).first()
+    assert line_bytes
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_FILE_BYTES": line_bytes * 3}
+    submitted = api.post(job_url(job, "job-submit"))
+    assert submitted.status_code == 202
+    assert [b["counts"]["items"] for b in submitted.json()["batches"]] == [3, 3]
 
 
 def test_a_multipart_body_far_over_the_limit_is_refused_unread(
@@ -319,7 +340,7 @@ def test_a_multipart_body_far_over_the_limit_is_refused_unread(
         url("job-list"), {"file": SimpleUploadedFile("in.jsonl", big)}, format="multipart"
     )
     assert response.status_code == 413
-    assert "one batch takes at most 10 bytes" in error_of(response)["message"]
+    assert "one upload takes at most 10 bytes" in error_of(response)["message"]
 
 
 def test_more_items_than_one_job_takes_is_413(api: APIClient, settings: Any) -> None:

@@ -221,7 +221,8 @@ def _upload_too_large(upload: Any) -> None:
                 Problem(
                     None,
                     "file",
-                    f"is {upload.size:,} bytes; one batch takes at most {limit:,} bytes of JSONL",
+                    f"is {upload.size:,} bytes; one upload takes at most {limit:,} bytes of "
+                    "JSONL (one provider batch); add more items to the draft in further uploads",
                 )
             ]
         )
@@ -351,7 +352,9 @@ class BatchJobViewSet(BatchesViewSet):
             "Creates a draft job, with its items when given: inline as `items` (JSON), or as a "
             "JSONL `file` in OpenAI's batch input format (multipart). All or nothing: on any "
             "problem the answer lists every one and nothing is saved. A JSON body is held to "
-            "`DATA_UPLOAD_MAX_MEMORY_SIZE`; an upload to one batch's byte limit."
+            "`DATA_UPLOAD_MAX_MEMORY_SIZE`; an upload to one batch's byte limit. A job may "
+            "hold more than one batch takes: add further items to the draft, and it is split "
+            "into parts (provider batches) when it is submitted."
         ),
         request={
             "application/json": s.BatchJobCreateSerializer,
