@@ -913,9 +913,9 @@ def _submit_failed(
 ) -> BatchJob:
     """The provider refused a part's upload or batch: record why, delete the orphan upload.
 
-    The parts not submitted yet are dropped with it (they would meet the same refusal);
-    their items stay pending, so submitting the job again (after a fix) plans them anew.
-    Parts already running go on and are ingested as usual.
+    The part and the parts not submitted yet are dropped (they would meet the same
+    refusal); their items stay pending, so submitting the job again (after a fix) plans
+    them anew. Parts already running go on and are ingested as usual.
     """
     if part.input_file_id:
         _delete_upload(client, part.input_file_id)
@@ -923,10 +923,8 @@ def _submit_failed(
     with transaction.atomic():
         locked = _lock(job)
         old = (locked.state, locked.provider_status)
-        ProviderBatch.objects.filter(pk=part.pk).update(
-            state=JobState.SUBMIT_FAILED, input_file_id="", last_error=message
-        )
-        _unplan(locked, JobState.SUBMIT_FAILED)
+        ProviderBatch.objects.filter(pk=part.pk).update(state=JobState.SUBMIT_FAILED)
+        _unplan(locked)
         locked.last_error = message
         locked.last_error_at = timezone.now()
         _settle(locked, release=True)
@@ -935,16 +933,17 @@ def _submit_failed(
     return locked
 
 
-def _unplan(job: BatchJob, state: str) -> None:
-    """Drop the job's planned parts (marking them ``state``) and unlink their pending items."""
-    planned = job.batches.planned()
-    RequestItem.objects.filter(batch__in=planned.values("pk"), state=ItemState.PENDING).update(
+def _unplan(job: BatchJob) -> None:
+    """Drop the job's parts that never reached the provider (planned, or refused), and
+    unlink their pending items so the next submit plans them anew. They leave no trace at
+    the provider, so there is nothing to keep: the job's ``last_error`` says why."""
+    never_sent = job.batches.filter(
+        provider_batch_id="", state__in=(JobState.SUBMIT_REQUESTED, JobState.SUBMIT_FAILED)
+    )
+    RequestItem.objects.filter(batch__in=never_sent.values("pk"), state=ItemState.PENDING).update(
         batch=None
     )
-    RequestItem.objects.filter(
-        job=job, state=ItemState.PENDING, batch__state=JobState.SUBMIT_FAILED
-    ).update(batch=None)
-    planned.update(state=state)
+    never_sent.delete()
 
 
 def _submit_unknown(
@@ -1095,6 +1094,8 @@ def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
         old = (locked.state, locked.provider_status)
         moved = _apply_fields(part, batch)
         part.save()
+        if batch.get("status") not in STATUS_RANK:
+            locked.last_error, locked.last_error_at = part.last_error, timezone.now()
         now = timezone.now()
         base = float(app_settings.POLL_INTERVAL)
         if moved or not locked.poll_interval:
@@ -1289,7 +1290,7 @@ _CANCELLED_BEFORE_SENT = {
 
 def _cancel_locally(locked: BatchJob) -> None:
     old = (locked.state, locked.provider_status)
-    _unplan(locked, JobState.CANCELLED)
+    _unplan(locked)
     locked.state = JobState.CANCELLED
     locked.submit_attempt_at = None
     locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])

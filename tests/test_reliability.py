@@ -228,10 +228,11 @@ def test_a_second_batch_for_a_job_is_cancelled_not_left_running(
             completion_window="24h",
             metadata={METADATA_JOB_KEY: str(job.uuid)},
         )
-        result = services._adopt(reload(job), stray, client)
+        taken = services._adopt(reload(job), job.current_batch, stray, client)
     finally:
         client.close()
-    assert result.provider_batch_id == job.provider_batch_id != stray["id"]
+    assert taken is False
+    assert reload(job).provider_batch_id == job.provider_batch_id != stray["id"]
     assert emu.emulator.get_batch(stray["id"])["status"] in ("cancelling", "cancelled")
     assert stray_file["id"] not in {f["id"] for f in files(emu)}
 
