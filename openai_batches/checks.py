@@ -19,6 +19,7 @@ from .conf import (
     DEFAULTS,
     MAX_EXPIRES_AFTER,
     MIN_EXPIRES_AFTER,
+    PROVIDER_MAX_EMBEDDING_INPUTS,
     PROVIDER_MAX_FILE_BYTES,
     PROVIDER_MAX_REQUESTS,
     SETTING_NAME,
@@ -70,6 +71,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         "POLL_BACKOFF": (1, 10),
         "MAX_REQUESTS_PER_BATCH": (1, PROVIDER_MAX_REQUESTS),
         "MAX_FILE_BYTES": (1, PROVIDER_MAX_FILE_BYTES),
+        "MAX_EMBEDDING_INPUTS_PER_BATCH": (1, PROVIDER_MAX_EMBEDDING_INPUTS),
+        "MAX_REQUESTS_PER_JOB": (1, None),
         "INGEST_CHUNK_SIZE": (1, 100_000),
         "SUBMIT_LEASE": (30, None),
         "REQUEST_DEADLINE": (1, None),
@@ -354,3 +357,59 @@ def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_retry(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``RETRY``: a dict of known keys, a whole number of attempts, a deadline in seconds
+    and lists of status codes and error codes (a bad value would otherwise surface as a
+    crash in the middle of an ingest)."""
+    user = app_settings.user_settings.get("RETRY")
+    if user is None:
+        return []
+    hint = (
+        "RETRY takes MAX_ATTEMPTS (1 turns retries off), DEADLINE (seconds), STATUS_CODES, "
+        "ERROR_CODES and BATCH_ERROR_CODES; see the settings documentation."
+    )
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"{SETTING_NAME}['RETRY'] must be a dict, not {type(user).__name__}.",
+                hint=hint,
+                id="openai_batches.E024",
+            )
+        ]
+    problems: list[str] = []
+    unknown = sorted(set(user) - set(DEFAULTS["RETRY"]))
+    if unknown:
+        problems.append(f"has unknown key(s) {', '.join(map(repr, unknown))}")
+    for key, low in (("MAX_ATTEMPTS", 1), ("DEADLINE", 0)):
+        if key in user:
+            problem = _number_problem(key, user[key], low, None)
+            if problem is None and key == "MAX_ATTEMPTS" and not float(user[key]).is_integer():
+                problem = f"must be a whole number, not {user[key]!r}"
+            if problem:
+                problems.append(f"[{key!r}] {problem}")
+    if "STATUS_CODES" in user and not (
+        isinstance(user["STATUS_CODES"], list | tuple)
+        and all(
+            isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599
+            for c in user["STATUS_CODES"]
+        )
+    ):
+        problems.append("['STATUS_CODES'] must be a list of HTTP status codes (100-599)")
+    for key in ("ERROR_CODES", "BATCH_ERROR_CODES"):
+        if key in user and not (
+            isinstance(user[key], list | tuple) and all(isinstance(c, str) for c in user[key])
+        ):
+            problems.append(f"[{key!r}] must be a list of error code strings")
+    return [
+        Error(
+            f"{SETTING_NAME}['RETRY']{p}."
+            if p.startswith("[")
+            else f"{SETTING_NAME}['RETRY'] {p}.",
+            hint=hint,
+            id="openai_batches.E024",
+        )
+        for p in problems
+    ]
