@@ -118,7 +118,7 @@ def test_failed_add_leaves_earlier_items_and_counters_alone(job: BatchJob) -> No
 def test_nothing_saved_when_the_problem_comes_after_a_flushed_chunk(
     job: BatchJob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "_INSERT_CHUNK", 3)  # rows are inserted while validating
+    monkeypatch.setattr(services.items, "_INSERT_CHUNK", 3)  # rows are inserted while validating
     items = [item(i) for i in range(10)]
     items[9]["body"] = {"model": "gpt-4o"}  # a second model, after three chunks went in
     before = row(job)
@@ -155,7 +155,7 @@ def test_duplicate_against_an_earlier_call_in_an_early_chunk(
     job: BatchJob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_items(job, [item(1)])
-    monkeypatch.setattr(services, "_INSERT_CHUNK", 2)
+    monkeypatch.setattr(services.items, "_INSERT_CHUNK", 2)
     with pytest.raises(ValidationError) as info:
         add_items(job, [item(0), item(1), item(2), item(3)])
     assert where(info.value) == [(1, "custom_id")]

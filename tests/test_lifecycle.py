@@ -282,7 +282,7 @@ def test_a_crash_between_storing_and_notifying_loses_no_signal(
     signals.job_finished.connect(on_finished)
     try:
         # The process "dies" right after the ingest commits: no on-commit announcement runs.
-        monkeypatch.setattr(services, "_after_ingest", lambda pk: None)
+        monkeypatch.setattr(services.ingestion, "_after_ingest", lambda pk: None)
         job = services.refresh(job)
         assert job.state == JobState.FINISHED
         assert ResultLog.objects.count() == 0

@@ -357,7 +357,7 @@ def test_expiry_settings_are_range_checked(key: str, value: Any, ok: bool) -> No
         assert messages[0].id == "openai_batches.E002" and messages[0].hint
 
 
-# The expiry settings reach the provider through services._upload and services._submit_io.
+# The expiry settings reach the provider through services.submission (_upload, _submit_part).
 def test_file_expires_after_reaches_the_upload(emu: EmulatorHandle) -> None:
     with override_settings(OPENAI_BATCHES={**emu_settings(emu), "FILE_EXPIRES_AFTER": 7200}):
         job = submitted_job(2)
