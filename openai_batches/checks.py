@@ -354,3 +354,91 @@ def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_budgets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``BUDGETS`` (E009: its shape and values; W009: limits without prices) and
+    ``TOKEN_ESTIMATOR`` (E010: a dotted path to a callable)."""
+    from .budgets import BUDGET_KEYS, LIMITS
+    from .estimate import import_estimator
+
+    try:
+        user = app_settings.user_settings
+    except ConfigurationError:
+        return []  # E001 says so
+    messages: list[CheckMessage] = []
+    budgets = user.get("BUDGETS", {})
+    hint = (
+        'BUDGETS maps limits to USD, e.g. {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, '
+        '"PER_OWNER_PER_MONTH": 500}; each is optional (None or absent: no limit). '
+        '"DEFAULT_OUTPUT_TOKENS" (a whole number, default 1024) is the output assumed for a '
+        "request that sets no limit."
+    )
+    if budgets is not None and not isinstance(budgets, dict):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['BUDGETS'] must be a dict, not {type(budgets).__name__}.",
+                hint=hint,
+                id="openai_batches.E009",
+            )
+        )
+        budgets = {}
+    budgets = budgets or {}
+    unknown = sorted(set(budgets) - set(BUDGET_KEYS), key=str)
+    if unknown:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['BUDGETS'] has unknown keys: {', '.join(map(repr, unknown))}.",
+                hint=hint,
+                id="openai_batches.E009",
+            )
+        )
+    for key in LIMITS:
+        value = budgets.get(key)
+        if value is not None and not _is_price(value):
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['BUDGETS'][{key!r}] is {value!r}, not a non-negative "
+                    "number of USD.",
+                    hint=hint,
+                    id="openai_batches.E009",
+                )
+            )
+    output = budgets.get("DEFAULT_OUTPUT_TOKENS")
+    if output is not None and (
+        isinstance(output, bool) or not isinstance(output, int) or output < 0
+    ):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['BUDGETS']['DEFAULT_OUTPUT_TOKENS'] is {output!r}, not a "
+                "whole number of tokens.",
+                hint=hint,
+                id="openai_batches.E009",
+            )
+        )
+    if any(budgets.get(key) is not None for key in LIMITS) and not user.get("PRICES"):
+        messages.append(
+            Warning(
+                f"{SETTING_NAME}['BUDGETS'] sets limits but PRICES is empty: no job can be "
+                "priced, so every submission is refused.",
+                hint='Add the batch prices of the models you use to PRICES, e.g. {"gpt-4o-mini": '
+                '{"input": 0.075, "output": 0.3}}, or remove the limits.',
+                id="openai_batches.W009",
+            )
+        )
+    path = user.get("TOKEN_ESTIMATOR")
+    if path is not None:
+        try:
+            import_estimator(path)
+        except ConfigurationError as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint="A dotted path to a callable (endpoint, body) -> int, e.g. "
+                    "'openai_batches.estimate.tiktoken_input_tokens'; None for the built-in "
+                    "heuristic.",
+                    id="openai_batches.E010",
+                )
+            )
+    return messages

@@ -25,7 +25,7 @@ from django.db import connection, models, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from . import signals, structured
+from . import budgets, signals, structured
 from .client import MAX_RETRY_AFTER, BatchProvider, get_client, retry_delay
 from .conf import app_settings
 from .exceptions import (
@@ -411,6 +411,8 @@ def can_submit(job: BatchJob | int) -> tuple[bool, str]:
         )
     if job.item_count == 0:
         return False, "it has no items"
+    if reason := budgets.refusal(job):
+        return False, reason
     return True, ""
 
 
