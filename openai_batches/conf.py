@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TOLERANCE": 300,
     # DRF permission classes for the API (dotted paths); None means the app's default.
     "API_PERMISSION_CLASSES": None,
-    # Spending limits in USD checked before a job is submitted (see docs/budgets.md):
+    # Spending limits in USD checked before a job is submitted (see docs/how-to/budgets.md):
     # {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, "PER_OWNER_PER_MONTH": 500,
     # "DEFAULT_OUTPUT_TOKENS": 1024}. Every key is optional; {} sets no limit.
     "BUDGETS": {},

@@ -97,6 +97,11 @@ def test_no_budget_no_refusal_and_no_query(alice: User) -> None:
     assert len(ctx.captured_queries) == 0
 
 
+def test_a_limit_set_to_none_is_no_limit(settings: Any, alice: User) -> None:
+    set_budgets(settings, PER_JOB=None, PER_OWNER_PER_DAY=None, DEFAULT_OUTPUT_TOKENS=5)
+    assert budgets.refusal(draft(alice)) == ""
+
+
 def test_the_estimate_uses_the_configured_estimator_and_the_body_limits(alice: User) -> None:
     job = draft(alice)
     estimate = budgets.estimate_job(job)

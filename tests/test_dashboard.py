@@ -308,7 +308,7 @@ def test_a_user_without_view_permission_gets_the_figures_of_their_own_jobs_only(
     )
     BatchJob.objects.create(name="bob flying", owner=bob, state=JobState.SUBMITTED)
     data = api_as(alice).get(API).json()
-    assert data["scope"] == "own"
+    assert data["scope"] == "own" and data["days"] == 30  # the default period
     assert data["total"]["jobs"] == 1 and data["total"]["batch_cost"] == "0.075000"
     assert [m["model"] for m in data["per_model"]] == ["gpt-4o-mini"]
     assert data["failures"] == [{"code": "mine", "requests": 1}] and data["failed_total"] == 1
