@@ -360,64 +360,30 @@ def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 def check_budgets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``BUDGETS`` (E009: its shape and values; W009: limits without prices) and
     ``TOKEN_ESTIMATOR`` (E010: a dotted path to a callable)."""
-    from .budgets import BUDGET_KEYS, LIMITS
+    from .budgets import LIMITS
     from .estimate import import_estimator
 
     try:
         user = app_settings.user_settings
     except ConfigurationError:
         return []  # E001 says so
-    messages: list[CheckMessage] = []
     budgets = user.get("BUDGETS", {})
-    hint = (
-        'BUDGETS maps limits to USD, e.g. {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, '
-        '"PER_OWNER_PER_MONTH": 500}; each is optional (None or absent: no limit). '
-        '"DEFAULT_OUTPUT_TOKENS" (a whole number, default 1024) is the output assumed for a '
-        "request that sets no limit."
-    )
-    if budgets is not None and not isinstance(budgets, dict):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['BUDGETS'] must be a dict, not {type(budgets).__name__}.",
-                hint=hint,
-                id="openai_batches.E009",
-            )
+    messages: list[CheckMessage] = [
+        Error(
+            f"{SETTING_NAME}['BUDGETS']{where} {problem}.",
+            hint='BUDGETS maps limits to USD, e.g. {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, '
+            '"PER_OWNER_PER_MONTH": 500}; each is optional (None or absent: no limit). '
+            '"DEFAULT_OUTPUT_TOKENS" (a whole number, default 1024) is the output assumed for '
+            "a request that sets no limit.",
+            id="openai_batches.E009",
         )
-        budgets = {}
-    budgets = budgets or {}
-    unknown = sorted(set(budgets) - set(BUDGET_KEYS), key=str)
-    if unknown:
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['BUDGETS'] has unknown keys: {', '.join(map(repr, unknown))}.",
-                hint=hint,
-                id="openai_batches.E009",
-            )
-        )
-    for key in LIMITS:
-        value = budgets.get(key)
-        if value is not None and not _is_price(value):
-            messages.append(
-                Error(
-                    f"{SETTING_NAME}['BUDGETS'][{key!r}] is {value!r}, not a non-negative "
-                    "number of USD.",
-                    hint=hint,
-                    id="openai_batches.E009",
-                )
-            )
-    output = budgets.get("DEFAULT_OUTPUT_TOKENS")
-    if output is not None and (
-        isinstance(output, bool) or not isinstance(output, int) or output < 0
+        for where, problem in budget_problems(budgets)
+    ]
+    if (
+        isinstance(budgets, dict)
+        and any(budgets.get(key) is not None for key in LIMITS)
+        and not user.get("PRICES")
     ):
-        messages.append(
-            Error(
-                f"{SETTING_NAME}['BUDGETS']['DEFAULT_OUTPUT_TOKENS'] is {output!r}, not a "
-                "whole number of tokens.",
-                hint=hint,
-                id="openai_batches.E009",
-            )
-        )
-    if any(budgets.get(key) is not None for key in LIMITS) and not user.get("PRICES"):
         messages.append(
             Warning(
                 f"{SETTING_NAME}['BUDGETS'] sets limits but PRICES is empty: no job can be "
@@ -442,3 +408,29 @@ def check_budgets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def budget_problems(budgets: Any) -> list[tuple[str, str]]:
+    """Every problem with a ``BUDGETS`` value, as ``(where, what)``; empty when usable."""
+    from .budgets import BUDGET_KEYS, LIMITS
+
+    if budgets is None:
+        return []
+    if not isinstance(budgets, dict):
+        return [("", f"must be a dict of limits, not {type(budgets).__name__}")]
+    problems: list[tuple[str, str]] = []
+    unknown = sorted(set(budgets) - set(BUDGET_KEYS), key=str)
+    if unknown:
+        problems.append(("", f"has unknown keys: {', '.join(map(repr, unknown))}"))
+    for key in LIMITS:
+        value = budgets.get(key)
+        if value is not None and not _is_price(value):
+            problems.append((f"[{key!r}]", f"is {value!r}, not a non-negative number of USD"))
+    output = budgets.get("DEFAULT_OUTPUT_TOKENS")
+    if output is not None and (
+        isinstance(output, bool) or not isinstance(output, int) or output < 0
+    ):
+        problems.append(
+            ("['DEFAULT_OUTPUT_TOKENS']", f"is {output!r}, not a whole number of tokens")
+        )
+    return problems
