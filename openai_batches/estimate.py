@@ -16,9 +16,10 @@ it (words with their leading space, runs of up to three digits, runs of punctuat
 whitespace) and charges each piece: a short ASCII word is one token, a long one a token per
 six letters, Latin/Greek/Cyrillic letters outside ASCII one per 2.5, CJK and kana/hangul
 one per character, other scripts one per 1.5, punctuation one per two characters. Measured
-against ``cl100k_base`` (see ``docs/how-to/budgets.md``) it is within about 5% on English prose
-and 10% on code, where characters/4 is 9% under on prose and 40-70% under on Russian,
-Arabic, Chinese, Japanese or Korean.
+against ``cl100k_base`` (``docs/how-to/budgets.md`` has the table) it counts 4% more on
+English prose and 10% more on code, and within 12% in total on seven other languages, where
+characters/4 counts 9% less on prose and 38-69% less on Russian, Arabic, Chinese, Japanese
+or Korean.
 
 ``OPENAI_BATCHES["TOKEN_ESTIMATOR"]`` swaps the input estimate for another callable with the
 signature of :func:`estimate_input_tokens` (a dotted path); :func:`tiktoken_input_tokens` is
