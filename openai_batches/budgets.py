@@ -66,6 +66,8 @@ ESTIMATE_CACHE_SECONDS = 7 * 24 * 3600
 
 #: Bodies read per round trip while estimating (memory stays bounded by it).
 CHUNK = 2000
+#: Jobs whose items one query reads.
+IDS_PER_QUERY = 500
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,13 @@ def _tokens_of(jobs: list[BatchJob]) -> dict[int, tuple[int, int, int]]:
         estimate = input_token_estimator()
         default = default_output_tokens()
         sums = {pk: [0, 0, 0] for pk in todo}
+        pks = list(todo)
+        # Ids in slices: SQLite caps the parameters of one query. One query per slice of
+        # jobs, so hundreds of uncached jobs in flight still take a query or two.
         bodies = (
-            RequestItem.objects.filter(job__in=list(todo))
+            row
+            for start in range(0, len(pks), IDS_PER_QUERY)
+            for row in RequestItem.objects.filter(job__in=pks[start : start + IDS_PER_QUERY])
             .order_by()
             .values_list("job_id", "body")
             .iterator(chunk_size=CHUNK)
@@ -192,7 +199,8 @@ def spent(owner_id: int | None, since: datetime, exclude: BatchJob | None = None
     """What ``owner_id``'s jobs (``None``: jobs without an owner) cost since ``since``.
 
     Three queries whatever the number of jobs: the priced usage grouped by model, the jobs
-    in flight, and the bodies of those whose estimate is not cached yet.
+    in flight, and the bodies of those whose estimate is not cached yet (one more per 500
+    such jobs).
     """
     jobs = BatchJob.objects.filter(_owned_by(owner_id))
     if exclude is not None:

@@ -388,3 +388,18 @@ def test_manage_py_check_reports_a_bad_budget(settings: Any) -> None:
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "BUDGETS": {"PER_JOB": "lots"}}
     with pytest.raises(SystemCheckError, match=r"openai_batches\.E009"):
         call_command("check")
+
+
+def test_many_uncached_jobs_in_flight_are_read_in_slices(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite caps a query's parameters: the item query takes the job ids a slice at a time."""
+    monkeypatch.setattr(budgets, "IDS_PER_QUERY", 5)
+    for i in range(12):
+        flying = draft(alice, 1, name=f"f{i}")
+        BatchJob.objects.filter(pk=flying.pk).update(state=JobState.SUBMITTED)
+    cache.clear()
+    with CaptureQueriesContext(connection) as ctx:
+        so_far = budgets.spent(alice.pk, NOW)
+    assert len(ctx.captured_queries) == 2 + 3  # usage, jobs in flight, three slices of items
+    assert so_far.in_flight_jobs == 12 and so_far.in_flight == Decimal("0.11") * 12
