@@ -413,3 +413,82 @@ def check_retry(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         )
         for p in problems
     ]
+
+
+def check_budgets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``BUDGETS`` (E009: its shape and values; W009: limits without prices) and
+    ``TOKEN_ESTIMATOR`` (E010: a dotted path to a callable)."""
+    from .budgets import LIMITS
+    from .estimate import import_estimator
+
+    try:
+        user = app_settings.user_settings
+    except ConfigurationError:
+        return []  # E001 says so
+    budgets = user.get("BUDGETS", {})
+    messages: list[CheckMessage] = [
+        Error(
+            f"{SETTING_NAME}['BUDGETS']{where} {problem}.",
+            hint='BUDGETS maps limits to USD, e.g. {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, '
+            '"PER_OWNER_PER_MONTH": 500}; each is optional (None or absent: no limit). '
+            '"DEFAULT_OUTPUT_TOKENS" (a whole number, default 1024) is the output assumed for '
+            "a request that sets no limit.",
+            id="openai_batches.E009",
+        )
+        for where, problem in budget_problems(budgets)
+    ]
+    if (
+        isinstance(budgets, dict)
+        and any(budgets.get(key) is not None for key in LIMITS)
+        and not user.get("PRICES")
+    ):
+        messages.append(
+            Warning(
+                f"{SETTING_NAME}['BUDGETS'] sets limits but PRICES is empty: no job can be "
+                "priced, so every submission is refused.",
+                hint='Add the batch prices of the models you use to PRICES, e.g. {"gpt-4o-mini": '
+                '{"input": 0.075, "output": 0.3}}, or remove the limits.',
+                id="openai_batches.W009",
+            )
+        )
+    path = user.get("TOKEN_ESTIMATOR")
+    if path is not None:
+        try:
+            import_estimator(path)
+        except ConfigurationError as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint="A dotted path to a callable (endpoint, body) -> int, e.g. "
+                    "'openai_batches.estimate.tiktoken_input_tokens'; None for the built-in "
+                    "heuristic.",
+                    id="openai_batches.E010",
+                )
+            )
+    return messages
+
+
+def budget_problems(budgets: Any) -> list[tuple[str, str]]:
+    """Every problem with a ``BUDGETS`` value, as ``(where, what)``; empty when usable."""
+    from .budgets import BUDGET_KEYS, LIMITS
+
+    if budgets is None:
+        return []
+    if not isinstance(budgets, dict):
+        return [("", f"must be a dict of limits, not {type(budgets).__name__}")]
+    problems: list[tuple[str, str]] = []
+    unknown = sorted(set(budgets) - set(BUDGET_KEYS), key=str)
+    if unknown:
+        problems.append(("", f"has unknown keys: {', '.join(map(repr, unknown))}"))
+    for key in LIMITS:
+        value = budgets.get(key)
+        if value is not None and not _is_price(value):
+            problems.append((f"[{key!r}]", f"is {value!r}, not a non-negative number of USD"))
+    output = budgets.get("DEFAULT_OUTPUT_TOKENS")
+    if output is not None and (
+        isinstance(output, bool) or not isinstance(output, int) or output < 0
+    ):
+        problems.append(
+            ("['DEFAULT_OUTPUT_TOKENS']", f"is {output!r}, not a whole number of tokens")
+        )
+    return problems
