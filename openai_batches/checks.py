@@ -415,6 +415,7 @@ def check_retry(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+@register(Tags.compatibility)
 def check_budgets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``BUDGETS`` (E009: its shape and values; W009: limits without prices) and
     ``TOKEN_ESTIMATOR`` (E010: a dotted path to a callable)."""

@@ -18,7 +18,14 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from openai_batches.dashboard import collect
-from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
+from openai_batches.models import (
+    BatchJob,
+    BatchStatus,
+    ItemState,
+    JobState,
+    ProviderBatch,
+    RequestItem,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -38,19 +45,27 @@ def finished(
     model: str, inp: int, out: int, *, days_ago: int = 0, cached: int = 0, status: str = "completed"
 ) -> BatchJob:
     when = timezone.now() - timedelta(days=days_ago)
-    return BatchJob.objects.create(
+    job = BatchJob.objects.create(
         name=f"{model}-{days_ago}",
         model=model,
         state=JobState.FINISHED,
         provider_status=status,
-        provider_batch_id=f"batch_{model}_{days_ago}_{inp}",
         input_tokens=inp,
         cached_tokens=cached,
         output_tokens=out,
         ingested_at=when,
-        completed_at=when,
         created_at=when,
     )
+    ProviderBatch.objects.create(
+        job=job,
+        part=1,
+        state=JobState.FINISHED,
+        provider_status=status,
+        provider_batch_id=f"batch_{model}_{days_ago}_{inp}",
+        completed_at=when,
+        ingested_at=when,
+    )
+    return job
 
 
 def items(job: BatchJob, *rows: dict[str, Any]) -> None:
