@@ -19,6 +19,7 @@ import pytest
 from openai_batches import services, signals
 from openai_batches.exceptions import InvalidStateError, LimitExceeded, ValidationError
 from openai_batches.models import (
+    BatchJob,
     BatchReason,
     BatchStatus,
     ItemState,
@@ -336,3 +337,39 @@ def test_one_refused_part_fails_the_submission_and_a_resubmit_plans_the_rest(
     job = services.submit(job)
     assert job.state == JobState.SUBMITTED
     assert job.batches.active().count() == 2
+
+
+@pytest.mark.slow
+def test_a_120000_request_job_is_split_at_the_providers_limit_and_announced_once(
+    emu: EmulatorHandle, announced: Counter[str], finished: list[dict[str, Any]]
+) -> None:
+    """The issue's case at full size, with the provider's own limits (50,000 per batch)."""
+    job = make_job(items=chat_items(120_000))
+    services.request_submit(job)
+    assert list(job.batches.order_by("part").values_list("item_count", flat=True)) == [
+        50_000,
+        50_000,
+        20_000,
+    ]
+    report = services.sync()
+    assert report.ok, report.errors
+    job.refresh_from_db()
+    assert job.state == JobState.FINISHED
+    assert job.batches.filter(state=JobState.FINISHED).count() == 3
+    assert len(emu.emulator.list_batches()) == 3
+    assert job.items.filter(state=ItemState.SUCCEEDED).count() == 120_000
+    assert len(announced) == 120_000 and set(announced.values()) == {1}
+    assert len(finished) == 1
+
+
+def test_a_job_waiting_to_submit_with_no_parts_planned_gets_them_at_submit(
+    emu: EmulatorHandle,
+) -> None:
+    """A job a version without parts left in "submission requested" (the migration gives it
+    no part: it never uploaded) is planned by the submit that picks it up."""
+    job = make_job(items=chat_items(3))
+    BatchJob.objects.filter(pk=job.pk).update(state=JobState.SUBMIT_REQUESTED)
+    job = services.submit(job)
+    assert job.state == JobState.SUBMITTED
+    part = job.batches.get()
+    assert (part.part, part.reason, part.item_count) == (1, BatchReason.FIRST, 3)

@@ -105,6 +105,10 @@ def submit(job: BatchJob | int) -> BatchJob:
         if locked.state not in (JobState.SUBMIT_REQUESTED, JobState.SUBMITTING):
             return locked
         recovering = locked.state == JobState.SUBMITTING
+        if not locked.batches.planned().exists():
+            # Asked to submit before any part was planned (a job left waiting by a version
+            # without parts): plan its pending items now, under the lock.
+            _plan(locked, BatchReason.SPLIT)
         old = (locked.state, locked.provider_status)
         locked.state = JobState.SUBMITTING
         locked.submit_attempt_at = now
