@@ -125,6 +125,34 @@ def test_one_failing_result_receiver_runs_no_other_receiver_twice(emu: EmulatorH
     assert BatchJob.objects.get(pk=job.pk).finish_announced
 
 
+def test_a_receiver_whose_query_fails_rolls_back_its_own_item_only(emu: EmulatorHandle) -> None:
+    """A receiver whose own write fails in the database (an IntegrityError marks the
+    transaction for rollback) must not break the pass: Django refused the rollback to the
+    item's savepoint until the mark was cleared first."""
+    job = submitted_job(3)
+
+    def duplicate(*, custom_id: str, **kwargs: Any) -> None:
+        if custom_id == "req-1":
+            ResultLog.objects.create(job_id=0, custom_id="dup", succeeded=True)
+            ResultLog.objects.create(job_id=0, custom_id="dup", succeeded=True)
+
+    signals.result_received.connect(duplicate)
+    try:
+        job = services.refresh(job)
+    finally:
+        signals.result_received.disconnect(duplicate)
+    assert job.state == JobState.FINISHED
+    assert RequestItem.objects.pending_announcement().get().custom_id == "req-1"
+    assert set(ResultLog.objects.filter(job_id=job.pk).values_list("custom_id", flat=True)) == {
+        "req-0",
+        "req-2",
+    }
+    assert not ResultLog.objects.filter(job_id=0).exists()  # its writes were rolled back
+    assert "IntegrityError" in reload(job).last_error
+    services.announce_pending()
+    assert ResultLog.objects.filter(job_id=job.pk).count() == 3
+
+
 # -- 3. no paid batch without a job tracking it ------------------------------------------
 
 
