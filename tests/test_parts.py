@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -373,3 +374,28 @@ def test_a_job_waiting_to_submit_with_no_parts_planned_gets_them_at_submit(
     assert job.state == JobState.SUBMITTED
     part = job.batches.get()
     assert (part.part, part.reason, part.item_count) == (1, BatchReason.FIRST, 3)
+
+
+def test_cost_is_stored_once_per_batch_and_a_retry_adds_only_its_own(
+    emu: EmulatorHandle, settings: Any
+) -> None:
+    prices = {"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}}
+    limits(settings, PRICES=prices)
+    emu.emulator.fail_request("req-1", 500, "server_error", "boom", times=1)
+    job = make_job(items=chat_items(4))
+    services.request_submit(job)
+    job = run_to_end(job, emu)
+    first, retry = job.batches.order_by("part")
+    assert first.cost is not None and retry.cost is not None and retry.cost > 0
+    # Each batch's cost is what its own attempts used, priced once.
+    for part in (first, retry):
+        usage = RequestAttempt.objects.filter(batch=part)
+        inp = sum(usage.values_list("input_tokens", flat=True))
+        out = sum(usage.values_list("output_tokens", flat=True))
+        assert part.cost == (Decimal(inp) * Decimal("0.15") + Decimal(out) * Decimal("0.6")) / 10**6
+    assert job.cost == first.cost + retry.cost == services.job_cost(job)
+    # Ingesting again (a second worker, a crash recovery) counts nothing twice.
+    assert services.ingest(job) == 0
+    job.refresh_from_db()
+    assert job.cost == first.cost + retry.cost
+    assert job.input_tokens == first.input_tokens + retry.input_tokens
