@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from ..conf import app_settings
 from ..exceptions import (
@@ -138,7 +139,7 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
             existing_count=locked.item_count,
             existing_bytes=locked.input_bytes,
         )
-        buffer: list[RequestItem] = []
+        buffer: list[tuple[Any, ...]] = []
         # custom_ids of valid items still to be checked against items stored earlier; kept
         # even after a problem so one error lists every clash too.
         unchecked: list[tuple[int, str]] = []
@@ -159,15 +160,13 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
                 continue
             if not validator.problems:  # once anything is wrong we only keep validating
                 buffer.append(
-                    RequestItem(
-                        job=locked,
-                        custom_id=line["custom_id"],
-                        method="POST",
-                        url=line["url"],
-                        body=line["body"],
-                        content_type=content_type,
-                        object_id=object_id,
-                        nbytes=validator.last_nbytes,
+                    (
+                        line["custom_id"],
+                        line["url"],
+                        validator.last_body_text,
+                        content_type.pk if content_type is not None else None,
+                        object_id,
+                        validator.last_nbytes,
                     )
                 )
             if len(buffer) >= _INSERT_CHUNK or len(unchecked) >= _INSERT_CHUNK:
@@ -193,7 +192,7 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
 
 
 def _flush(
-    buffer: list[RequestItem],
+    buffer: list[tuple[Any, ...]],
     unchecked: list[tuple[int, str]],
     validator: ItemValidator,
     job: BatchJob,
@@ -211,5 +210,56 @@ def _flush(
                 validator.add_problem(index, "custom_id", f"{custom_id!r} is already in the job")
         unchecked.clear()
     if buffer and not validator.problems:
-        RequestItem.objects.bulk_create(buffer, batch_size=_INSERT_CHUNK)
+        _insert(job, buffer)
     buffer.clear()
+
+
+#: The columns :func:`_insert` fills from each buffered row, in the buffer's order.
+_GIVEN = ("custom_id", "url", "body", "content_type_id", "object_id", "nbytes")
+
+
+def _insert(job: BatchJob, rows: list[tuple[Any, ...]]) -> None:
+    """Insert new items with the database's bulk path, the bodies as the JSON text the
+    validator already produced: COPY on PostgreSQL, one ``executemany`` on SQLite,
+    ``bulk_create`` elsewhere. (``bulk_create`` builds its SQL value by value and encodes
+    every body a second time: most of the cost of adding 50,000 items.)"""
+    fields = [f for f in RequestItem._meta.concrete_fields if not f.primary_key]
+    given = {name: i for i, name in enumerate(_GIVEN)}
+    fixed = {"job_id": job.pk, "method": "POST"}
+    columns: list[str] = [str(f.column) for f in fields]
+    # Every other column takes its field's default, computed once per chunk.
+    defaults: dict[str, Any] = {str(f.column): f.get_default() for f in fields}
+    plan: list[tuple[int | None, Any]] = [
+        (given[c], None) if c in given else (None, fixed.get(c, defaults[c])) for c in columns
+    ]
+    values: list[tuple[Any, ...]] = [
+        tuple(row[i] if i is not None else v for i, v in plan) for row in rows
+    ]
+    quote = connection.ops.quote_name
+    table = quote(RequestItem._meta.db_table)
+    names = ", ".join(quote(c) for c in columns)
+    if connection.vendor == "postgresql":
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+        ):
+            for value in values:
+                copy.write_row(value)
+    elif connection.vendor == "sqlite":
+        marks = ", ".join(["%s"] * len(columns))
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)  # noqa: S608
+    else:
+        body = columns.index("body")
+        RequestItem.objects.bulk_create(
+            [
+                RequestItem(
+                    **{
+                        f.attname: json.loads(str(v)) if i == body else v
+                        for i, (f, v) in enumerate(zip(fields, value, strict=True))
+                    }
+                )
+                for value in values
+            ],
+            batch_size=_INSERT_CHUNK,
+        )
