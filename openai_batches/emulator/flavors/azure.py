@@ -1,0 +1,7 @@
+"""stub"""
+
+from .openai import OpenAIFlavor
+
+
+class AzureFlavor(OpenAIFlavor):
+    name = "azure"
