@@ -74,6 +74,9 @@ class Request:
     start_response: StartResponse
     request_id: str
     fault: Fault | None
+    #: Which of the flavour's API surfaces the call came in on (Azure: ``"v1"`` or
+    #: ``"dated"``); the flavour sets it while routing.
+    surface: str = ""
 
     @property
     def root_url(self) -> str:

@@ -336,3 +336,29 @@ def write_results(emu: Emulator, b: _Batch, done: int, not_run: str, t: float) -
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": in_tok + out_tok,
     }
+
+
+def estimate_file(emu: Emulator, b: _Batch) -> tuple[str | None, int]:
+    """(model of the first line, estimated input tokens) of a batch's input file, read at
+    create for a provider that checks its quota synchronously (Azure's fail-fast regions).
+    Lines that do not parse count nothing here: validation reports them later."""
+    rec = emu._files.get(b.input_file_id)
+    model: str | None = None
+    tokens = 0
+    if rec is None:
+        return model, tokens
+    with open(rec.path, "rb") as fh:
+        for raw in fh:
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("body"), dict):
+                continue
+            endpoint = emu.flavor.line_endpoint(b, obj.get("url"))
+            if endpoint is None:
+                continue
+            if model is None and isinstance(obj["body"].get("model"), str):
+                model = obj["body"]["model"]
+            tokens += estimate_input_tokens(endpoint, obj["body"])
+    return model, tokens
