@@ -247,7 +247,8 @@ class AzureFlavor(OpenAIFlavor):
         b.run_endpoint = ""
         refusal = self.emu.budget_refusal(model, tokens)
         if refusal is not None and self.fail_fast:
-            raise ApiError(400, refusal, code="token_limit_exceeded")
+            # Code and text both say it: Microsoft's sample matches the substring.
+            raise ApiError(400, f"{refusal} (token_limit_exceeded)", code="token_limit_exceeded")
         b.model, b.tokens = model, tokens
 
     # ------------------------------------------------------------------ the runner
