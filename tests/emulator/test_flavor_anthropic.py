@@ -119,6 +119,8 @@ def test_counts_stay_zero_until_the_batch_ends(serve_flavor: ServeFlavor) -> Non
     assert live.request_counts.processing == 4 and live.request_counts.succeeded == 0
     with pytest.raises(anthropic.AnthropicError, match="finished processing"):
         client.messages.batches.results(batch.id)
+    early = httpx.get(f"{server.root_url}/v1/messages/batches/{batch.id}/results", headers=HEADERS)
+    assert early.status_code == 400 and "still processing" in early.json()["error"]["message"]
     emu.advance(60)
     assert client.messages.batches.retrieve(batch.id).request_counts.succeeded == 4
 

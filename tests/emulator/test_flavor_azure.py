@@ -455,3 +455,38 @@ def test_faults_apply_to_azure_paths(azure: tuple[Emulator, EmulatorServer]) -> 
         client.batches.list()
     assert caught.value.response.headers["retry-after"] == "7"
     assert client.batches.list().data == []
+
+
+def test_without_a_configured_credential_any_is_accepted(serve_flavor: ServeFlavor) -> None:
+    _, server = serve_flavor("azure")
+    for headers in ({"api-key": "anything"}, {"Authorization": "Bearer any-token"}):
+        answer = httpx.get(f"{server.root_url}/openai/v1/batches", headers=headers)
+        assert answer.status_code == 200
+    assert httpx.get(f"{server.root_url}/openai/v1/batches").status_code == 401
+
+
+def test_input_files_are_capped_in_all(serve_flavor: ServeFlavor) -> None:
+    _, server = serve_flavor("azure", api_key=KEY, max_input_files=1)
+    client = dated_key_client(server)
+    expiring = {"anchor": "created_at", "seconds": 1209600}
+    upload(client, [azure_line("a")], expires_after=expiring)
+    with pytest.raises(openai.BadRequestError, match="Delete some first"):
+        upload(client, [azure_line("a")], expires_after=expiring)
+
+
+def test_batch_events_go_to_the_configured_webhook(
+    serve_flavor: ServeFlavor, receiver: Any
+) -> None:
+    emu, server = serve_flavor("azure", api_key=KEY)
+    emu.configure_webhook(receiver.url, "whsec_dGVzdHNlY3JldA==")
+    client = dated_key_client(server)
+    batch = client.batches.create(
+        input_file_id=upload(client, [azure_line("a")]),
+        endpoint="/chat/completions",
+        completion_window="24h",
+    )
+    emu.advance(1)
+    assert receiver.wait_for(1)
+    _, body, _ = receiver.requests[0]
+    event = json.loads(body)
+    assert (event["type"], event["data"]["id"]) == ("batch.completed", batch.id)
