@@ -7,7 +7,7 @@ for Anthropic), authenticates them and shapes their error bodies.
 
 =====================================  ===================================================
 ``GET  /_emulator/state``              everything, for debugging
-``GET  /_emulator/health``             ``{"ok": true, "now": ...}``
+``GET  /_emulator/health``             ``{"ok": true, "now": ..., "flavor": "openai"}``
 ``POST /_emulator/advance``            ``{"seconds": 3600}`` moves the clock, runs transitions
 ``POST /_emulator/tick``               runs transitions due now
 ``POST /_emulator/reset``              forgets everything
@@ -403,7 +403,7 @@ class EmulatorApp:
         if method == "GET" and action == "state":
             return emu.state()
         if method == "GET" and action == "health":
-            return {"ok": True, "now": emu.now(), "timing": emu.timing}
+            return {"ok": True, "now": emu.now(), "timing": emu.timing, "flavor": emu.flavor.name}
         if action == "faults" and method == "GET":
             return {"faults": emu.state()["faults"]}
         if action == "faults" and method == "DELETE":

@@ -681,7 +681,7 @@ class Emulator:
         self._expire_files(self.clock.now())
         rec = self._files.get(file_id)
         if rec is None:
-            raise ApiError(404, f"No such File object: {file_id}", param="id")
+            raise self.flavor.not_found("File", file_id)
         return rec
 
     def retrieve_file(self, file_id: str) -> dict[str, Any]:

@@ -360,3 +360,22 @@ def test_no_webhooks_for_message_batches(
     emu.advance(1)
     assert emu.wait_for_webhooks(5)
     assert emu.webhook_deliveries == []
+
+
+def test_a_create_whose_answer_is_lost_still_made_its_batch(
+    served: tuple[Emulator, EmulatorServer], client: anthropic.Anthropic
+) -> None:
+    """The case a crash-safe submit must recover from without creating twice: the batch
+    exists, the client never learnt its id. With no metadata, what identifies it is its
+    creation time and its request count, both in the list."""
+    emu, server = served
+    emu.inject_fault("POST", "/v1/messages/batches", "truncate")
+    with pytest.raises(anthropic.APIConnectionError):
+        client.messages.batches.create(requests=[request("a"), request("b")])
+    (listed,) = client.messages.batches.list().data
+    counts = listed.request_counts
+    # "The sum of all values always matches the total number of requests."
+    assert counts.processing + counts.succeeded + counts.errored + counts.canceled == 2
+    assert abs(listed.created_at.timestamp() - emu.now()) < 1
+    health = httpx.get(f"{server.root_url}/_emulator/health").json()
+    assert health["flavor"] == "anthropic"
