@@ -18,10 +18,11 @@ from array import array
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import ids
+from .records import FileRecord, RequestFailure, _Batch
 from .responses import DEFAULT_MODELS, embedding_input_count, estimate_input_tokens, usage_of
 
 if TYPE_CHECKING:
-    from .core import Emulator, RequestFailure, _Batch
+    from .core import Emulator
 
 URL_MISMATCH_MESSAGE = "The URL provided for this request does not prefix-match the batch endpoint"
 
@@ -216,8 +217,6 @@ def failure_for(
     emu: Emulator, b: _Batch, custom_id: str, body: dict[str, Any]
 ) -> RequestFailure | None:
     """How a request flagged to fail at validation fails when it runs."""
-    from .core import RequestFailure
-
     # A body its endpoint refuses fails as the real API fails it, before anything a
     # test scripted: the request never gets as far as the model.
     refused = emu.flavor.check_body(b.run_endpoint, body)
@@ -250,8 +249,6 @@ def write_results(emu: Emulator, b: _Batch, done: int, not_run: str, t: float) -
     """Write the result files: ``done`` requests ran, the rest never did (``not_run`` says
     why: ``"expired"`` or ``"cancelled"``). The flavour shapes each line and says which file
     (``"output"`` or ``"error"``) it goes to."""
-    from .core import FileRecord, RequestFailure
-
     flavor = emu.flavor
     rec = emu._files.get(b.input_file_id)
     path = rec.path if rec is not None else os.path.join(emu._files_dir, b.input_file_id)

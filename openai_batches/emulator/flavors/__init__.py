@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..records import THIRTY_DAYS, ApiError, Limits, RequestFailure, _Batch
 from ..validation import BodyError, check_body
 
 if TYPE_CHECKING:
     from ..app import EmulatorApp, Request
-    from ..core import ApiError, Emulator, Limits, RequestFailure, _Batch
+    from ..core import Emulator
 
 
 class Flavor:
@@ -38,7 +39,7 @@ class Flavor:
     #: A successful batch still gets an (empty) error file.
     empty_error_file: ClassVar[bool] = False
     #: Seconds until a batch input file uploaded without ``expires_after`` expires.
-    default_input_expiry: ClassVar[int | None] = 30 * 86400
+    default_input_expiry: ClassVar[int | None] = THIRTY_DAYS
 
     def __init__(self, emulator: Emulator) -> None:
         # Subclasses take their own options as keyword arguments (see ``make_flavor``).
@@ -47,8 +48,6 @@ class Flavor:
     # ------------------------------------------------------------------ configuration
 
     def default_limits(self) -> Limits:
-        from ..core import Limits
-
         return Limits()
 
     def new_batch_id(self) -> str:
@@ -97,7 +96,6 @@ class Flavor:
 
     def results_expire_at(self, b: _Batch, created: int) -> int | None:
         """When the result files written at ``created`` expire."""
-        from ..core import THIRTY_DAYS
 
         return created + (b.output_expires_after or THIRTY_DAYS)
 
@@ -129,13 +127,11 @@ class Flavor:
 
     def not_found(self, kind: str, object_id: str) -> ApiError:
         """The 404 for a missing ``kind`` (``"Batch"``, ``"File"``) object."""
-        from ..core import ApiError
 
         return ApiError(404, f"No such {kind} object: {object_id}", param="id")
 
     def cannot_find_file(self, file_id: str) -> ApiError:
         """The 400 for a batch create naming an input file that does not exist."""
-        from ..core import ApiError
 
         return ApiError(400, f"Cannot find file {file_id}.", param="input_file_id")
 

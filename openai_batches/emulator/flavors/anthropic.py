@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import ids
-from ..core import DAY, PROFILES, TERMINAL, ApiError, Limits, RequestFailure, _Batch
+from ..records import DAY, PROFILES, TERMINAL, ApiError, Limits, RequestFailure, _Batch
 from ..validation import BodyError
 from . import Flavor
 from .anthropic_messages import ENDPOINT, check_message_body, message_body

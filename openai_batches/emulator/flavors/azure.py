@@ -37,7 +37,7 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..core import ApiError, Limits, RequestFailure, _Batch
+from ..records import ApiError, Limits, RequestFailure, _Batch
 from ..responses import snapshot
 from ..runner import estimate_file
 from .openai import OpenAIFlavor

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import ids
-from ..core import UPLOAD_PURPOSES, ApiError, RequestFailure, _Batch
 from ..multipart import MultipartError, parse_multipart
+from ..records import UPLOAD_PURPOSES, ApiError, RequestFailure, _Batch
 from ..responses import snapshot
 from . import Flavor
 from .wire import (

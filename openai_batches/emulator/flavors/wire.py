@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..core import MIN_EXPIRES_AFTER, THIRTY_DAYS, ApiError
+from ..records import MIN_EXPIRES_AFTER, THIRTY_DAYS, ApiError
 
 
 def duration(seconds: float) -> str:
