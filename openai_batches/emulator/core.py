@@ -294,6 +294,13 @@ class Emulator:
                     scripted.discard(custom_id)
         return found
 
+    def token_budget(self, model: str | None) -> int | None:
+        """The enqueued-token cap of ``model`` (None: no cap)."""
+        return None if model is None else self._budgets.get(model)
+
+    def has_token_budgets(self) -> bool:
+        return bool(self._budgets)
+
     def set_token_budget(self, model: str, tokens: int | None) -> None:
         """Cap the enqueued input tokens of ``model`` (None removes the cap)."""
         with self._lock:
@@ -616,7 +623,7 @@ class Emulator:
     def budget_refusal(self, model: str | None, tokens: int) -> str | None:
         """Why ``tokens`` more input tokens of ``model`` do not fit its enqueued-token budget
         (None when they fit or there is no budget)."""
-        budget = None if model is None else self._budgets.get(model)
+        budget = self.token_budget(model)
         if budget is None:
             return None
         enqueued = self.enqueued_tokens(model)

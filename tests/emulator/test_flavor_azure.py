@@ -490,3 +490,26 @@ def test_batch_events_go_to_the_configured_webhook(
     _, body, _ = receiver.requests[0]
     event = json.loads(body)
     assert (event["type"], event["data"]["id"]) == ("batch.completed", batch.id)
+
+
+def test_create_headers_show_the_deployments_queue(azure: tuple[Emulator, EmulatorServer]) -> None:
+    emu, server = azure
+    client = dated_key_client(server)
+    emu.set_token_budget(DEPLOYMENT, 100_000)
+    emu.stall_request("slow")
+    first = client.batches.with_raw_response.create(
+        input_file_id=upload(client, [azure_line("slow")]),
+        endpoint="/chat/completions",
+        completion_window="24h",
+    )
+    one = int(first.headers["deployment-enqueued-tokens"])
+    assert one > 0
+    emu.advance(1)  # it runs, stalled: its tokens stay enqueued
+    assert emu.enqueued_tokens(DEPLOYMENT) == one
+    second = client.batches.with_raw_response.create(
+        input_file_id=upload(client, [azure_line("other")]),
+        endpoint="/chat/completions",
+        completion_window="24h",
+    )
+    assert int(second.headers["deployment-enqueued-tokens"]) == 2 * one  # same prompt
+    assert second.headers["deployment-maximum-enqueued-tokens"] == "100000"

@@ -128,6 +128,8 @@ class AzureFlavor(OpenAIFlavor):
         self.quirks = quirks
         self.max_unexpiring_input_files = max_unexpiring_input_files
         self.max_input_files = max_input_files
+        # Batch id -> (enqueued tokens with it, the cap), for the create's headers.
+        self._queues: dict[str, tuple[int, int]] = {}
 
     def default_limits(self) -> Limits:
         return Limits(max_requests=100_000, max_batch_file_bytes=200 * 1024 * 1024)
@@ -200,14 +202,12 @@ class AzureFlavor(OpenAIFlavor):
     def answer_created(self, app: EmulatorApp, request: Request, payload: Any) -> Iterable[bytes]:
         batch = self.emu.create_batch(payload)
         headers: list[tuple[str, str]] = []
-        b = self.emu._batches.get(batch.get("id", ""))
-        budget = None if b is None or b.model is None else self.emu._budgets.get(b.model)
-        if b is not None and budget is not None:
+        queue = self._queues.pop(batch["id"], None)
+        if queue is not None:
             # The only documented view of the deployment's queue (dated API example).
-            enqueued = self.emu.enqueued_tokens(b.model) + b.tokens
             headers = [
-                ("deployment-enqueued-tokens", str(enqueued)),
-                ("deployment-maximum-enqueued-tokens", str(budget)),
+                ("deployment-enqueued-tokens", str(queue[0])),
+                ("deployment-maximum-enqueued-tokens", str(queue[1])),
             ]
         status = 201 if request.surface == "dated" else 200
         return app.answer(request, batch, status, headers)
@@ -217,9 +217,9 @@ class AzureFlavor(OpenAIFlavor):
     def check_upload(self, purpose: str, expires_after: int | None) -> None:
         if purpose != "batch":
             return
-        inputs = [r for r in self.emu._files.values() if r.purpose == "batch"]
+        inputs = self.emu.list_files(purpose="batch")["data"]
         if expires_after is None:
-            unexpiring = sum(1 for r in inputs if r.expires_at is None)
+            unexpiring = sum(1 for f in inputs if f["expires_at"] is None)
             if unexpiring >= self.max_unexpiring_input_files:
                 raise ApiError(
                     400,
@@ -239,7 +239,7 @@ class AzureFlavor(OpenAIFlavor):
     def admit(self, b: _Batch) -> None:
         # The lines say what runs: the run endpoint is read from the file at validation.
         b.run_endpoint = ""
-        if not (self.fail_fast or self.emu._budgets):
+        if not (self.fail_fast or self.emu.has_token_budgets()):
             return
         # A budgeted deployment is checked (fail-fast regions) and reported in headers at
         # once, which needs the file's deployment and tokens now rather than at validation.
@@ -250,6 +250,9 @@ class AzureFlavor(OpenAIFlavor):
             # Code and text both say it: Microsoft's sample matches the substring.
             raise ApiError(400, f"{refusal} (token_limit_exceeded)", code="token_limit_exceeded")
         b.model, b.tokens = model, tokens
+        budget = self.emu.token_budget(model)
+        if budget is not None:
+            self._queues[b.id] = (self.emu.enqueued_tokens(model) + tokens, budget)
 
     # ------------------------------------------------------------------ the runner
 
