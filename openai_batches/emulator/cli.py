@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=FLAVORS,
         default="openai",
         help="whose API to speak: openai (default; /v1), azure (/openai/v1 and the dated "
-        "/openai/...?api-version= API), anthropic (/v1/messages/batches)",
+        "/openai/...?api-version= API), anthropic (/v1/messages/batches), groq "
+        "(/openai/v1, windows of 24h to 7d)",
     )
     parser.add_argument("--api-key", default=None, help="accept only this key")
     parser.add_argument(

@@ -513,6 +513,7 @@ class Emulator:
         metadata: dict[str, str] | None = None,
         output_expires_after: int | None = None,
         run_endpoint: str | None = None,
+        window: float = DAY,
         timing: Timing | None = None,
         admit: Callable[[_Batch], None] | None = None,
     ) -> _Batch:
@@ -544,6 +545,7 @@ class Emulator:
                 output_expires_after=output_expires_after,
                 created=now,
                 timing=timing or PROFILES[self.timing],
+                window=window,
             )
             if admit is not None:
                 admit(batch)

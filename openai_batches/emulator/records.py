@@ -212,6 +212,8 @@ class _Batch:
     output_expires_after: int | None
     created: float
     timing: Timing
+    #: Seconds from creation until the batch expires (its completion window).
+    window: float = DAY
     status: str = "validating"
     model: str | None = None
     errors: list[dict[str, Any]] | None = None
@@ -237,7 +239,7 @@ class _Batch:
 
     @property
     def expires(self) -> float:
-        return self.created + DAY
+        return self.created + self.window
 
     @property
     def total(self) -> int:

@@ -154,12 +154,18 @@ class Flavor:
 def flavor_classes() -> dict[str, type[Flavor]]:
     from .anthropic import AnthropicFlavor
     from .azure import AzureFlavor
+    from .groq import GroqFlavor
     from .openai import OpenAIFlavor
 
-    return {"openai": OpenAIFlavor, "azure": AzureFlavor, "anthropic": AnthropicFlavor}
+    return {
+        "openai": OpenAIFlavor,
+        "azure": AzureFlavor,
+        "anthropic": AnthropicFlavor,
+        "groq": GroqFlavor,
+    }
 
 
-FLAVORS = ("openai", "azure", "anthropic")
+FLAVORS = ("openai", "azure", "anthropic", "groq")
 
 
 def make_flavor(name: str, emulator: Emulator, options: dict[str, Any]) -> Flavor:

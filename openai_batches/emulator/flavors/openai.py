@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import ids
 from ..multipart import MultipartError, parse_multipart
-from ..records import UPLOAD_PURPOSES, ApiError, RequestFailure, _Batch
+from ..records import DAY, UPLOAD_PURPOSES, ApiError, RequestFailure, _Batch
 from ..responses import snapshot
 from . import Flavor
 from .wire import (
@@ -249,8 +249,7 @@ class OpenAIFlavor(Flavor):
         if endpoint not in self.endpoints:
             raise invalid_value("endpoint", endpoint, self.endpoints)
         window = payload["completion_window"]
-        if window != "24h":
-            raise invalid_value("completion_window", window, ("24h",))
+        seconds = self.window_seconds(window)
         metadata = check_metadata(payload.get("metadata"))
         output_expires_after = json_expires_after(
             payload.get("output_expires_after"), "output_expires_after", self.min_expires_after
@@ -259,11 +258,18 @@ class OpenAIFlavor(Flavor):
             endpoint=endpoint,
             input_file_id=payload["input_file_id"],
             completion_window=window,
+            window=seconds,
             metadata=metadata,
             output_expires_after=output_expires_after,
             admit=self.admit,
         )
         return self.present(batch, self.emu.now())
+
+    def window_seconds(self, window: Any) -> float:
+        """The seconds a ``completion_window`` gives a batch (OpenAI takes only ``24h``)."""
+        if window != "24h":
+            raise invalid_value("completion_window", window, ("24h",))
+        return DAY
 
     def admit(self, b: _Batch) -> None:
         """Synchronous checks on a batch about to be created (under the emulator's lock);
