@@ -379,3 +379,20 @@ def test_a_create_whose_answer_is_lost_still_made_its_batch(
     assert abs(listed.created_at.timestamp() - emu.now()) < 1
     health = httpx.get(f"{server.root_url}/_emulator/health").json()
     assert health["flavor"] == "anthropic"
+
+
+def test_no_metadata_and_anthropics_rate_limit_headers(
+    served: tuple[Emulator, EmulatorServer],
+) -> None:
+    _, server = served
+    url = f"{server.root_url}/v1/messages/batches"
+    refused = httpx.post(
+        url, headers=HEADERS, json={"requests": [request("a")], "metadata": {"job": "x"}}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "metadata: Extra inputs are not permitted"
+    answer = httpx.get(url, headers=HEADERS)
+    assert answer.headers["anthropic-ratelimit-requests-limit"] == "5000"
+    assert int(answer.headers["anthropic-ratelimit-requests-remaining"]) < 5000
+    assert answer.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+    assert "x-ratelimit-limit-requests" not in answer.headers
