@@ -233,13 +233,22 @@ def _delete_rows(
             # The chunk's last pk (and the next one, to know whether another chunk follows):
             # only rows at or below it go, so each DELETE removes at most ``chunk`` rows
             # however the jobs' pks interleave.
-            edge = list(items.order_by("pk").values_list("pk", flat=True)[chunk - 1 : chunk + 1])
+            ordered = items.order_by("pk").values_list("pk", flat=True)
+            first = ordered.first()
+            edge = list(ordered[chunk - 1 : chunk + 1])
             more = len(edge) == 2
             doomed = items.filter(pk__lte=edge[0]) if edge else items
             # The items' attempts first, then the items with one plain DELETE: through
             # Django's collector (items have attempts pointing at them) every item would be
-            # loaded into memory and deleted a hundred rows per statement.
-            RequestAttempt.objects.filter(item__in=doomed.values("pk")).delete()
+            # loaded into memory and deleted a hundred rows per statement. The pk range
+            # lets the attempts' index find them instead of a scan of every attempt.
+            last = edge[0] if edge else None
+            attempts = RequestAttempt.objects.filter(item__job_id__in=jobs)
+            if first is not None:
+                attempts = attempts.filter(item_id__gte=first)
+            if last is not None:
+                attempts = attempts.filter(item_id__lte=last)
+            attempts.delete()
             deleted = doomed._raw_delete(doomed.db)
         if deleted:
             report.items += deleted
