@@ -298,6 +298,7 @@ def test_retry_on_demand_sends_failed_requests_again(
     )
     job = services.retry(job, "failed")
     assert job.state == JobState.SUBMIT_REQUESTED
+    assert job.items.get(custom_id="req-1").attempts.get().retried is True
     assert job.batches.get(part=2).item_count == 1
     job = run_to_end(job, emu)
     assert job.items.get(custom_id="req-1").state == ItemState.SUCCEEDED
@@ -399,3 +400,22 @@ def test_cost_is_stored_once_per_batch_and_a_retry_adds_only_its_own(
     job.refresh_from_db()
     assert job.cost == first.cost + retry.cost
     assert job.input_tokens == first.input_tokens + retry.input_tokens
+
+
+def test_cancelling_a_split_job_asks_for_every_running_part_even_if_one_refuses(
+    emu: EmulatorHandle, settings: Any
+) -> None:
+    limits(settings, MAX_REQUESTS_PER_BATCH=2)
+    for i in range(4):
+        emu.emulator.stall_request(f"req-{i}")
+    job = make_job(items=chat_items(4))
+    services.request_submit(job)
+    job = services.submit(job)
+    first, second = job.batches.order_by("part")
+    emu.emulator.inject_fault(
+        "POST", f"/v1/batches/{first.provider_batch_id}/cancel", "status", status=500, count=10
+    )
+    with pytest.raises(Exception, match="500"):
+        services.cancel(job)
+    # The refusal of part 1 did not keep part 2 running.
+    assert emu.emulator.get_batch(second.provider_batch_id)["status"] in ("cancelling", "cancelled")

@@ -19,6 +19,7 @@ from ..models import (
     ItemState,
     JobState,
     ProviderBatch,
+    RequestAttempt,
     RequestItem,
 )
 from . import _base
@@ -113,12 +114,23 @@ def cancel(job: BatchJob | int) -> BatchJob:
 
 
 def _cancel_running(job: BatchJob) -> BatchJob:
-    """Ask the provider to cancel each of the job's running batches."""
+    """Ask the provider to cancel each of the job's running batches.
+
+    One part the provider will not cancel (it just ended, or the call failed) does not
+    keep the others running: every part is asked, then the first error is raised (and
+    recorded on the job)."""
     updated = job
+    failure: ProviderError | None = None
     with _provider(job, on_error=_record_error) as client:
         for part in job.batches.active().exclude(provider_status__in=TERMINAL_STATUSES):
-            batch = client.cancel_batch(part.provider_batch_id)
+            try:
+                batch = client.cancel_batch(part.provider_batch_id)
+            except ProviderError as err:
+                failure = failure or err
+                continue
             updated = apply_batch(job, batch)
+        if failure is not None:
+            raise failure
     return updated
 
 
@@ -218,8 +230,10 @@ def retry(job: BatchJob | int, which: str) -> BatchJob:
         locked = _lock(job)
         _require(locked, lambda j: can_retry(j, which), f"retried ({which})")
         old = (locked.state, locked.provider_status)
-        chosen = _retry_candidates(locked, which)
-        _reset_for_retry(RequestItem.objects.filter(pk__in=chosen.values("pk")))
+        chosen = _retry_candidates(locked, which).values("pk")
+        # Their last attempt is now one that was sent again, like the earlier ones.
+        RequestAttempt.objects.filter(item__in=chosen).update(retried=True)
+        _reset_for_retry(RequestItem.objects.filter(pk__in=chosen))
         _plan(locked, BatchReason.RETRY)
         locked.state = JobState.SUBMIT_REQUESTED
         locked.cancel_requested_at = None
