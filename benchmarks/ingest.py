@@ -164,7 +164,7 @@ def parsed_results(job: Any) -> list[tuple[Any, ...]]:
 def stored(job: Any) -> list[tuple[Any, ...]]:
     """What the items hold now (result columns), to check the contenders wrote the same."""
     from openai_batches.models import RequestItem
-    from openai_batches.services import _RESULT_COLUMNS
+    from openai_batches.services.ingestion import _RESULT_COLUMNS
 
     return list(
         RequestItem.objects.filter(job=job)
@@ -179,7 +179,7 @@ def run_floor(job: Any, rows: list[tuple[Any, ...]]) -> float:
     from django.utils import timezone
 
     from openai_batches.models import ItemState, RequestItem
-    from openai_batches.services import _RESULT_COLUMNS
+    from openai_batches.services.ingestion import _RESULT_COLUMNS
 
     table = connection.ops.quote_name(RequestItem._meta.db_table)
     now = timezone.now()
@@ -252,7 +252,7 @@ def run_bulk_update(job: Any, rows: list[tuple[Any, ...]], batch_size: int | Non
     from django.utils import timezone
 
     from openai_batches.models import RequestItem
-    from openai_batches.services import _RESULT_COLUMNS
+    from openai_batches.services.ingestion import _RESULT_COLUMNS
 
     pks = dict(RequestItem.objects.filter(job=job).values_list("custom_id", "pk"))
     now = timezone.now()

@@ -71,7 +71,7 @@ def build(n: int) -> tuple[list[int], int]:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from openai_batches.models import BatchJob, JobState, RequestItem
+    from openai_batches.models import BatchJob, JobState, ProviderBatch, RequestAttempt, RequestItem
 
     old = timezone.now() - timedelta(days=40)
     body = json.dumps(
@@ -82,7 +82,8 @@ def build(n: int) -> tuple[list[int], int]:
     columns = (
         "job_id, custom_id, method, url, body, object_id, state, status_code, response, "
         "provider_request_id, result_line_id, input_tokens, cached_tokens, output_tokens, "
-        "reasoning_tokens, completed_at, announced, output_schema, parse_error"
+        "reasoning_tokens, completed_at, announced, output_schema, parse_error, batch_id, "
+        "attempt_count, nbytes"
     )
     jobs: list[int] = []
     sizes = [PER_JOB] * (n // PER_JOB) + ([n % PER_JOB] if n % PER_JOB else [])
@@ -96,8 +97,12 @@ def build(n: int) -> tuple[list[int], int]:
             finish_announced=not draft,
             ingested_at=None if draft else old,
         )
+        part = None
         if not draft:
             jobs.append(job.pk)
+            part = ProviderBatch.objects.create(
+                job=job, part=1, state=JobState.FINISHED, item_count=size, ingested_at=old
+            ).pk
         state = "pending" if draft else "succeeded"
         values = [
             (
@@ -120,10 +125,13 @@ def build(n: int) -> tuple[list[int], int]:
                 not draft,
                 "",
                 "",
+                part,
+                0 if draft else 1,
+                len(body) + 80,
             )
             for i in range(size)
         ]
-        marks = ", ".join(["%s"] * 19)
+        marks = ", ".join(["%s"] * 22)
         with transaction.atomic(), connection.cursor() as cursor:
             for start in range(0, len(values), 10_000):
                 cursor.executemany(
@@ -131,6 +139,18 @@ def build(n: int) -> tuple[list[int], int]:
                     values[start : start + 10_000],
                 )
         del values
+        if part is not None:
+            # Every result is the item's first attempt, as an ingest records it.
+            attempts = RequestAttempt._meta.db_table
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {attempts} (item_id, batch_id, number, state, status_code, "  # noqa: S608
+                    "input_tokens, cached_tokens, output_tokens, reasoning_tokens, retried, "
+                    f"created_at) SELECT id, batch_id, 1, state, status_code, input_tokens, "
+                    f"cached_tokens, output_tokens, reasoning_tokens, %s, %s FROM {table} "
+                    "WHERE batch_id = %s",
+                    [False, old, part],
+                )
     return jobs, 1000
 
 

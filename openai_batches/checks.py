@@ -19,6 +19,7 @@ from .conf import (
     DEFAULTS,
     MAX_EXPIRES_AFTER,
     MIN_EXPIRES_AFTER,
+    PROVIDER_MAX_EMBEDDING_INPUTS,
     PROVIDER_MAX_FILE_BYTES,
     PROVIDER_MAX_REQUESTS,
     SETTING_NAME,
@@ -70,6 +71,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         "POLL_BACKOFF": (1, 10),
         "MAX_REQUESTS_PER_BATCH": (1, PROVIDER_MAX_REQUESTS),
         "MAX_FILE_BYTES": (1, PROVIDER_MAX_FILE_BYTES),
+        "MAX_EMBEDDING_INPUTS_PER_BATCH": (1, PROVIDER_MAX_EMBEDDING_INPUTS),
+        "MAX_REQUESTS_PER_JOB": (1, None),
         "INGEST_CHUNK_SIZE": (1, 100_000),
         "SUBMIT_LEASE": (30, None),
         "REQUEST_DEADLINE": (1, None),
@@ -354,3 +357,139 @@ def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_retry(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``RETRY``: a dict of known keys, a whole number of attempts, a deadline in seconds
+    and lists of status codes and error codes (a bad value would otherwise surface as a
+    crash in the middle of an ingest)."""
+    user = app_settings.user_settings.get("RETRY")
+    if user is None:
+        return []
+    hint = (
+        "RETRY takes MAX_ATTEMPTS (1 turns retries off), DEADLINE (seconds), STATUS_CODES, "
+        "ERROR_CODES and BATCH_ERROR_CODES; see the settings documentation."
+    )
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"{SETTING_NAME}['RETRY'] must be a dict, not {type(user).__name__}.",
+                hint=hint,
+                id="openai_batches.E024",
+            )
+        ]
+    problems: list[str] = []
+    unknown = sorted(set(user) - set(DEFAULTS["RETRY"]))
+    if unknown:
+        problems.append(f"has unknown key(s) {', '.join(map(repr, unknown))}")
+    for key, low in (("MAX_ATTEMPTS", 1), ("DEADLINE", 0)):
+        if key in user:
+            problem = _number_problem(key, user[key], low, None)
+            if problem is None and key == "MAX_ATTEMPTS" and not float(user[key]).is_integer():
+                problem = f"must be a whole number, not {user[key]!r}"
+            if problem:
+                problems.append(f"[{key!r}] {problem}")
+    if "STATUS_CODES" in user and not (
+        isinstance(user["STATUS_CODES"], list | tuple)
+        and all(
+            isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599
+            for c in user["STATUS_CODES"]
+        )
+    ):
+        problems.append("['STATUS_CODES'] must be a list of HTTP status codes (100-599)")
+    for key in ("ERROR_CODES", "BATCH_ERROR_CODES"):
+        if key in user and not (
+            isinstance(user[key], list | tuple) and all(isinstance(c, str) for c in user[key])
+        ):
+            problems.append(f"[{key!r}] must be a list of error code strings")
+    return [
+        Error(
+            f"{SETTING_NAME}['RETRY']{p}."
+            if p.startswith("[")
+            else f"{SETTING_NAME}['RETRY'] {p}.",
+            hint=hint,
+            id="openai_batches.E024",
+        )
+        for p in problems
+    ]
+
+
+@register(Tags.compatibility)
+def check_budgets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``BUDGETS`` (E009: its shape and values; W009: limits without prices) and
+    ``TOKEN_ESTIMATOR`` (E010: a dotted path to a callable)."""
+    from .budgets import LIMITS
+    from .estimate import import_estimator
+
+    try:
+        user = app_settings.user_settings
+    except ConfigurationError:
+        return []  # E001 says so
+    budgets = user.get("BUDGETS", {})
+    messages: list[CheckMessage] = [
+        Error(
+            f"{SETTING_NAME}['BUDGETS']{where} {problem}.",
+            hint='BUDGETS maps limits to USD, e.g. {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, '
+            '"PER_OWNER_PER_MONTH": 500}; each is optional (None or absent: no limit). '
+            '"DEFAULT_OUTPUT_TOKENS" (a whole number, default 1024) is the output assumed for '
+            "a request that sets no limit.",
+            id="openai_batches.E009",
+        )
+        for where, problem in budget_problems(budgets)
+    ]
+    if (
+        isinstance(budgets, dict)
+        and any(budgets.get(key) is not None for key in LIMITS)
+        and not user.get("PRICES")
+    ):
+        messages.append(
+            Warning(
+                f"{SETTING_NAME}['BUDGETS'] sets limits but PRICES is empty: no job can be "
+                "priced, so every submission is refused.",
+                hint='Add the batch prices of the models you use to PRICES, e.g. {"gpt-4o-mini": '
+                '{"input": 0.075, "output": 0.3}}, or remove the limits.',
+                id="openai_batches.W009",
+            )
+        )
+    path = user.get("TOKEN_ESTIMATOR")
+    if path is not None:
+        try:
+            import_estimator(path)
+        except ConfigurationError as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint="A dotted path to a callable (endpoint, body) -> int, e.g. "
+                    "'openai_batches.estimate.tiktoken_input_tokens'; None for the built-in "
+                    "heuristic.",
+                    id="openai_batches.E010",
+                )
+            )
+    return messages
+
+
+def budget_problems(budgets: Any) -> list[tuple[str, str]]:
+    """Every problem with a ``BUDGETS`` value, as ``(where, what)``; empty when usable."""
+    from .budgets import BUDGET_KEYS, LIMITS
+
+    if budgets is None:
+        return []
+    if not isinstance(budgets, dict):
+        return [("", f"must be a dict of limits, not {type(budgets).__name__}")]
+    problems: list[tuple[str, str]] = []
+    unknown = sorted(set(budgets) - set(BUDGET_KEYS), key=str)
+    if unknown:
+        problems.append(("", f"has unknown keys: {', '.join(map(repr, unknown))}"))
+    for key in LIMITS:
+        value = budgets.get(key)
+        if value is not None and not _is_price(value):
+            problems.append((f"[{key!r}]", f"is {value!r}, not a non-negative number of USD"))
+    output = budgets.get("DEFAULT_OUTPUT_TOKENS")
+    if output is not None and (
+        isinstance(output, bool) or not isinstance(output, int) or output < 0
+    ):
+        problems.append(
+            ("['DEFAULT_OUTPUT_TOKENS']", f"is {output!r}, not a whole number of tokens")
+        )
+    return problems

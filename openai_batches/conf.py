@@ -129,6 +129,13 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TOLERANCE": 300,
     # DRF permission classes for the API (dotted paths); None means the app's default.
     "API_PERMISSION_CLASSES": None,
+    # Spending limits in USD checked before a job is submitted (see docs/how-to/budgets.md):
+    # {"PER_JOB": 20, "PER_OWNER_PER_DAY": 50, "PER_OWNER_PER_MONTH": 500,
+    # "DEFAULT_OUTPUT_TOKENS": 1024}. Every key is optional; {} sets no limit.
+    "BUDGETS": {},
+    # Dotted path of the input-token estimator, a callable (endpoint, body) -> int; None is
+    # the built-in heuristic, openai_batches.estimate.estimate_input_tokens.
+    "TOKEN_ESTIMATOR": None,
 }
 
 _ACCOUNT_KEYS = {"API_KEY", "BASE_URL", "ORGANIZATION", "PROJECT", "TIMEOUT"}

@@ -174,9 +174,10 @@ def submit_job(job_id: int, attempt: int = 0) -> str:
         if found is None:
             return "skipped"
         job = found
-    if job.state == JobState.SUBMITTED:
+    if job.state == JobState.SUBMITTED or job.batches.active().exists():
+        # Parts at the provider are polled whatever else the job waits for.
         enqueue_poll(job.pk, at=job.next_poll_at)
-    elif job.state == JobState.SUBMIT_REQUESTED:
+    if job.state == JobState.SUBMIT_REQUESTED:
         # Unknown outcome: the next attempt looks the batch up by metadata first.
         enqueue_submit(job.pk, at=timezone.now() + _retry_delay(attempt), attempt=attempt + 1)
     elif job.state == JobState.SUBMITTING and crashed and job.submit_attempt_at is not None:
@@ -196,10 +197,12 @@ def poll_job(job_id: int, force: bool = False) -> str:
     latest, so the chain goes on.
     """
     from . import services
-    from .models import BatchJob, JobState
+    from .models import BatchJob
 
     job = BatchJob.objects.filter(pk=job_id).first()
-    if job is None or job.state != JobState.SUBMITTED:
+    if job is None or not job.batches.active().exists():
+        # Nothing at the provider to ask about (not submitted yet, or every part ingested;
+        # a part planned meanwhile starts its own chain when it is submitted).
         return "skipped"
     now = timezone.now()
     if not force and job.next_poll_at and job.next_poll_at > now + timedelta(seconds=1):
@@ -220,7 +223,7 @@ def poll_job(job_id: int, force: bool = False) -> str:
         if found is None:
             return "skipped"  # deleted meanwhile: nothing left to poll
         job = found
-    if job.state == JobState.SUBMITTED:
+    if job.batches.active().exists():
         enqueue_poll(job.pk, at=job.next_poll_at)
     return job.state
 

@@ -193,8 +193,9 @@ class ItemValidator:
     problems: list[Problem] = field(default_factory=list)
     count: int = 0
     nbytes: int = 0
-    #: Size of the last valid line, newline included.
+    #: Size of the last valid line, newline included, and its body as JSON text.
     last_nbytes: int = 0
+    last_body_text: str = ""
     truncated: bool = False
     _limit_reported: set[str] = field(default_factory=set)
 
@@ -270,7 +271,11 @@ class ItemValidator:
             return None
         line = {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}  # type: ignore[arg-type]
         try:
-            text = dumps_line(line)
+            # The body is encoded once: its text is stored as is, and the line is that text
+            # inside the same compact framing dumps_line(line) would produce.
+            body_text = dumps_line(line["body"])
+            head = dumps_line({"custom_id": custom_id, "method": "POST", "url": url})
+            text = f'{head[:-1]},"body":{body_text}}}'
         except (TypeError, ValueError) as err:
             # Only the Python API can get here (parsed JSON is JSON): any mapping is taken.
             where = not_json_path(line["body"], "body") or "body"
@@ -298,6 +303,7 @@ class ItemValidator:
             return None
         self.nbytes += encoded + 1
         self.last_nbytes = encoded + 1
+        self.last_body_text = body_text
         if (
             self.existing_bytes + self.nbytes > self.max_bytes
             and "bytes" not in self._limit_reported

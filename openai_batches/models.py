@@ -109,8 +109,11 @@ FINAL_ITEM_STATES = frozenset(
 
 class BatchJobQuerySet(models.QuerySet["BatchJob"]):
     def active(self) -> BatchJobQuerySet:
-        """Jobs the provider knows and whose results are not ingested yet."""
-        return self.filter(state=JobState.SUBMITTED)
+        """Jobs with a provider batch whose results are not ingested yet (whatever else
+        the job waits for: a follow-up part may be waiting to be submitted meanwhile)."""
+        return self.filter(
+            pk__in=ProviderBatch.objects.filter(state=JobState.SUBMITTED).values("job_id")
+        )
 
     def due_for_poll(self, now: Any = None) -> BatchJobQuerySet:
         now = now or timezone.now()

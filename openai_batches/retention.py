@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from .client import BatchProvider, get_client
 from .exceptions import ConfigurationError, NotFoundError, ProviderError
-from .models import BatchJob, ItemState, JobState, RequestItem
+from .models import BatchJob, ItemState, JobState, ProviderBatch, RequestAttempt, RequestItem
 
 __all__ = ["PURGEABLE_STATES", "PurgeReport", "purge", "purgeable_jobs"]
 
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 #: Job states the provider cannot be running: the only ones a purge touches.
 PURGEABLE_STATES = (JobState.FINISHED, JobState.SUBMIT_FAILED, JobState.CANCELLED)
-#: The job's fields naming provider files, in the order they are deleted.
+#: A provider batch's fields naming provider files, in the order they are deleted.
 FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
 #: Jobs claimed per page. Bounds the ``IN (...)`` lists (SQLite takes 32,766 parameters)
 #: and the job rows Django's collector reads when it deletes a page's jobs.
@@ -153,7 +153,8 @@ def purge(
         report.jobs = eligible.count()
         report.items = RequestItem.objects.filter(job__in=eligible.values("pk")).count()
         if not keep_files:
-            report.files = sum(eligible.exclude(**{name: ""}).count() for name in FILE_FIELDS)
+            parts = ProviderBatch.objects.filter(job__in=eligible.values("pk"))
+            report.files = sum(parts.exclude(**{name: ""}).count() for name in FILE_FIELDS)
         return report
     total = sum(eligible.values_list("item_count", flat=True).iterator())
     clients: dict[str, BatchProvider] = {}
@@ -188,28 +189,30 @@ def _claim(page: list[int], cutoff: datetime) -> list[int]:
 
 
 def _delete_files(pk: int, clients: dict[str, BatchProvider], report: PurgeReport) -> bool:
-    """Delete the job's provider files; False (and an error reported) if one remains."""
-    job = BatchJob.objects.only("pk", "account", *FILE_FIELDS).get(pk=pk)
-    for name in FILE_FIELDS:
-        file_id = getattr(job, name)
-        if not file_id:
-            continue
-        try:
-            client = clients.get(job.account)
-            if client is None:
-                client = clients[job.account] = get_client(job.account)
-            client.delete_file(file_id)
-        except NotFoundError:
-            report.files_gone += 1  # expired at the provider, or deleted by hand
-        except (ProviderError, ConfigurationError) as err:
-            # Kept with its file ids: the next run tries again. A bad account setting is
-            # reported the same way, for the operator to fix.
-            message = f"could not delete {name.replace('_id', '')} {file_id}: {err}"
-            logger.warning("purge: job %s kept: %s", pk, message)
-            report.errors.append((pk, message))
-            return False
-        BatchJob.objects.filter(pk=pk, **{name: file_id}).update(**{name: ""})
-        report.files += 1
+    """Delete the provider files of every batch of the job; False (and an error reported)
+    if one remains."""
+    parts = ProviderBatch.objects.filter(job_id=pk).only("pk", "account", *FILE_FIELDS)
+    for part in parts.order_by("part"):
+        for name in FILE_FIELDS:
+            file_id = getattr(part, name)
+            if not file_id:
+                continue
+            try:
+                client = clients.get(part.account)
+                if client is None:
+                    client = clients[part.account] = get_client(part.account)
+                client.delete_file(file_id)
+            except NotFoundError:
+                report.files_gone += 1  # expired at the provider, or deleted by hand
+            except (ProviderError, ConfigurationError) as err:
+                # Kept with its file ids: the next run tries again. A bad account setting
+                # is reported the same way, for the operator to fix.
+                message = f"could not delete {name.replace('_id', '')} {file_id}: {err}"
+                logger.warning("purge: job %s kept: %s", pk, message)
+                report.errors.append((pk, message))
+                return False
+            ProviderBatch.objects.filter(pk=part.pk, **{name: file_id}).update(**{name: ""})
+            report.files += 1
     return True
 
 
@@ -230,9 +233,23 @@ def _delete_rows(
             # The chunk's last pk (and the next one, to know whether another chunk follows):
             # only rows at or below it go, so each DELETE removes at most ``chunk`` rows
             # however the jobs' pks interleave.
-            edge = list(items.order_by("pk").values_list("pk", flat=True)[chunk - 1 : chunk + 1])
+            ordered = items.order_by("pk").values_list("pk", flat=True)
+            first = ordered.first()
+            edge = list(ordered[chunk - 1 : chunk + 1])
             more = len(edge) == 2
-            deleted = _count((items.filter(pk__lte=edge[0]) if edge else items).delete()[1])
+            doomed = items.filter(pk__lte=edge[0]) if edge else items
+            # The items' attempts first, then the items with one plain DELETE: through
+            # Django's collector (items have attempts pointing at them) every item would be
+            # loaded into memory and deleted a hundred rows per statement. The pk range
+            # lets the attempts' index find them instead of a scan of every attempt.
+            last = edge[0] if edge else None
+            attempts = RequestAttempt.objects.filter(item__job_id__in=jobs)
+            if first is not None:
+                attempts = attempts.filter(item_id__gte=first)
+            if last is not None:
+                attempts = attempts.filter(item_id__lte=last)
+            attempts.delete()
+            deleted = doomed._raw_delete(doomed.db)
         if deleted:
             report.items += deleted
             report.chunks += 1

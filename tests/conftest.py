@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -60,3 +61,10 @@ def _fresh_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def no_retries(settings: Any) -> None:
+    """One send per request (``RETRY["MAX_ATTEMPTS"] = 1``), for tests of what a single
+    provider batch's outcome does to a job; retries have their own tests (test_parts.py)."""
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"MAX_ATTEMPTS": 1}}

@@ -37,3 +37,20 @@ def submitted_job(n: int = 10, **kwargs: Any) -> BatchJob:
     job = services.submit(job)
     assert job.state == "submitted", job.last_error
     return job
+
+
+def job_with_batch(provider_batch_id: str, **fields: Any) -> BatchJob:
+    """A job row the provider knows as ``provider_batch_id`` (its part 1), made directly in
+    the database for tests that start from a tracked batch."""
+    from openai_batches.models import JobState, ProviderBatch
+
+    fields.setdefault("state", JobState.SUBMITTED)
+    job = BatchJob.objects.create(**fields)
+    ProviderBatch.objects.create(
+        job=job,
+        part=1,
+        account=job.account,
+        state=JobState.SUBMITTED,
+        provider_batch_id=provider_batch_id,
+    )
+    return job

@@ -165,6 +165,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         "delete", "finished", lambda j: api_url("job-detail", uuid=str(j.uuid)), None, True
     ),
     "schema": Endpoint("get", "draft", lambda j: api_url("schema")),
+    "dashboard": Endpoint("get", "draft", lambda j: api_url("dashboard")),
 }
 
 #: Status per endpoint, in ROLES order: owner, other, viewer, changer, superuser, anonymous.
@@ -184,6 +185,8 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "delete": (204, 404, 403, 403, 204, 401),
     # The schema describes the API, not anyone's data: public, like the code.
     "schema": (200, 200, 200, 200, 200, 200),
+    # Figures over the jobs the user may see (their own without view_batchjob).
+    "dashboard": (200, 200, 200, 200, 200, 401),
 }
 
 #: How many jobs each role sees in the list (the owner's one job, or none).
@@ -212,6 +215,7 @@ def test_the_api_matrix_covers_every_route() -> None:
         "job-refresh",
         "job-retry",
         "schema",
+        "dashboard",
     }
     assert names == covered, names ^ covered
 

@@ -118,7 +118,7 @@ def test_failed_add_leaves_earlier_items_and_counters_alone(job: BatchJob) -> No
 def test_nothing_saved_when_the_problem_comes_after_a_flushed_chunk(
     job: BatchJob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "_INSERT_CHUNK", 3)  # rows are inserted while validating
+    monkeypatch.setattr(services.items, "_INSERT_CHUNK", 3)  # rows are inserted while validating
     items = [item(i) for i in range(10)]
     items[9]["body"] = {"model": "gpt-4o"}  # a second model, after three chunks went in
     before = row(job)
@@ -155,7 +155,7 @@ def test_duplicate_against_an_earlier_call_in_an_early_chunk(
     job: BatchJob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_items(job, [item(1)])
-    monkeypatch.setattr(services, "_INSERT_CHUNK", 2)
+    monkeypatch.setattr(services.items, "_INSERT_CHUNK", 2)
     with pytest.raises(ValidationError) as info:
         add_items(job, [item(0), item(1), item(2), item(3)])
     assert where(info.value) == [(1, "custom_id")]
@@ -304,7 +304,7 @@ def test_several_problems_on_one_item_are_all_listed(job: BatchJob) -> None:
 
 
 def test_over_max_requests_raises_limit_exceeded(job: BatchJob, settings) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 3}
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 3}
     with pytest.raises(LimitExceeded) as info:
         add_items(job, [item(i) for i in range(5)])
     assert isinstance(info.value, ValidationError)
@@ -314,7 +314,7 @@ def test_over_max_requests_raises_limit_exceeded(job: BatchJob, settings) -> Non
 
 
 def test_exactly_max_requests_is_fine(job: BatchJob, settings) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 3}
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 3}
     assert add_items(job, [item(i) for i in range(3)]) == 3
     with pytest.raises(LimitExceeded) as info:
         add_items(job, [item(3)])  # counts the items already in the job
@@ -323,7 +323,7 @@ def test_exactly_max_requests_is_fine(job: BatchJob, settings) -> None:
 
 
 def test_max_requests_counts_earlier_calls(job: BatchJob, settings) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 3}
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 3}
     add_items(job, [item(0), item(1)])
     with pytest.raises(LimitExceeded) as info:
         add_items(job, [item(2), item(3)])
@@ -331,29 +331,28 @@ def test_max_requests_counts_earlier_calls(job: BatchJob, settings) -> None:
     assert RequestItem.objects.count() == 2
 
 
-def test_over_max_file_bytes_raises_limit_exceeded(job: BatchJob, settings) -> None:
+def test_a_job_over_one_batchs_bytes_is_taken_whole_for_splitting(job: BatchJob, settings) -> None:
     items = [item(i) for i in range(4)]
     size = nbytes(items)
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_FILE_BYTES": size - 1}
-    with pytest.raises(LimitExceeded) as info:
-        add_items(job, items)
-    assert where(info.value) == [(3, None)]
-    assert f"exceed {size - 1:,} bytes" in str(info.value)
-    assert RequestItem.objects.count() == 0
-    assert row(job)["input_bytes"] == 0
-
-
-def test_exactly_max_file_bytes_is_fine(job: BatchJob, settings) -> None:
-    items = [item(i) for i in range(4)]
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_FILE_BYTES": nbytes(items)}
     assert add_items(job, items) == 4
-    assert row(job)["input_bytes"] == nbytes(items)
-    with pytest.raises(LimitExceeded):
-        add_items(job, [item(4)])  # counts the bytes already in the job
+    assert row(job)["input_bytes"] == size
+    # Each item knows its own line's size, so submit can cut parts without re-encoding.
+    assert sum(RequestItem.objects.values_list("nbytes", flat=True)) == size
+
+
+def test_one_line_over_max_file_bytes_raises_naming_it(job: BatchJob, settings) -> None:
+    items = [item(0), item(1, body={"model": "gpt-4o-mini", "messages": [], "x": "y" * 500})]
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_FILE_BYTES": nbytes(items[:1])}
+    with pytest.raises(ValidationError) as info:
+        add_items(job, items)
+    assert where(info.value) == [(1, None)]
+    assert "one batch takes at most" in str(info.value)
+    assert RequestItem.objects.count() == 0
 
 
 def test_limit_with_other_problems_is_still_limit_exceeded(job: BatchJob, settings) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 2}
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 2}
     items = [item(0, method="GET"), item(1), item(2)]
     with pytest.raises(LimitExceeded) as info:
         add_items(job, items)
@@ -660,7 +659,7 @@ def test_create_job_with_bad_items_leaves_no_job() -> None:
 
 
 def test_create_job_with_items_over_the_limit_leaves_no_job(settings) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 1}
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 1}
     with pytest.raises(LimitExceeded):
         create_job(items=[item(0), item(1)])
     assert BatchJob.objects.count() == 0

@@ -147,6 +147,8 @@ def test_e001_setting_is_not_a_dict(settings, value: Any) -> None:
         ("MAX_REQUESTS_PER_BATCH", 50_001),
         ("MAX_FILE_BYTES", 200 * 1024 * 1024 + 1),
         ("MAX_FILE_BYTES", None),
+        ("MAX_EMBEDDING_INPUTS_PER_BATCH", 50_001),
+        ("MAX_REQUESTS_PER_JOB", 0),
         ("INGEST_CHUNK_SIZE", 0),
         ("INGEST_CHUNK_SIZE", 100_001),
         ("REQUEST_DEADLINE", 0),
@@ -474,3 +476,40 @@ def test_e008_a_valid_price_table_passes(settings) -> None:
         },
     )
     assert "openai_batches.E008" not in ids(check_settings())
+
+
+# --- E024: RETRY ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (3, "must be a dict, not int"),
+        ({"MAX_ATEMPTS": 3}, "unknown key(s) 'MAX_ATEMPTS'"),
+        ({"MAX_ATTEMPTS": 0}, "['MAX_ATTEMPTS']"),
+        ({"MAX_ATTEMPTS": 2.5}, "whole number"),
+        ({"MAX_ATTEMPTS": "3"}, "['MAX_ATTEMPTS']"),
+        ({"DEADLINE": -1}, "['DEADLINE']"),
+        ({"STATUS_CODES": [500, "502"]}, "HTTP status codes"),
+        ({"STATUS_CODES": 500}, "HTTP status codes"),
+        ({"ERROR_CODES": "batch_expired"}, "['ERROR_CODES'] must be a list"),
+        ({"BATCH_ERROR_CODES": [None]}, "['BATCH_ERROR_CODES'] must be a list"),
+    ],
+)
+def test_e024_retry_policy_that_would_break_an_ingest(settings, value: Any, fragment: str) -> None:
+    from openai_batches.checks import check_retry
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": value}
+    message = only(check_retry(), "openai_batches.E024")
+    assert message.level == ERROR
+    assert fragment in message.msg
+
+
+def test_e024_a_partial_valid_retry_policy_passes(settings) -> None:
+    from openai_batches.checks import check_retry
+    from openai_batches.conf import app_settings
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"MAX_ATTEMPTS": 1}}
+    assert check_retry() == []
+    # Keys not given keep their defaults.
+    assert app_settings.retry_policy()["STATUS_CODES"] == [408, 409, 429, 500, 502, 503, 504]

@@ -19,6 +19,7 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,54 @@ def test_recovery_leaves_other_jobs_alone(emu: EmulatorHandle, tmp_path: Path) -
     for pk in (crashed.pk, other.pk):
         assert_invariants(emu, pk)
     assert BatchJob.objects.filter(state=JobState.FINISHED).count() == 2
+
+
+#: A job split in three parts (12 items, 5 per batch): crashes between two parts'
+#: submissions, and in the middle of ingesting one part while another waits.
+PART_CASES = [
+    ("submit.adopted", "submit", 1),  # part 1 recorded, part 2 not started
+    ("submit.uploaded", "submit", 2),  # part 2 uploaded, its file id not recorded
+    ("submit.created", "sync", 2),  # part 2 created at the provider, not recorded
+    ("ingest.rows_written", "refresh", 1),  # part 1's first chunk written, uncommitted
+    ("ingest.before_commit", "sync", 2),  # part 1 ingested and committed; part 2 killed
+]
+
+
+@pytest.mark.parametrize(("checkpoint", "action", "hit"), PART_CASES, ids=lambda v: str(v))
+def test_sigkill_in_a_split_job_then_recover_with_one_batch_per_part(
+    emu: EmulatorHandle,
+    tmp_path: Path,
+    settings: Any,
+    checkpoint: str,
+    action: str,
+    hit: int,
+) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": CHUNK}
+    job = make_job(ITEMS)
+    services.request_submit(job)
+    assert job.batches.count() == 3
+    if checkpoint.startswith("ingest."):
+        job = services.submit(job)
+        assert job.state == JobState.SUBMITTED
+    child = spawn(
+        emu,
+        tmp_path,
+        action,
+        job.pk,
+        crash_at=checkpoint,
+        hit=hit,
+        PROC_INGEST_CHUNK=str(CHUNK - 2),
+        PROC_ANNOUNCE_CHUNK=str(CHUNK),
+    )
+    code = child.finish()
+    assert code == -signal.SIGKILL, f"exit {code}, not killed at {checkpoint}: {child.output()}"
+
+    reports = recover(emu, [job.pk])
+    job = assert_invariants(emu, job.pk)
+    assert all(r.ok for r in reports), [r.errors for r in reports]
+    assert job.batches.count() == 3
+    assert sorted(job.batches.values_list("item_count", flat=True)) == [2, 5, 5]
+    results = Counter(
+        {key: n for (kind, _job, key), n in calls(tmp_path).items() if kind == "result"}
+    )
+    assert len(results) == ITEMS and set(results.values()) == {1}, results

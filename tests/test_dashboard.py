@@ -1,5 +1,6 @@
-"""The admin dashboard: figures aggregated by the database, priced per group, shown with
-tables behind every chart, permission-checked, and a constant number of queries."""
+"""The dashboard: figures aggregated by the database, priced per group, shown with tables
+behind every chart in the admin and as JSON over the API, permission-checked, and a constant
+number of queries in both."""
 
 from __future__ import annotations
 
@@ -14,9 +15,17 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from openai_batches.admin.dashboard import collect
-from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
+from openai_batches.dashboard import collect
+from openai_batches.models import (
+    BatchJob,
+    BatchStatus,
+    ItemState,
+    JobState,
+    ProviderBatch,
+    RequestItem,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -36,19 +45,27 @@ def finished(
     model: str, inp: int, out: int, *, days_ago: int = 0, cached: int = 0, status: str = "completed"
 ) -> BatchJob:
     when = timezone.now() - timedelta(days=days_ago)
-    return BatchJob.objects.create(
+    job = BatchJob.objects.create(
         name=f"{model}-{days_ago}",
         model=model,
         state=JobState.FINISHED,
         provider_status=status,
-        provider_batch_id=f"batch_{model}_{days_ago}_{inp}",
         input_tokens=inp,
         cached_tokens=cached,
         output_tokens=out,
         ingested_at=when,
-        completed_at=when,
         created_at=when,
     )
+    ProviderBatch.objects.create(
+        job=job,
+        part=1,
+        state=JobState.FINISHED,
+        provider_status=status,
+        provider_batch_id=f"batch_{model}_{days_ago}_{inp}",
+        completed_at=when,
+        ingested_at=when,
+    )
+    return job
 
 
 def items(job: BatchJob, *rows: dict[str, Any]) -> None:
@@ -237,3 +254,123 @@ def test_query_count_does_not_grow_from_10_to_1000_jobs(admin_client: Client) ->
     assert moving == 666  # 6 of the first 10, 660 of the next 990
     assert f"Batches in flight ({moving})" in html
     assert html.count("<tr data-job=") == 50  # the oldest 50, not all of them
+
+
+# -- the same figures over the API ------------------------------------------------------------
+
+API = "/api/batches/dashboard/"
+
+
+def api_as(user: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def test_the_api_serves_the_admin_figures_over_every_job_to_a_user_with_view_permission() -> None:
+    finished("gpt-4o-mini", 1_000_000, 100_000)
+    finished("gpt-4o", 100_000, 10_000, days_ago=3)
+    running = BatchJob.objects.create(
+        name="in the air",
+        model="gpt-4o-mini",
+        state=JobState.SUBMITTED,
+        provider_status=BatchStatus.IN_PROGRESS,
+        submitted_at=timezone.now() - timedelta(hours=2),
+        request_count_total=10,
+        request_count_completed=4,
+        request_count_failed=1,
+    )
+    viewer = User.objects.create_user("viewer")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_batchjob"))
+    response = api_as(viewer).get(API, {"days": 7})
+    assert response.status_code == 200, response.content
+    data = response.json()
+    f = collect(7)
+    assert data["scope"] == "all" and data["days"] == 7 and data["currency"] == "USD"
+    assert data["prices_configured"] is True
+    assert data["total"]["batch_cost"] == str(f.total.batch_cost) == "0.280000"
+    assert data["total"]["sync_cost"] == "0.560000" and data["total"]["saved"] == "0.280000"
+    assert data["total"]["input_tokens"] == 1_100_000 and data["total"]["total_tokens"] == 1_210_000
+    assert [d["day"] for d in data["per_day"]] == [day.isoformat() for day, _ in f.per_day]
+    assert len(data["per_day"]) == 7
+    assert [(m["model"], m["batch_cost"]) for m in data["per_model"]] == [
+        ("gpt-4o-mini", "0.105000"),
+        ("gpt-4o", "0.175000"),
+    ]
+    assert {o["outcome"]: o["jobs"] for o in data["outcomes"]} == {"completed": 2, "in_flight": 1}
+    (flying,) = data["in_flight"]
+    assert flying["uuid"] == str(running.uuid) and flying["state"] == "submitted"
+    assert (flying["provider_completed"], flying["provider_failed"]) == (4, 1)
+    assert 7190 <= flying["age_seconds"] <= 7300
+    assert data["in_flight_total"] == 1
+    assert "sk-test-key-never-logged" not in response.content.decode()
+
+
+def test_a_user_without_view_permission_gets_the_figures_of_their_own_jobs_only() -> None:
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    mine = finished("gpt-4o-mini", 1_000_000, 0)
+    theirs = finished("gpt-4o", 1_000_000, 0, days_ago=1)
+    BatchJob.objects.filter(pk=mine.pk).update(owner=alice)
+    BatchJob.objects.filter(pk=theirs.pk).update(owner=bob)
+    items(
+        mine,
+        {"state": ItemState.FAILED, "status_code": 400, "response": {"error": {"code": "mine"}}},
+    )
+    items(
+        theirs,
+        {"state": ItemState.FAILED, "status_code": 400, "response": {"error": {"code": "theirs"}}},
+    )
+    BatchJob.objects.create(name="bob flying", owner=bob, state=JobState.SUBMITTED)
+    data = api_as(alice).get(API).json()
+    assert data["scope"] == "own" and data["days"] == 30  # the default period
+    assert data["total"]["jobs"] == 1 and data["total"]["batch_cost"] == "0.075000"
+    assert [m["model"] for m in data["per_model"]] == ["gpt-4o-mini"]
+    assert data["failures"] == [{"code": "mine", "requests": 1}] and data["failed_total"] == 1
+    assert data["in_flight"] == [] and data["in_flight_total"] == 0
+    assert {o["outcome"]: o["jobs"] for o in data["outcomes"]} == {"completed": 1}
+    # The admin's rule is unchanged: everyone's figures, for whoever may view jobs.
+    staff = User.objects.create_superuser("root")
+    everything = api_as(staff).get(API).json()
+    assert everything["scope"] == "all" and everything["total"]["jobs"] == 2
+    assert everything["in_flight_total"] == 1 and everything["failed_total"] == 2
+
+
+def test_the_api_refuses_anonymous_users_and_bad_periods_in_the_error_shape() -> None:
+    anonymous = APIClient().get(API)
+    assert anonymous.status_code in (401, 403)
+    assert set(anonymous.json()["error"]) >= {"type", "message"}
+    user = User.objects.create_user("carol")
+    for bad in ("0", "367", "seven", ""):
+        response = api_as(user).get(API, {"days": bad})
+        assert response.status_code == 400, bad
+        (problem,) = response.json()["error"]["problems"]
+        assert problem["field"] == "days", response.json()
+    assert api_as(user).get(API, {"days": "366"}).status_code == 200
+    # Read-only.
+    assert api_as(user).post(API, {}).status_code == 405
+
+
+def _api_queries(client: APIClient) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get(API).status_code == 200
+    return len(ctx.captured_queries)
+
+
+@pytest.mark.parametrize("permitted", [True, False], ids=["all-jobs", "own-jobs"])
+def test_the_api_query_count_does_not_grow_from_10_to_1000_jobs(permitted: bool) -> None:
+    user = User.objects.create_user("grapher")
+    if permitted:
+        user.user_permissions.add(Permission.objects.get(codename="view_batchjob"))
+    client = api_as(User.objects.get(pk=user.pk))
+    _bulk(10, 0)
+    BatchJob.objects.update(owner=user)
+    client.get(API)  # the first request also loads the user's permissions, once
+    small = _api_queries(client)
+    _bulk(990, 10)
+    BatchJob.objects.update(owner=user)
+    large = _api_queries(client)
+    assert small == large <= 6, (small, large)
+    data = client.get(API).json()
+    assert data["in_flight_total"] == 666 and len(data["in_flight"]) == 50
+    assert data["failed_total"] == 334  # one failed item per ingested job

@@ -97,7 +97,9 @@ def test_failed_request_in_error_file_is_failed_with_provider_body(emu: Emulator
     assert ResultLog.objects.get(job_id=job.pk, custom_id="req-2").succeeded is False
 
 
-def test_all_failed_batch_ends_with_every_item_failed(emu: EmulatorHandle) -> None:
+def test_all_failed_batch_ends_with_every_item_failed(
+    emu: EmulatorHandle, no_retries: None
+) -> None:
     items = chat_items(6)
     for item in items:
         item["body"]["emulator"] = {
@@ -115,7 +117,7 @@ def test_all_failed_batch_ends_with_every_item_failed(emu: EmulatorHandle) -> No
 
 
 def test_expired_batch_keeps_partial_results_and_marks_the_rest_expired(
-    emu: EmulatorHandle,
+    emu: EmulatorHandle, no_retries: None
 ) -> None:
     emu.stall_request("req-3")
     emu.stall_request("req-4")
@@ -165,7 +167,7 @@ def test_validation_failure_shows_provider_errors_with_line_numbers(emu: Emulato
     assert job.items.get(custom_id="req-0").error["code"] == "batch_failed"
 
 
-def test_token_limit_exceeded_is_reported_on_the_job(emu: EmulatorHandle) -> None:
+def test_token_limit_exceeded_is_reported_on_the_job(emu: EmulatorHandle, no_retries: None) -> None:
     emu.set_token_budget("gpt-4o-mini", 5)
     job = submitted_job(3)
     job = services.refresh(job)
@@ -280,7 +282,7 @@ def test_a_crash_between_storing_and_notifying_loses_no_signal(
     signals.job_finished.connect(on_finished)
     try:
         # The process "dies" right after the ingest commits: no on-commit announcement runs.
-        monkeypatch.setattr(services, "_after_ingest", lambda pk: None)
+        monkeypatch.setattr(services.ingestion, "_after_ingest", lambda pk: None)
         job = services.refresh(job)
         assert job.state == JobState.FINISHED
         assert ResultLog.objects.count() == 0
@@ -348,7 +350,7 @@ def test_sync_batches_alone_carries_a_job_from_submitted_to_ingested(
     assert "submitted 1, refreshed 1, ingested 1" in capsys.readouterr().out
 
 
-def test_sync_batches_stepwise_with_a_moving_batch(emu: EmulatorHandle) -> None:
+def test_sync_batches_stepwise_with_a_moving_batch(emu: EmulatorHandle, no_retries: None) -> None:
     emu.stall_request("req-0")
     job = make_job(3)
     services.request_submit(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, Permission
@@ -19,6 +20,7 @@ from openai_batches.models import (
     Endpoint,
     ItemState,
     JobState,
+    ProviderBatch,
     RequestItem,
 )
 from tests.testapp.models import Article
@@ -133,9 +135,17 @@ def test_default_ordering_is_newest_first() -> None:
 # --- BatchJob QuerySets ----------------------------------------------------------------------
 
 
-def test_active_is_submitted_jobs_only() -> None:
+def test_active_is_jobs_with_a_batch_at_the_provider() -> None:
     jobs = {state: BatchJob.objects.create(state=state) for state in JobState.values}
-    assert list(BatchJob.objects.active()) == [jobs[JobState.SUBMITTED]]
+    running = jobs[JobState.SUBMITTED]
+    ProviderBatch.objects.create(job=running, part=1, state=JobState.SUBMITTED)
+    # A job waiting to send a retry part while another part still runs is active too.
+    waiting = jobs[JobState.SUBMIT_REQUESTED]
+    ProviderBatch.objects.create(job=waiting, part=1, state=JobState.SUBMITTED)
+    ProviderBatch.objects.create(job=waiting, part=2, state=JobState.SUBMIT_REQUESTED)
+    done = jobs[JobState.FINISHED]
+    ProviderBatch.objects.create(job=done, part=1, state=JobState.FINISHED)
+    assert set(BatchJob.objects.active()) == {running, waiting}
 
 
 def test_submit_requested() -> None:
@@ -143,16 +153,18 @@ def test_submit_requested() -> None:
     assert list(BatchJob.objects.submit_requested()) == [jobs[JobState.SUBMIT_REQUESTED]]
 
 
+def running(**fields: Any) -> BatchJob:
+    job = BatchJob.objects.create(state=JobState.SUBMITTED, **fields)
+    ProviderBatch.objects.create(job=job, part=1, state=JobState.SUBMITTED)
+    return job
+
+
 def test_due_for_poll() -> None:
     now = timezone.now()
-    never_polled = BatchJob.objects.create(state=JobState.SUBMITTED, next_poll_at=None)
-    overdue = BatchJob.objects.create(
-        state=JobState.SUBMITTED, next_poll_at=now - timedelta(seconds=5)
-    )
-    exactly_now = BatchJob.objects.create(state=JobState.SUBMITTED, next_poll_at=now)
-    later = BatchJob.objects.create(
-        state=JobState.SUBMITTED, next_poll_at=now + timedelta(seconds=5)
-    )
+    never_polled = running(next_poll_at=None)
+    overdue = running(next_poll_at=now - timedelta(seconds=5))
+    exactly_now = running(next_poll_at=now)
+    later = running(next_poll_at=now + timedelta(seconds=5))
     BatchJob.objects.create(state=JobState.FINISHED, next_poll_at=None)
     BatchJob.objects.create(state=JobState.DRAFT, next_poll_at=now - timedelta(hours=1))
     BatchJob.objects.create(state=JobState.SUBMIT_REQUESTED)
@@ -188,8 +200,7 @@ def test_for_user(django_user_model) -> None:
     assert list(BatchJob.objects.for_user(AnonymousUser())) == []
     assert list(BatchJob.objects.for_user(None)) == []
     # Chains with the other helpers.
-    alices.state = JobState.SUBMITTED
-    alices.save()
+    ProviderBatch.objects.create(job=alices, part=1, state=JobState.SUBMITTED)
     assert list(BatchJob.objects.for_user(alice).active()) == [alices]
     assert list(BatchJob.objects.for_user(bob).active()) == []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from openai_batches import services, signals
 from openai_batches.exceptions import InvalidStateError, LimitExceeded, ValidationError
 from openai_batches.models import (
+    BatchJob,
     BatchReason,
     BatchStatus,
     ItemState,
@@ -296,6 +298,7 @@ def test_retry_on_demand_sends_failed_requests_again(
     )
     job = services.retry(job, "failed")
     assert job.state == JobState.SUBMIT_REQUESTED
+    assert job.items.get(custom_id="req-1").attempts.get().retried is True
     assert job.batches.get(part=2).item_count == 1
     job = run_to_end(job, emu)
     assert job.items.get(custom_id="req-1").state == ItemState.SUCCEEDED
@@ -336,3 +339,83 @@ def test_one_refused_part_fails_the_submission_and_a_resubmit_plans_the_rest(
     job = services.submit(job)
     assert job.state == JobState.SUBMITTED
     assert job.batches.active().count() == 2
+
+
+@pytest.mark.slow
+def test_a_120000_request_job_is_split_at_the_providers_limit_and_announced_once(
+    emu: EmulatorHandle, announced: Counter[str], finished: list[dict[str, Any]]
+) -> None:
+    """The issue's case at full size, with the provider's own limits (50,000 per batch)."""
+    job = make_job(items=chat_items(120_000))
+    services.request_submit(job)
+    assert list(job.batches.order_by("part").values_list("item_count", flat=True)) == [
+        50_000,
+        50_000,
+        20_000,
+    ]
+    report = services.sync()
+    assert report.ok, report.errors
+    job.refresh_from_db()
+    assert job.state == JobState.FINISHED
+    assert job.batches.filter(state=JobState.FINISHED).count() == 3
+    assert len(emu.emulator.list_batches()) == 3
+    assert job.items.filter(state=ItemState.SUCCEEDED).count() == 120_000
+    assert len(announced) == 120_000 and set(announced.values()) == {1}
+    assert len(finished) == 1
+
+
+def test_a_job_waiting_to_submit_with_no_parts_planned_gets_them_at_submit(
+    emu: EmulatorHandle,
+) -> None:
+    """A job a version without parts left in "submission requested" (the migration gives it
+    no part: it never uploaded) is planned by the submit that picks it up."""
+    job = make_job(items=chat_items(3))
+    BatchJob.objects.filter(pk=job.pk).update(state=JobState.SUBMIT_REQUESTED)
+    job = services.submit(job)
+    assert job.state == JobState.SUBMITTED
+    part = job.batches.get()
+    assert (part.part, part.reason, part.item_count) == (1, BatchReason.FIRST, 3)
+
+
+def test_cost_is_stored_once_per_batch_and_a_retry_adds_only_its_own(
+    emu: EmulatorHandle, settings: Any
+) -> None:
+    prices = {"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}}
+    limits(settings, PRICES=prices)
+    emu.emulator.fail_request("req-1", 500, "server_error", "boom", times=1)
+    job = make_job(items=chat_items(4))
+    services.request_submit(job)
+    job = run_to_end(job, emu)
+    first, retry = job.batches.order_by("part")
+    assert first.cost is not None and retry.cost is not None and retry.cost > 0
+    # Each batch's cost is what its own attempts used, priced once.
+    for part in (first, retry):
+        usage = RequestAttempt.objects.filter(batch=part)
+        inp = sum(usage.values_list("input_tokens", flat=True))
+        out = sum(usage.values_list("output_tokens", flat=True))
+        assert part.cost == (Decimal(inp) * Decimal("0.15") + Decimal(out) * Decimal("0.6")) / 10**6
+    assert job.cost == first.cost + retry.cost == services.job_cost(job)
+    # Ingesting again (a second worker, a crash recovery) counts nothing twice.
+    assert services.ingest(job) == 0
+    job.refresh_from_db()
+    assert job.cost == first.cost + retry.cost
+    assert job.input_tokens == first.input_tokens + retry.input_tokens
+
+
+def test_cancelling_a_split_job_asks_for_every_running_part_even_if_one_refuses(
+    emu: EmulatorHandle, settings: Any
+) -> None:
+    limits(settings, MAX_REQUESTS_PER_BATCH=2)
+    for i in range(4):
+        emu.emulator.stall_request(f"req-{i}")
+    job = make_job(items=chat_items(4))
+    services.request_submit(job)
+    job = services.submit(job)
+    first, second = job.batches.order_by("part")
+    emu.emulator.inject_fault(
+        "POST", f"/v1/batches/{first.provider_batch_id}/cancel", "status", status=500, count=10
+    )
+    with pytest.raises(Exception, match="500"):
+        services.cancel(job)
+    # The refusal of part 1 did not keep part 2 running.
+    assert emu.emulator.get_batch(second.provider_batch_id)["status"] in ("cancelling", "cancelled")

@@ -50,7 +50,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         if step == name:
             raise Killed(step)
 
-    monkeypatch.setattr(services, "_checkpoint", checkpoint)
+    monkeypatch.setattr(services._base, "_checkpoint", checkpoint)
 
 
 def expire_lease(job: BatchJob) -> None:
@@ -77,7 +77,7 @@ def test_a_submission_killed_mid_way_is_recovered_with_one_file_and_one_batch(
         services.submit(job)
     assert reload(job).state == JobState.SUBMITTING  # what a killed worker leaves
     assert reload(job).last_error_at is None  # and it said nothing
-    monkeypatch.setattr(services, "_checkpoint", lambda step: None)
+    monkeypatch.setattr(services._base, "_checkpoint", lambda step: None)
     expire_lease(job)
     report = services.sync()
     assert report.ok, report.errors
@@ -123,6 +123,34 @@ def test_one_failing_result_receiver_runs_no_other_receiver_twice(emu: EmulatorH
     services.announce_pending()  # receiver fixed: it goes out, once
     assert ResultLog.objects.filter(job_id=job.pk).count() == 1000
     assert BatchJob.objects.get(pk=job.pk).finish_announced
+
+
+def test_a_receiver_whose_query_fails_rolls_back_its_own_item_only(emu: EmulatorHandle) -> None:
+    """A receiver whose own write fails in the database (an IntegrityError marks the
+    transaction for rollback) must not break the pass: Django refused the rollback to the
+    item's savepoint until the mark was cleared first."""
+    job = submitted_job(3)
+
+    def duplicate(*, custom_id: str, **kwargs: Any) -> None:
+        if custom_id == "req-1":
+            ResultLog.objects.create(job_id=0, custom_id="dup", succeeded=True)
+            ResultLog.objects.create(job_id=0, custom_id="dup", succeeded=True)
+
+    signals.result_received.connect(duplicate)
+    try:
+        job = services.refresh(job)
+    finally:
+        signals.result_received.disconnect(duplicate)
+    assert job.state == JobState.FINISHED
+    assert RequestItem.objects.pending_announcement().get().custom_id == "req-1"
+    assert set(ResultLog.objects.filter(job_id=job.pk).values_list("custom_id", flat=True)) == {
+        "req-0",
+        "req-2",
+    }
+    assert not ResultLog.objects.filter(job_id=0).exists()  # its writes were rolled back
+    assert "IntegrityError" in reload(job).last_error
+    services.announce_pending()
+    assert ResultLog.objects.filter(job_id=job.pk).count() == 3
 
 
 # -- 3. no paid batch without a job tracking it ------------------------------------------
@@ -207,7 +235,7 @@ def test_a_worker_whose_lease_ran_out_during_its_upload_creates_no_second_batch(
             expire_lease(job)
             assert services.submit(job).state == JobState.SUBMITTED
 
-    monkeypatch.setattr(services, "_checkpoint", slow_upload)
+    monkeypatch.setattr(services._base, "_checkpoint", slow_upload)
     services.submit(job)
     (batch,) = job_batches(emu, job)
     assert reload(job).provider_batch_id == batch["id"]
@@ -228,10 +256,11 @@ def test_a_second_batch_for_a_job_is_cancelled_not_left_running(
             completion_window="24h",
             metadata={METADATA_JOB_KEY: str(job.uuid)},
         )
-        result = services._adopt(reload(job), stray, client)
+        taken = services.submission._adopt(reload(job), job.current_batch, stray, client)
     finally:
         client.close()
-    assert result.provider_batch_id == job.provider_batch_id != stray["id"]
+    assert taken is False
+    assert reload(job).provider_batch_id == job.provider_batch_id != stray["id"]
     assert emu.emulator.get_batch(stray["id"])["status"] in ("cancelling", "cancelled")
     assert stray_file["id"] not in {f["id"] for f in files(emu)}
 
@@ -307,20 +336,20 @@ def test_a_job_that_cannot_be_ingested_does_not_stop_the_sync_pass(
     emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken, healthy = submitted_job(2), submitted_job(2, items=chat_items(2, prefix="ok-"))
-    real = services._ingest_locked
+    real = services.ingestion._ingest_locked
 
     def explode(job: BatchJob, *args: Any) -> int:
         if job.pk == broken.pk:
             raise TypeError("a bug in one job's data")
         return real(job, *args)
 
-    monkeypatch.setattr(services, "_ingest_locked", explode)
+    monkeypatch.setattr(services.ingestion, "_ingest_locked", explode)
     report = services.sync()
     assert [pk for pk, _ in report.errors] == [broken.pk]
     assert "TypeError: a bug in one job's data" in report.errors[0][1]
     assert reload(healthy).state == JobState.FINISHED  # the pass went on
     assert "TypeError" in reload(broken).last_error  # and the failure is on the job
-    monkeypatch.setattr(services, "_ingest_locked", real)
+    monkeypatch.setattr(services.ingestion, "_ingest_locked", real)
     assert services.sync().ok
     assert reload(broken).state == JobState.FINISHED
 

@@ -21,7 +21,7 @@ from openai_batches.checks import check_settings
 from openai_batches.emulator.core import ApiError
 from openai_batches.exceptions import InvalidStateError
 from openai_batches.management.commands.purge_batches import parse_age
-from openai_batches.models import BatchJob, ItemState, JobState, RequestItem
+from openai_batches.models import BatchJob, ItemState, JobState, ProviderBatch, RequestItem
 from openai_batches.testing import EmulatorHandle, running_emulator
 from tests.lifecycle_helpers import chat_items, make_job, submitted_job
 
@@ -240,10 +240,11 @@ def test_a_job_of_an_account_no_longer_configured_is_kept_and_reported(
 ) -> None:
     job = finished_job(1)
     BatchJob.objects.filter(pk=job.pk).update(account="removed")
+    ProviderBatch.objects.filter(job=job).update(account="removed")
     report = retention.purge(older_than=30 * DAY)
     assert [pk for pk, _ in report.errors] == [job.pk]
     assert "Unknown account 'removed'" in report.errors[0][1]
-    assert BatchJob.objects.filter(pk=job.pk, input_file_id=job.input_file_id).exists()
+    assert ProviderBatch.objects.filter(job=job, input_file_id=job.input_file_id).exists()
     assert at_provider(emu, job.input_file_id)
 
 
@@ -287,9 +288,9 @@ def test_items_go_in_chunks_each_its_own_transaction() -> None:
         for i, (sql, _) in enumerate(events)
         if sql.startswith("DELETE") and f'"{item_table}"' in sql.split("WHERE")[0]
     ]
-    # One bounded DELETE per chunk (plus the cascade Django sends with the job row, which
-    # finds nothing left), each inside a transaction that commits before the next starts.
-    assert len(deletes) == n // chunk + 1
+    # One bounded DELETE per chunk (the job row's cascade finds no item left to delete),
+    # each inside a transaction that commits before the next starts.
+    assert len(deletes) == n // chunk
     for i in deletes:
         assert events[i][1], "a DELETE ran outside a transaction"
     for a, b in itertools.pairwise(deletes):
@@ -356,7 +357,7 @@ def test_expiry_settings_are_range_checked(key: str, value: Any, ok: bool) -> No
         assert messages[0].id == "openai_batches.E002" and messages[0].hint
 
 
-# The expiry settings reach the provider through services._upload and services._submit_io.
+# The expiry settings reach the provider through services.submission (_upload, _submit_part).
 def test_file_expires_after_reaches_the_upload(emu: EmulatorHandle) -> None:
     with override_settings(OPENAI_BATCHES={**emu_settings(emu), "FILE_EXPIRES_AFTER": 7200}):
         job = submitted_job(2)

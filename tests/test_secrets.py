@@ -34,6 +34,7 @@ from openai_batches.exceptions import ConfigurationError, OpenAIBatchesError
 from openai_batches.models import BatchJob
 from openai_batches.signing import sign
 from openai_batches.testing import running_emulator
+from tests.lifecycle_helpers import job_with_batch
 
 KEY = "sk-proj-LEAKCANARY-default-0123456789abcdef"
 AZURE_KEY = "az-LEAKCANARY-azure-0123456789abcdef"
@@ -135,9 +136,7 @@ def test_error_reports_never_show_a_key_or_the_webhook_secret(
             "ACCOUNTS": {**secrets_configured["ACCOUNTS"], "eu": 42},
         }
     if url == "/refresh/":
-        BatchJob.objects.create(
-            name="renamed", account="renamed", state="submitted", provider_batch_id="batch_1"
-        )
+        job_with_batch("batch_1", name="renamed", account="renamed", state="submitted")
     mail.outbox.clear()
     client = Client(raise_request_exception=False)
     response = client.get(url)

@@ -1,7 +1,7 @@
 """services.submit / refresh / ingest against the emulator when the provider misbehaves.
 
 Every call goes over real HTTP to an emulator (manual clock, instant timings). Waits are
-recorded, not slept: ``services._sleep`` (between create attempts) and the client's own
+recorded, not slept: ``services._base._sleep`` (between create attempts) and the client's own
 ``sleep`` (between HTTP retries, via a ``get_client`` that passes ``sleep=``). The one
 thing the emulator cannot do by itself, creating a batch and *then* failing the call, is
 a thin wrapper around its ``create_batch``.
@@ -59,8 +59,8 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
     def get_client(account: str = "default") -> OpenAIClient:
         return OpenAIClient(app_settings.account(account), sleep=recorded.http.append)
 
-    monkeypatch.setattr(services, "_sleep", recorded.service.append)
-    monkeypatch.setattr(services, "get_client", get_client)
+    monkeypatch.setattr(services._base, "_sleep", recorded.service.append)
+    monkeypatch.setattr(services._base, "get_client", get_client)
     return recorded
 
 
@@ -168,7 +168,7 @@ def test_create_timeout_whose_batch_lands_during_the_backoff_is_not_created_twic
         while not batches(emu) and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    monkeypatch.setattr(services, "_sleep", backoff)
+    monkeypatch.setattr(services._base, "_sleep", backoff)
     job = make_job()
     emu.inject_fault("POST", "/v1/batches", "slow", delay=0.75)
     with override_settings(OPENAI_BATCHES={**app_settings.user_settings, "TIMEOUT": 0.4}):
@@ -197,14 +197,14 @@ def test_create_failing_every_time_goes_back_to_requested(
     emu.inject_fault("POST", "/v1/batches", "status", status=503, count=10)
     services.submit(job)
     (fault,) = emu.emulator.state()["faults"]
-    assert 10 - fault["count"] == services._CREATE_ATTEMPTS  # then it gives up for now
+    assert 10 - fault["count"] == services.submission._CREATE_ATTEMPTS  # then it gives up for now
     job = reload(job)
     assert job.state == JobState.SUBMIT_REQUESTED
     assert job.submit_attempt_at is None
     assert "503" in job.last_error
     assert job.input_file_id  # kept: the next attempt reconciles before uploading again
     assert batches(emu) == []
-    assert len(waits.service) >= services._CREATE_ATTEMPTS - 1  # backoff between creates
+    assert len(waits.service) >= services.submission._CREATE_ATTEMPTS - 1  # backoff between creates
     assert waits.http == []  # POST /batches is never retried by the client
     # The fault is gone: the next attempt looks first, then creates, reusing the upload.
     emu.emulator.clear_faults()

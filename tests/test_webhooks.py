@@ -14,7 +14,7 @@ from django.urls import reverse
 from openai_batches import jobs
 from openai_batches.signing import InvalidSignature, sign, verify
 from openai_batches.testing import running_emulator
-from tests.lifecycle_helpers import submitted_job
+from tests.lifecycle_helpers import job_with_batch, submitted_job
 
 SECRET = "whsec_ZW11bGF0b3ItdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
 VECTOR_BODY = (
@@ -163,11 +163,9 @@ def polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 def known_job(db: Any) -> Any:
-    from openai_batches.models import BatchJob, JobState
+    from openai_batches.models import JobState
 
-    return BatchJob.objects.create(
-        name="hooked", state=JobState.SUBMITTED, provider_batch_id="batch_hooked"
-    )
+    return job_with_batch("batch_hooked", name="hooked", state=JobState.SUBMITTED)
 
 
 @pytest.mark.django_db
@@ -306,12 +304,10 @@ def test_two_copies_of_a_delivery_racing_on_postgres_refresh_once(
     from django.db import connection
     from django.test import RequestFactory
 
-    from openai_batches.models import BatchJob, JobState
+    from openai_batches.models import JobState
     from openai_batches.webhooks import batch_webhook
 
-    job = BatchJob.objects.create(
-        name="raced", state=JobState.SUBMITTED, provider_batch_id="batch_raced"
-    )
+    job = job_with_batch("batch_raced", name="raced", state=JobState.SUBMITTED)
     refreshed: list[int] = []
 
     def slow_refresh(job: Any) -> None:

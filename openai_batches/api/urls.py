@@ -3,8 +3,8 @@
     path("api/batches/", include("openai_batches.api.urls")),
 
 Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``,
-``job-submit``, ``job-refresh``, ``job-cancel``, ``job-retry``, ``job-results``, ``job-export``, ``job-item-list``,
-``job-item-detail``, ``schema``).
+``job-submit``, ``job-refresh``, ``job-cancel``, ``job-retry``, ``job-results``,
+``job-export``, ``job-item-list``, ``job-item-detail``, ``dashboard``, ``schema``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
+from .dashboard import DashboardViewSet
 from .export import job_export
 from .schema import BatchesSchemaView
 from .views import BatchJobViewSet, RequestItemViewSet, not_found
@@ -24,6 +25,7 @@ router.register(r"jobs/(?P<job_uuid>[^/]+)/items", RequestItemViewSet, basename=
 
 urlpatterns = [
     path("schema/", BatchesSchemaView.as_view(), name="schema"),
+    path("dashboard/", DashboardViewSet.as_view({"get": "retrieve"}), name="dashboard"),
     path("jobs/<str:uuid>/export/", job_export, name="job-export"),
     *router.urls,
     # Last: anything else under the prefix answers in the API's error shape.

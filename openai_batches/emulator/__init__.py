@@ -1,7 +1,8 @@
-"""An offline emulator of OpenAI's Files and Batches API.
+"""An offline emulator of OpenAI's Files and Batches API, or, by flavour, of Azure OpenAI's
+(``flavor="azure"``) or Anthropic's Message Batches (``flavor="anthropic"``).
 
-Run it as a server (``python -m openai_batches.emulator --port 8765``, base URL
-``http://127.0.0.1:8765/v1``) or in-process for tests::
+Run it as a server (``python -m openai_batches.emulator --port 8765 [--flavor azure]``; it
+prints the base URL its SDK takes) or in-process for tests::
 
     from openai_batches.emulator import Emulator, EmulatorServer
 

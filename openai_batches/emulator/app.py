@@ -1,11 +1,13 @@
-"""The WSGI layer: routing, auth, JSON/error bodies, streaming downloads and faults.
+"""The WSGI layer shared by every flavour: faults, rate-limit headers, JSON answers,
+streaming downloads, and the control API. The flavour (:mod:`.flavors`) routes the API
+calls themselves (``/v1/...`` for OpenAI, ``/openai/...`` for Azure, ``/v1/messages/batches``
+for Anthropic), authenticates them and shapes their error bodies.
 
-``/v1/...`` mirrors OpenAI (bearer auth, ``x-request-id`` on every answer). ``/_emulator/...``
-is the control API (JSON, no auth):
+``/_emulator/...`` is the control API (JSON, no auth), the same for every flavour:
 
 =====================================  ===================================================
 ``GET  /_emulator/state``              everything, for debugging
-``GET  /_emulator/health``             ``{"ok": true, "now": ...}``
+``GET  /_emulator/health``             ``{"ok": true, "now": ..., "flavor": "openai"}``
 ``POST /_emulator/advance``            ``{"seconds": 3600}`` moves the clock, runs transitions
 ``POST /_emulator/tick``               runs transitions due now
 ``POST /_emulator/reset``              forgets everything
@@ -30,9 +32,9 @@ is the control API (JSON, no auth):
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -60,10 +62,30 @@ _STATUS_TEXT = {
     504: "Gateway Timeout",
 }
 
-_FILE = re.compile(r"^/v1/files/([^/]+)$")
-_FILE_CONTENT = re.compile(r"^/v1/files/([^/]+)/content$")
-_BATCH = re.compile(r"^/v1/batches/([^/]+)$")
-_BATCH_CANCEL = re.compile(r"^/v1/batches/([^/]+)/cancel$")
+
+@dataclass
+class Request:
+    """One API call, as the flavour's router sees it."""
+
+    method: str
+    path: str
+    environ: dict[str, Any]
+    query: dict[str, list[str]]
+    start_response: StartResponse
+    request_id: str
+    fault: Fault | None
+    #: Which of the flavour's API surfaces the call came in on (Azure: ``"v1"`` or
+    #: ``"dated"``); the flavour sets it while routing.
+    surface: str = ""
+
+    @property
+    def root_url(self) -> str:
+        """``scheme://host[:port]`` this call reached (for absolute URLs in answers)."""
+        scheme = self.environ.get("wsgi.url_scheme", "http")
+        host = self.environ.get("HTTP_HOST") or (
+            f"{self.environ.get('SERVER_NAME', '127.0.0.1')}:{self.environ.get('SERVER_PORT')}"
+        )
+        return f"{scheme}://{host}"
 
 
 class DropConnection(Exception):
@@ -181,12 +203,13 @@ class EmulatorApp:
             fault = self.emu.take_fault(method, path)
             if fault is not None:
                 self._apply_fault(fault)
-            self._authenticate(environ)
+            self.emu.flavor.authenticate(environ)
             if fault is not None and fault.kind in _BODY_FAULTS:
                 return self._body_fault(fault, method, path, environ, start_response, request_id)
             return self._route(method, path, environ, start_response, request_id, fault)
         except ApiError as err:
-            return self._json(start_response, err.status, err.body(), request_id, err.headers)
+            body = self.emu.flavor.error_body(err, request_id)
+            return self._json(start_response, err.status, body, request_id, err.headers)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -197,7 +220,9 @@ class EmulatorApp:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             if status.startswith("429"):
-                limits["x-ratelimit-remaining-requests"] = "0"
+                for name in limits:
+                    if name.endswith("remaining-requests"):
+                        limits[name] = "0"
             return start_response(status, [*headers, *limits.items()], exc_info)
 
         return start
@@ -214,9 +239,7 @@ class EmulatorApp:
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            ("x-request-id", request_id),
-            ("openai-version", "2020-10-01"),
-            ("openai-organization", self.emu.organization),
+            *self.emu.flavor.response_headers(request_id),
             *extra,
         ]
         start_response(_status_line(status), headers)
@@ -269,7 +292,7 @@ class EmulatorApp:
                 "200 OK", [("Content-Type", "application/json"), ("x-request-id", request_id)]
             )
             return _generated(size)
-        if fault.kind == "truncate" and _FILE_CONTENT.match(path):
+        if fault.kind == "truncate" and self.emu.flavor.is_download(path):
             # Downloads truncate as they stream (see _download), never held in memory.
             return self._route(method, path, environ, start_response, request_id, fault)
         captured: list[Any] = []
@@ -301,28 +324,7 @@ class EmulatorApp:
         start_response(status, [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
-    def _authenticate(self, environ: dict[str, Any]) -> None:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise ApiError(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                param=None,
-                code=None,
-            )
-        if self.emu.api_key is not None and key != self.emu.api_key:
-            shown = key[:3] + "*" * max(0, len(key) - 7) + key[-4:] if len(key) > 7 else "***"
-            raise ApiError(
-                401,
-                f"Incorrect API key provided: {shown}. You can find your API key at "
-                "https://platform.openai.com/account/api-keys.",
-                code="invalid_api_key",
-            )
-
-    # ------------------------------------------------------------------ /v1 routes
+    # ------------------------------------------------------------------ for the flavours
 
     def _route(
         self,
@@ -333,94 +335,47 @@ class EmulatorApp:
         request_id: str,
         fault: Fault | None,
     ) -> Iterable[bytes]:
-        emu = self.emu
         query = parse_qs(environ.get("QUERY_STRING", ""))
+        request = Request(method, path, environ, query, start_response, request_id, fault)
+        return self.emu.flavor.route(self, request)
 
-        def ok(payload: Any) -> list[bytes]:
-            return self._json(start_response, 200, payload, request_id)
+    def answer(
+        self,
+        request: Request,
+        payload: Any,
+        status: int = 200,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> list[bytes]:
+        """Answer ``request`` with a JSON body."""
+        return self._json(request.start_response, status, payload, request.request_id, headers)
 
-        if path == "/v1/files":
-            if method == "POST":
-                length = environ.get("CONTENT_LENGTH")
-                return ok(
-                    emu.create_file(
-                        environ["wsgi.input"],
-                        environ.get("CONTENT_TYPE", ""),
-                        int(length) if length else None,
-                    )
-                )
-            if method == "GET":
-                order = query.get("order", ["desc"])[0]
-                if order not in ("asc", "desc"):
-                    raise ApiError(
-                        400,
-                        f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
-                        param="order",
-                        code="invalid_value",
-                    )
-                return ok(
-                    emu.list_files(
-                        purpose=query.get("purpose", [None])[0],
-                        limit=_int_param(query, "limit", 10000, 1, 10000),
-                        order=order,
-                        after=query.get("after", [None])[0],
-                    )
-                )
-            raise self._not_allowed(method, path)
-        if m := _FILE_CONTENT.match(path):
-            if method != "GET":
-                raise self._not_allowed(method, path)
-            truncate = fault is not None and fault.kind == "truncate"
-            return self._download(m.group(1), start_response, request_id, truncate)
-        if m := _FILE.match(path):
-            if method == "GET":
-                return ok(emu.retrieve_file(m.group(1)))
-            if method == "DELETE":
-                return ok(emu.delete_file(m.group(1)))
-            raise self._not_allowed(method, path)
-        if path == "/v1/batches":
-            if method == "POST":
-                payload = _read_json(environ)
-                if fault is not None and fault.kind == "file_not_found":
-                    file_id = payload.get("input_file_id") if isinstance(payload, dict) else None
-                    raise emu.cannot_find_file(str(file_id))
-                return ok(emu.create_batch(payload))
-            if method == "GET":
-                return ok(
-                    emu.list_batches_page(
-                        limit=_int_param(query, "limit", 20, 1, 100),
-                        after=query.get("after", [None])[0],
-                    )
-                )
-            raise self._not_allowed(method, path)
-        if m := _BATCH_CANCEL.match(path):
-            if method != "POST":
-                raise self._not_allowed(method, path)
-            return ok(emu.cancel_batch(m.group(1)))
-        if m := _BATCH.match(path):
-            if method != "GET":
-                raise self._not_allowed(method, path)
-            return ok(emu.retrieve_batch(m.group(1)))
-        raise ApiError(404, f"Invalid URL ({method} {path})")
+    read_json = staticmethod(_read_json)
+    int_param = staticmethod(_int_param)
 
-    def _not_allowed(self, method: str, path: str) -> ApiError:
+    def not_allowed(self, method: str, path: str) -> ApiError:
         return ApiError(405, f"Invalid method for URL ({method} {path})")
 
-    def _download(
-        self, file_id: str, start_response: StartResponse, request_id: str, truncate: bool
+    def download(
+        self,
+        request: Request,
+        path: str,
+        size: int,
+        filename: str,
+        truncate: bool,
+        content_type: str = "application/octet-stream",
     ) -> Iterator[bytes]:
-        path, size, filename = self.emu.open_content(file_id)
+        """Stream a stored file's bytes (never the whole file in memory)."""
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed by the generator below
         except FileNotFoundError as err:
-            raise ApiError(404, f"No such File object: {file_id}", param="id") from err
-        start_response(
+            raise self.emu.flavor.not_found("File", filename) from err
+        request.start_response(
             "200 OK",
             [
-                ("Content-Type", "application/octet-stream"),
+                ("Content-Type", content_type),
                 ("Content-Length", str(size)),
                 ("Content-Disposition", f'attachment; filename="{filename}"'),
-                ("x-request-id", request_id),
+                *self.emu.flavor.response_headers(request.request_id),
             ],
         )
         # A truncating fault sends half the bytes it promised, then drops the socket.
@@ -448,7 +403,7 @@ class EmulatorApp:
         if method == "GET" and action == "state":
             return emu.state()
         if method == "GET" and action == "health":
-            return {"ok": True, "now": emu.now(), "timing": emu.timing}
+            return {"ok": True, "now": emu.now(), "timing": emu.timing, "flavor": emu.flavor.name}
         if action == "faults" and method == "GET":
             return {"faults": emu.state()["faults"]}
         if action == "faults" and method == "DELETE":

@@ -111,6 +111,8 @@ def _prompt_part(endpoint: str, body: dict[str, Any]) -> Any:
         return body.get("messages", [])
     if endpoint == "/v1/responses":
         return [body.get("instructions"), body.get("input")]
+    if endpoint == "/v1/messages":  # Anthropic's Messages API
+        return [body.get("system"), body.get("messages", [])]
     if endpoint in ("/v1/embeddings", "/v1/moderations"):
         return body.get("input")
     return body.get("prompt")
@@ -139,12 +141,13 @@ def _last_user_text(endpoint: str, body: dict[str, Any]) -> str:
 
 
 def _requested_format(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The structured-output format asked for: chat's ``response_format`` or Responses'
-    ``text.format``."""
-    fmt = body.get("response_format")
-    if not isinstance(fmt, dict):
-        text = body.get("text")
-        fmt = text.get("format") if isinstance(text, dict) else None
+    """The structured-output format asked for: chat's ``response_format``, Responses'
+    ``text.format``, or Anthropic's ``output_config.format`` (``output_format`` before)."""
+    fmt = body.get("response_format") or body.get("output_format")
+    for holder in ("text", "output_config"):
+        if not isinstance(fmt, dict):
+            nested = body.get(holder)
+            fmt = nested.get("format") if isinstance(nested, dict) else None
     return fmt if isinstance(fmt, dict) else None
 
 

@@ -112,8 +112,10 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """What to give the SDK as ``base_url``."""
-        return f"{self.root_url}/v1"
+        """What to give the SDK as ``base_url``: ``/v1`` for OpenAI, ``/openai/v1`` for
+        Azure's v1 surface, the root for Anthropic (its SDK adds ``/v1/messages/...``).
+        Azure's ``AzureOpenAI(azure_endpoint=...)`` takes :attr:`root_url`."""
+        return f"{self.root_url}{self.emulator.flavor.base_path}"
 
     def start(self) -> EmulatorServer:
         self._server = make_server(self.emulator, self.host, self.port, self.verbose)

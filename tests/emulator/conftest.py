@@ -1,12 +1,13 @@
 """Fixtures for the emulator tests: an emulator, its real HTTP server, the official SDK
-client pointed at it, and a tiny webhook receiver."""
+client pointed at it, an emulator of any flavour (Azure, Anthropic), and a tiny webhook
+receiver."""
 
 from __future__ import annotations
 
 import io
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,6 +77,43 @@ def server(emu: Emulator) -> Iterator[EmulatorServer]:
 def client(server: EmulatorServer) -> Iterator[OpenAI]:
     with OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0) as c:
         yield c
+
+
+#: ``serve_flavor("azure", api_key=..., **flavor_options)`` -> (emulator, server).
+ServeFlavor = Callable[..., tuple[Emulator, EmulatorServer]]
+
+
+@pytest.fixture
+def serve_flavor() -> Iterator[ServeFlavor]:
+    """Start an emulator of a flavour over real HTTP (manual clock, instant timings unless
+    told); every one started is stopped after the test."""
+    started: list[tuple[Emulator, EmulatorServer]] = []
+
+    def start(
+        flavor: str,
+        *,
+        api_key: str | None = None,
+        timing: str = "instant",
+        clock: str | None = None,
+        limits: Any = None,
+        **options: Any,
+    ) -> tuple[Emulator, EmulatorServer]:
+        emulator = Emulator(
+            timing=timing,
+            api_key=api_key,
+            clock=clock,
+            limits=limits,
+            flavor=flavor,
+            flavor_options=options,
+        )
+        server = EmulatorServer(emulator, port=0).start()
+        started.append((emulator, server))
+        return emulator, server
+
+    yield start
+    for emulator, server in started:
+        server.stop()
+        emulator.close()
 
 
 @dataclass

@@ -173,3 +173,30 @@ def test_serve_on_a_taken_port_fails_before_its_banner(
         with sqlite3.connect(db) as conn:
             tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         assert tables == []
+
+
+def test_management_command_serves_the_flavor_asked_for() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "django", "openai_emulator", "--port", "0"]
+    proc = subprocess.Popen(
+        [*args, "--flavor", "anthropic"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        root = base_url.split("/v1")[0]
+        answer = httpx.get(
+            f"{root}/v1/messages/batches",
+            headers={"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"},
+        )
+        # Anthropic's list shape, not OpenAI's: the flag reached the server.
+        assert answer.status_code == 200, answer.text
+        assert {"data", "has_more", "first_id", "last_id"} <= set(answer.json())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)

@@ -3,7 +3,7 @@ real ``python`` process against the test's database and emulator.
 
     python -m tests.procs.child ACTION JOB_PK [--crash-at NAME] [--wait-at NAME] [--hit N]
 
-``--crash-at NAME`` replaces ``services._checkpoint`` so the process SIGKILLs itself at the
+``--crash-at NAME`` replaces ``services._base._checkpoint`` so the process SIGKILLs itself at the
 N-th time it reaches the checkpoint NAME: no ``finally``, no rollback sent, no log flushed,
 exactly as a machine losing power or the OOM killer would leave things. ``--wait-at NAME``
 instead creates ``reached-NAME`` in ``$PROC_CONTROL_DIR`` and waits for a ``release`` file
@@ -47,7 +47,7 @@ def _install_checkpoint(crash_at: str | None, wait_at: str | None, hit: int) -> 
                     raise SystemExit(f"never released at {name}")
                 time.sleep(0.02)
 
-    services._checkpoint = checkpoint  # type: ignore[assignment]
+    services._base._checkpoint = checkpoint  # type: ignore[assignment]
 
 
 def _admin_action(action: str, job_pk: int) -> Any:
@@ -129,7 +129,7 @@ def main() -> None:
     app_settings.reload()
     from openai_batches import services
 
-    services._ANNOUNCE_CHUNK = int(os.environ.get("PROC_ANNOUNCE_CHUNK", "500"))
+    services.announcing._ANNOUNCE_CHUNK = int(os.environ.get("PROC_ANNOUNCE_CHUNK", "500"))
     connect()
     _install_checkpoint(args.crash_at, args.wait_at, args.hit)
     started = time.monotonic()

@@ -174,18 +174,25 @@ def assert_invariants(
     """
     job = BatchJob.objects.get(pk=job_pk)
     batches = emu.list_batches()
-    mine = [b for b in batches if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == str(job.uuid)]
+    parts = list(job.batches.order_by("part"))
+    tracked = {p.provider_batch_id for p in parts}
+
+    def job_of(batch: dict[str, Any]) -> str:
+        return str((batch.get("metadata") or {}).get(METADATA_JOB_KEY, "")).partition("/")[0]
+
+    mine = [b for b in batches if job_of(b) == str(job.uuid)]
     if cancelled_duplicates:
-        others = [b for b in mine if b["id"] != job.provider_batch_id]
+        others = [b for b in mine if b["id"] not in tracked]
         assert all(b["status"] in ("cancelling", "cancelled") for b in others), others
-        mine = [b for b in mine if b["id"] == job.provider_batch_id]
-    # Exactly one provider batch per job, and it is the one the job tracks.
-    assert [b["id"] for b in mine] == [job.provider_batch_id], (mine, job.provider_batch_id)
+        mine = [b for b in mine if b["id"] in tracked]
+    # Exactly one provider batch per part, each the one its part tracks.
+    assert sorted(b["id"] for b in mine) == sorted(tracked), (mine, tracked)
+    assert len(tracked) == len(parts) and "" not in tracked, parts
     # No uploaded file left that never became a batch (the provider keeps and bills those).
     used = {b.get("input_file_id") for b in batches}
     orphans = [f["id"] for f in emu.list_files(purpose="batch")["data"] if f["id"] not in used]
     assert orphans == [], f"uploads that never became a batch: {orphans}"
-    assert job.input_file_id == mine[0]["input_file_id"]
+    assert {p.input_file_id for p in parts} == {b["input_file_id"] for b in mine}
     # Every item exactly one final result.
     states = Counter(job.items.values_list("state", flat=True))
     assert set(states) <= FINAL_ITEM_STATES, states

@@ -35,4 +35,8 @@ class Command(BaseCommand):
             webhook_secret=options["webhook_secret"],
             verbose=options["verbose"],
             announce=self._announce,
+            flavor=options["flavor"],
+            tokens=options["token"],
+            azure_quirks=options["azure_quirks"],
+            azure_fail_fast=options["azure_fail_fast"],
         )

@@ -1,0 +1,166 @@
+"""Announcing: the outbox that sends ``result_received`` and ``job_finished`` exactly once."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Count
+
+from .. import signals
+from ..models import (
+    BatchJob,
+    ItemState,
+    JobState,
+    RequestItem,
+)
+from . import _base
+from ._base import _count_announced, _get, _record_error, _record_error_quietly, logger
+
+#: Items announced per transaction.
+_ANNOUNCE_CHUNK = 500
+
+
+def _announce_finished(job_id: int) -> bool:
+    """Send ``job_finished`` once, after every result of the job has been announced.
+
+    Like the results, the job carries its own outbox mark (``finish_announced``) set in the
+    transaction the receivers run in, so a crash before it is sent is repaired by the next
+    ``announce_pending`` (every ``sync_batches`` pass runs one).
+    """
+    if RequestItem.objects.pending_announcement().filter(job_id=job_id).exists():
+        return False  # a result is still unannounced (e.g. its receiver failed): wait for it
+    try:
+        return _send_finished(job_id)
+    except Exception as err:
+        # Rolled back: the mark stays unset and the next pass sends it again. One job's
+        # failing receiver must not keep job_finished from any other job.
+        logger.exception("a job_finished receiver failed for job %s", job_id)
+        _record_error(_get(job_id), err)
+        return False
+
+
+def _send_finished(job_id: int) -> bool:
+    with transaction.atomic():
+        job = (
+            BatchJob.objects.select_for_update(skip_locked=True)
+            .filter(pk=job_id, state=JobState.FINISHED, finish_announced=False)
+            .first()
+        )
+        if job is None:
+            return False
+        counts = dict(job.items.values_list("state").annotate(n=Count("pk")).order_by())
+        signals.job_finished.send(
+            sender=BatchJob,
+            job=job,
+            outcome=job.provider_status,
+            succeeded=counts.get(ItemState.SUCCEEDED, 0),
+            failed=sum(n for s, n in counts.items() if s != ItemState.SUCCEEDED),
+        )
+        _base._checkpoint("announce.finished_sent")
+        BatchJob.objects.filter(pk=job.pk).update(finish_announced=True)
+        job.finish_announced = True
+    return True
+
+
+def _send_result(item: RequestItem) -> None:
+    signals.result_received.send(
+        sender=RequestItem,
+        job=item.job,
+        item=item,
+        custom_id=item.custom_id,
+        succeeded=item.state == ItemState.SUCCEEDED,
+        response=item.response,
+        error=item.error,
+        attempt=item.attempt_count,
+    )
+
+
+def announce_pending(job: BatchJob | int | None = None) -> int:
+    """Send ``result_received`` for every stored result not yet announced, then
+    ``job_finished`` for each job whose results are all out; exactly once each.
+
+    Rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` in pk-ordered chunks (the
+    partial outbox index makes each chunk an index range, not a scan of the job); receivers
+    run in the same transaction that sets ``announced``, so their writes and the mark commit
+    together. A receiver that raises rolls back its own item only (a savepoint), which stays
+    pending, is logged, and is retried on the next call. With no receiver connected the
+    marks are set in one statement.
+    """
+    if job is not None:
+        job_id = job.pk if isinstance(job, BatchJob) else job
+        sent = _announce_job(job_id)
+        _announce_finished(job_id)
+        return sent
+    job_ids = (
+        RequestItem.objects.pending_announcement()
+        .order_by()
+        .values_list("job_id", flat=True)
+        .distinct()
+    )
+    sent = 0
+    for job_id in list(job_ids):
+        try:
+            sent += _announce_job(job_id)
+        except Exception as err:
+            # One job's trouble (a database error, a deleted row) must not stop the rest.
+            logger.exception("announcing results of job %s failed", job_id)
+            _record_error_quietly(job_id, err)
+    unfinished = BatchJob.objects.filter(state=JobState.FINISHED, finish_announced=False)
+    for job_id in list(unfinished.values_list("pk", flat=True)):
+        _announce_finished(job_id)
+    return sent
+
+
+def _announce_job(job_id: int) -> int:
+    pending = RequestItem.objects.pending_announcement().filter(job_id=job_id)
+    if not signals.result_received.has_listeners(RequestItem):
+        marked = pending.update(announced=True)
+        _count_announced(marked)
+        return marked
+    job = BatchJob.objects.get(pk=job_id)
+    sent = last_pk = 0
+    while True:
+        with transaction.atomic():
+            chunk = list(
+                pending.filter(pk__gt=last_pk)
+                .select_for_update(skip_locked=True)
+                .order_by("pk")[:_ANNOUNCE_CHUNK]
+            )
+            if not chunk:
+                return sent
+            last_pk = chunk[-1].pk
+            for item in chunk:
+                item.job = job  # one job object for all, not one query (or join) per item
+            done = _send_chunk(chunk)
+            _base._checkpoint("announce.chunk_sent")
+            RequestItem.objects.filter(pk__in=done).update(announced=True)
+            sent += len(done)
+            _count_announced(len(done))
+
+
+def _send_chunk(chunk: list[RequestItem]) -> list[int]:
+    """Send each item's signal once; return the pks whose receivers all succeeded.
+
+    Each item gets its own savepoint, so a receiver that raises rolls back that item's
+    writes alone; the items before and after it are not sent again (a receiver that emails
+    or calls out must not do it twice). Savepoints are not released one by one: that would
+    double the round trips, and committing the chunk releases them all.
+    """
+    done: list[int] = []
+    failure: BaseException | None = None
+    for item in chunk:
+        sid = transaction.savepoint()
+        try:
+            _send_result(item)
+        except Exception as err:
+            # A receiver's failed query inside its own atomic block marks the whole
+            # transaction for rollback, and Django then refuses even the rollback to our
+            # savepoint: clear the mark first; the savepoint undoes the receiver's writes.
+            transaction.set_rollback(False)
+            transaction.savepoint_rollback(sid)
+            logger.exception("a result_received receiver failed for %s", item.custom_id)
+            failure = err
+            continue
+        done.append(item.pk)
+    if failure is not None:
+        _record_error(chunk[0].job, failure)
+    return done
