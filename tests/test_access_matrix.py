@@ -10,7 +10,7 @@ row, the number of jobs; an allowed mutating request must really have acted.
 The rules the table encodes (see ``openai_batches/api/permissions.py`` and the admin):
 
 * API: an owner may do everything with their own job; another user's job needs the model
-  permission of the action (view to read; change to submit/cancel/refresh/add items; delete
+  permission of the action (view to read; change to submit/cancel/refresh/retry/add items; delete
   to delete); a job one may not view is a 404; anyone authenticated may create their own job;
   anonymous is a 401 with a Basic challenge (DRF's default authenticators).
 * Admin: Django's model permissions only (ownership means nothing there); non-staff and
@@ -31,7 +31,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from openai_batches import services
-from openai_batches.models import BatchJob, JobState, RequestItem
+from openai_batches.models import BatchJob, ItemState, JobState, ProviderBatch, RequestItem
 from openai_batches.testing import openai_emulator  # noqa: F401
 
 from .lifecycle_helpers import chat_items
@@ -66,8 +66,9 @@ def make_user(role: str) -> Any:
 
 def build_job(kind: str, owner: Any, request: pytest.FixtureRequest) -> BatchJob:
     """A job of ``owner``: a ``draft``, ``finished`` (the state only), ``running`` at the
-    provider, or ``done`` (ingested, with an output and an error file). Only the last two
-    start an emulator."""
+    provider, ``done`` (ingested, with an output and an error file: one request the model
+    refused, which an operator may retry) or ``expired`` (ingested, one request never ran
+    and was not retried by itself). Only the last three start an emulator."""
     job = services.create_job(name=f"{kind}-job", owner=owner, items=chat_items(2))
     if kind == "draft":
         return job
@@ -78,6 +79,11 @@ def build_job(kind: str, owner: Any, request: pytest.FixtureRequest) -> BatchJob
     emulator = request.getfixturevalue("openai_emulator")
     if kind == "done":
         emulator.fail_request("req-1", status_code=400)
+    elif kind == "expired":
+        settings = request.getfixturevalue("settings")
+        # Past the retry deadline at once: the expired request waits for an operator.
+        settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"DEADLINE": 0}}
+        emulator.stall_request("req-0", times=1)
     else:
         emulator.stall_request("req-0")  # keeps the batch in progress: cancellable
     services.request_submit(job)
@@ -86,14 +92,20 @@ def build_job(kind: str, owner: Any, request: pytest.FixtureRequest) -> BatchJob
     if kind == "done":
         job = services.refresh(job)
         assert job.state == JobState.FINISHED and job.error_file_id and job.output_file_id
+    if kind == "expired":
+        emulator.advance(86_400 + 60)
+        job = services.refresh(job)
+        assert job.state == JobState.FINISHED
+        assert job.items.filter(state=ItemState.EXPIRED).count() == 1
     return job
 
 
 def snapshot() -> tuple[Any, ...]:
-    """Everything a request could change: every job row and every item row."""
+    """Everything a request could change: every job, provider batch and item row."""
     jobs = list(BatchJob.objects.order_by("pk").values())
+    batches = list(ProviderBatch.objects.order_by("pk").values())
     items = list(RequestItem.objects.order_by("pk").values())
-    return (jobs, items)
+    return (jobs, batches, items)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +158,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "refresh": Endpoint(
         "post", "running", lambda j: api_url("job-refresh", uuid=str(j.uuid)), None, True
     ),
+    "retry": Endpoint(
+        "post", "done", lambda j: api_url("job-retry", uuid=str(j.uuid)), {"which": "failed"}, True
+    ),
     "delete": Endpoint(
         "delete", "finished", lambda j: api_url("job-detail", uuid=str(j.uuid)), None, True
     ),
@@ -166,6 +181,7 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "submit": (202, 404, 403, 202, 202, 401),
     "cancel": (200, 404, 403, 200, 200, 401),
     "refresh": (200, 404, 403, 200, 200, 401),
+    "retry": (202, 404, 403, 202, 202, 401),
     "delete": (204, 404, 403, 403, 204, 401),
     # The schema describes the API, not anyone's data: public, like the code.
     "schema": (200, 200, 200, 200, 200, 200),
@@ -197,6 +213,7 @@ def test_the_api_matrix_covers_every_route() -> None:
         "job-submit",
         "job-cancel",
         "job-refresh",
+        "job-retry",
         "schema",
         "dashboard",
     }
@@ -325,6 +342,8 @@ ADMIN_TARGETS: dict[str, tuple[str, Callable[[Client, BatchJob], Any]]] = {
             ("submit_jobs", "draft"),
             ("refresh_jobs", "running"),
             ("cancel_jobs", "running"),
+            ("retry_failed", "done"),
+            ("retry_expired", "expired"),
             ("download_input", "draft"),
             ("download_output", "done"),
             ("download_errors", "done"),
@@ -367,6 +386,8 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
             ("submit_jobs", C(302)),
             ("refresh_jobs", C(302)),
             ("cancel_jobs", C(302)),
+            ("retry_failed", C(302)),
+            ("retry_expired", C(302)),
             ("download_input", D),
             ("download_output", D),
             ("download_errors", D),
@@ -381,6 +402,8 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
             ("submit_jobs", C(302)),
             ("refresh_jobs", C(302)),
             ("cancel_jobs", C(302)),
+            ("retry_failed", C(302)),
+            ("retry_expired", C(302)),
             ("download_input", D),
             ("download_output", D),
             ("download_errors", D),

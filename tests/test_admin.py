@@ -21,8 +21,17 @@ from django.utils import timezone
 
 from openai_batches import services
 from openai_batches.admin import BatchJobAdmin, RequestItemAdmin
-from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
+from openai_batches.models import (
+    BatchJob,
+    BatchStatus,
+    ItemState,
+    JobState,
+    ProviderBatch,
+    RequestAttempt,
+    RequestItem,
+)
 from openai_batches.testing import openai_emulator  # noqa: F401
+from tests.part_helpers import set_part
 from tests.testapp.models import Article
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +125,8 @@ def test_changelist_shows_badges_progress_times_and_cost(admin_client: Client) -
         }
     ):
         job = make_job(4, name="summaries")
-        BatchJob.objects.filter(pk=job.pk).update(
+        set_part(
+            job,
             state=JobState.SUBMITTED,
             provider_status=BatchStatus.IN_PROGRESS,
             provider_batch_id="batch_abc",
@@ -170,8 +180,15 @@ def test_changelist_query_count_does_not_grow_with_rows(admin_client: Client) ->
     for i in range(19):
         job = make_job(2, name=f"more{i}", owner=owner)
         if i % 2:
-            BatchJob.objects.filter(pk=job.pk).update(
-                state=JobState.SUBMITTED, provider_status=BatchStatus.IN_PROGRESS
+            set_part(job, state=JobState.SUBMITTED, provider_status=BatchStatus.IN_PROGRESS)
+        elif i % 3 == 0:  # finished over two parts: the list shows when the last one ended
+            set_part(job, state=JobState.FINISHED, provider_status=BatchStatus.COMPLETED)
+            set_part(
+                job,
+                part=2,
+                state=JobState.FINISHED,
+                provider_status=BatchStatus.EXPIRED,
+                expired_at=timezone.now(),
             )
     assert BatchJob.objects.count() == 20
     twenty = _changelist_queries(admin_client)
@@ -203,7 +220,8 @@ def test_item_changelist_query_count_does_not_grow_with_rows(admin_client: Clien
 
 def test_search_by_name_uuid_and_provider_batch_id(admin_client: Client) -> None:
     alpha, beta = make_job(1, name="alpha"), make_job(1, name="beta")
-    BatchJob.objects.filter(pk=beta.pk).update(provider_batch_id="batch_findme")
+    set_part(beta, provider_batch_id="batch_other")
+    set_part(beta, part=2, provider_batch_id="batch_findme")  # any part's id finds the job
     url = reverse(CHANGELIST)
 
     def found(term: str) -> set[int]:
@@ -545,7 +563,8 @@ def orphaned_job(settings: Any, name: str = "orphan") -> BatchJob:
         },
     }
     job = make_job(1, name=name, account="old-team")
-    BatchJob.objects.filter(pk=job.pk).update(
+    set_part(
+        job,
         state=JobState.SUBMITTED,
         provider_batch_id="batch_orphan",
         provider_status=BatchStatus.IN_PROGRESS,
@@ -630,7 +649,7 @@ def test_a_broken_accounts_setting_on_the_add_page_is_an_error_message(
     assert not BatchJob.objects.exists()
 
 
-def test_retry_action_is_hidden_until_retries_exist(admin_client: Client) -> None:
+def test_the_list_offers_every_action_in_order(admin_client: Client) -> None:
     make_job(1)
     response = admin_client.get(reverse(CHANGELIST))
     choices = [value for value, _ in response.context["action_form"].fields["action"].choices]
@@ -638,6 +657,8 @@ def test_retry_action_is_hidden_until_retries_exist(admin_client: Client) -> Non
         "submit_jobs",
         "refresh_jobs",
         "cancel_jobs",
+        "retry_failed",
+        "retry_expired",
         "download_input",
         "download_output",
         "download_errors",
@@ -657,7 +678,8 @@ def test_job_page_shows_provider_errors_timeline_error_items_and_owner(
     owner = User.objects.get(username="admin")
     job = make_job(2, name="page", owner=owner, metadata={"team": "search"})
     now = timezone.now()
-    BatchJob.objects.filter(pk=job.pk).update(
+    set_part(
+        job,
         state=JobState.FINISHED,
         provider_status=BatchStatus.FAILED,
         provider_batch_id="batch_page",
@@ -900,3 +922,202 @@ def test_the_api_key_never_appears(
         html = content(admin_client.get(url))
         assert openai_emulator.api_key not in html, url
         assert SETTINGS_KEY not in html, url
+
+
+# --------------------------------------------------------------------------------------------
+# One job, many provider batches: the parts, each request's attempts, retries on demand
+# --------------------------------------------------------------------------------------------
+
+
+def item_url(job: BatchJob, custom_id: str) -> str:
+    item = job.items.get(custom_id=custom_id)
+    return reverse("admin:openai_batches_requestitem_change", args=[item.pk])
+
+
+def test_job_page_lists_every_provider_batch_and_an_item_page_its_attempts(
+    admin_client: Client,
+    openai_emulator: Any,  # noqa: F811
+    settings: Any,  # after the emulator: its teardown runs first, restoring what it changed
+) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 2}
+    openai_emulator.fail_request("split-1", 500, "server_error", "boom <b>", times=1)
+    job = make_job(3, name="split")
+    services.request_submit(job)
+    services.submit(job)
+    job = services.refresh(job)
+    # Parts 1 and 2 ran; the 500 is sent again in a third part.
+    assert job.state == JobState.SUBMIT_REQUESTED
+    services.submit(job)
+    job = services.refresh(job)
+    assert job.state == JobState.FINISHED
+
+    html = content(admin_client.get(change_url(job)))
+    parts = list(job.batches.order_by("part"))
+    assert [(p.part, p.reason) for p in parts] == [(1, "first"), (2, "split"), (3, "retry")]
+    for part in parts:
+        assert f'<tr data-part="{part.part}">' in html
+        assert part.provider_batch_id in html and part.input_file_id in html
+        assert part.output_file_id in html
+    assert "First part" in html and "Split part" in html and "Retry" in html
+    assert html.count('data-provider-status="completed"') >= 3
+    assert SETTINGS_KEY not in html and openai_emulator.api_key not in html
+    # The page's downloads give every part's file, in part order.
+    output = admin_client.post(run_url(job, "download_output"))
+    assert [json.loads(x)["custom_id"] for x in content(output).splitlines()] == [
+        "split-0",
+        "split-2",
+        "split-1",
+    ]
+    errors = admin_client.post(run_url(job, "download_errors"))
+    [error_line] = [json.loads(x) for x in content(errors).splitlines()]
+    assert (error_line["custom_id"], error_line["response"]["status_code"]) == ("split-1", 500)
+
+    page = content(admin_client.get(item_url(job, "split-1")))
+    assert '<tr data-attempt="1">' in page and '<tr data-attempt="2">' in page
+    first, second = page.split('<tr data-attempt="2">')
+    first = first.split('<tr data-attempt="1">')[1]
+    assert parts[0].provider_batch_id in first and "<td>500</td>" in first
+    assert "<code>server_error</code> boom &lt;b&gt;" in first and "<td>yes</td>" in first
+    assert parts[2].provider_batch_id in second and "<td>200</td>" in second
+    assert 'data-state="succeeded"' in second and "<td>no</td>" in second
+
+
+def test_retry_failed_from_the_job_page_and_its_refusals(
+    admin_client: Client,
+    viewer_client: Client,
+    openai_emulator: Any,  # noqa: F811
+) -> None:
+    # A 400 the model refused is not retried by itself; an operator may send it again.
+    openai_emulator.fail_request("again-1", 400, "invalid_prompt", "flagged", times=1)
+    job = submitted_job(openai_emulator, 2, name="again")
+    job = services.refresh(job)
+    assert job.state == JobState.FINISHED
+    html = content(admin_client.get(change_url(job)))
+    assert 'data-action="retry_failed"' in html
+    assert 'data-action="retry_expired"' not in html  # nothing expired
+    assert 'data-action="retry_failed"' not in content(viewer_client.get(change_url(job)))
+    assert viewer_client.post(run_url(job, "retry_failed")).status_code == 403
+
+    # Nothing expired: the action says why, naming the job, and changes nothing.
+    refused = run_action(admin_client, "retry_expired", [job])
+    assert messages_of(refused) == [
+        f"Skipped 1 job. “again”: Job {job.pk} cannot be retried (expired): it has no "
+        "expired request sent fewer than 3 time(s)."
+    ]
+    assert job.batches.count() == 1
+
+    response = admin_client.post(run_url(job, "retry_failed"), follow=True)
+    assert response.redirect_chain[-1][0] == change_url(job)
+    assert messages_of(response) == ["Failed requests sent again for 1 job: again."]
+    job.refresh_from_db()
+    assert job.state == JobState.SUBMIT_REQUESTED
+    retry = job.batches.get(part=2)
+    assert (retry.reason, retry.item_count) == ("retry", 1)
+    again = admin_client.post(run_url(job, "retry_failed"), follow=True)
+    assert any("only a finished job is retried" in m for m in messages_of(again))
+
+    services.submit(job)
+    job = services.refresh(job)
+    assert job.items.get(custom_id="again-1").state == ItemState.SUCCEEDED
+    assert 'data-action="retry_failed"' not in content(admin_client.get(change_url(job)))
+
+
+def test_retry_expired_sends_only_what_never_ran(
+    admin_client: Client,
+    openai_emulator: Any,  # noqa: F811
+    settings: Any,
+) -> None:
+    # With retries of expired requests off, they stay expired until an operator acts.
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"MAX_ATTEMPTS": 1}}
+    openai_emulator.emulator.stall_request("late-0", times=1)
+    job = submitted_job(openai_emulator, 2, name="late")
+    openai_emulator.emulator.advance(86_400 + 60)
+    job = services.refresh(job)
+    assert job.items.get(custom_id="late-0").state == ItemState.EXPIRED
+    # The policy's limit holds on demand too: one attempt allowed, one made.
+    assert 'data-action="retry_expired"' not in content(admin_client.get(change_url(job)))
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"MAX_ATTEMPTS": 2}}
+    assert 'data-action="retry_expired"' in content(admin_client.get(change_url(job)))
+    response = run_action(admin_client, "retry_expired", [job])
+    assert messages_of(response) == ["Expired requests sent again for 1 job: late."]
+    services.submit(job)
+    job = services.refresh(job)
+    assert job.state == JobState.FINISHED
+    assert list(job.batches.get(part=2).items.values_list("custom_id", flat=True)) == ["late-0"]
+    assert job.items.get(custom_id="late-0").state == ItemState.SUCCEEDED
+
+
+BATCHES = "admin:openai_batches_providerbatch_changelist"
+
+
+def test_the_provider_batch_list_is_read_only_and_finds_a_batch_by_id(
+    admin_client: Client,
+) -> None:
+    job = make_job(3, name="parts")
+    set_part(job, state=JobState.FINISHED, provider_batch_id="batch_first")
+    part = set_part(
+        job,
+        part=2,
+        state=JobState.SUBMITTED,
+        provider_status=BatchStatus.IN_PROGRESS,
+        provider_batch_id="batch_second",
+        request_count_total=2,
+        request_count_completed=1,
+    )
+    html = content(admin_client.get(reverse(BATCHES)))
+    assert "batch_first" in html and "batch_second" in html
+    assert f'{change_url(job)}">#{job.pk} parts</a>' in html
+    found = admin_client.get(reverse(BATCHES), {"q": "second"})
+    assert [b.pk for b in found.context["cl"].result_list] == [part.pk]
+    running = admin_client.get(reverse(BATCHES), {"provider_status__exact": "in_progress"})
+    assert [b.pk for b in running.context["cl"].result_list] == [part.pk]
+    for params, expected in (
+        ({"q": "parts"}, 2),  # the job's name
+        ({"reason__exact": "split"}, 1),
+        ({"state__exact": "finished"}, 1),
+        ({"account__exact": "default"}, 2),
+    ):
+        listed = admin_client.get(reverse(BATCHES), params).context["cl"].result_list
+        assert len(listed) == expected, params
+    assert found.context["action_form"] is None  # no bulk actions, not even delete
+
+    page_url = reverse("admin:openai_batches_providerbatch_change", args=[part.pk])
+    page = content(admin_client.get(page_url))
+    assert "batch_second" in page
+    assert 'name="provider_batch_id"' not in page and 'name="_save"' not in page
+    assert admin_client.post(page_url, {"provider_batch_id": "x"}).status_code == 403
+    assert admin_client.get(reverse("admin:openai_batches_providerbatch_add")).status_code == 403
+    delete_url = reverse("admin:openai_batches_providerbatch_delete", args=[part.pk])
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    part.refresh_from_db()
+    assert part.provider_batch_id == "batch_second"
+
+
+def test_the_provider_batch_list_costs_constant_queries(admin_client: Client) -> None:
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(reverse(BATCHES)).status_code == 200
+        return len(ctx.captured_queries)
+
+    set_part(make_job(1, name="a"), provider_batch_id="batch_a")
+    one = count()
+    for i in range(15):
+        job = make_job(1, name=f"m{i}")
+        set_part(job, state=JobState.FINISHED, provider_batch_id=f"batch_{i}")
+        set_part(job, part=2, provider_batch_id=f"batch_{i}b")
+    assert count() == one
+
+
+def test_a_finished_job_is_deleted_with_its_batches_and_attempts(
+    admin_client: Client,
+    openai_emulator: Any,  # noqa: F811
+) -> None:
+    job = submitted_job(openai_emulator, 2, name="gone")
+    job = services.refresh(job)
+    assert job.state == JobState.FINISHED and job.batches.exists()
+    response = admin_client.post(
+        reverse("admin:openai_batches_batchjob_delete", args=[job.pk]), {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert not BatchJob.objects.filter(pk=job.pk).exists()
+    assert not ProviderBatch.objects.exists() and not RequestAttempt.objects.exists()

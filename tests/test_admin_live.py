@@ -19,8 +19,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from openai_batches import services
-from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, RequestItem
+from openai_batches.models import (
+    BatchJob,
+    BatchStatus,
+    ItemState,
+    JobState,
+    ProviderBatch,
+    RequestItem,
+)
 from openai_batches.testing import openai_emulator  # noqa: F401
+from tests.part_helpers import set_part
 
 pytestmark = pytest.mark.django_db
 
@@ -44,14 +52,14 @@ def make_job(n: int = 2, name: str = "job") -> BatchJob:
 
 def running(name: str = "run", done: int = 1) -> BatchJob:
     job = make_job(3, name)
-    BatchJob.objects.filter(pk=job.pk).update(
+    set_part(
+        job,
         state=JobState.SUBMITTED,
         provider_status=BatchStatus.IN_PROGRESS,
         provider_batch_id=f"batch_{name}",
         request_count_total=3,
         request_count_completed=done,
     )
-    job.refresh_from_db()
     return job
 
 
@@ -65,6 +73,7 @@ def live(client: Client, *jobs: BatchJob, page: bool = False) -> Any:
 def snapshot() -> Any:
     return (
         list(BatchJob.objects.order_by("pk").values()),
+        list(ProviderBatch.objects.order_by("pk").values()),
         list(RequestItem.objects.order_by("pk").values()),
     )
 
@@ -79,7 +88,7 @@ def test_list_fragments_are_what_the_list_renders(admin_client: Client) -> None:
     assert data["jobs"][str(job.pk)]["moving"] is True
     assert data["jobs"][str(draft.pk)]["moving"] is False
     fields = data["jobs"][str(job.pk)]["fields"]
-    assert set(fields) == {"status_badge", "progress", "when", "tokens", "cost"}
+    assert set(fields) == {"status_badge", "progress", "when", "tokens", "cost_usd"}
     assert 'data-completed="1" data-failed="0" data-total="3"' in fields["progress"]
     assert 'data-provider-status="in_progress"' in fields["status_badge"]
     listing = admin_client.get(reverse(CHANGELIST)).content.decode()
@@ -95,7 +104,8 @@ def test_list_fragments_are_what_the_list_renders(admin_client: Client) -> None:
 def test_a_moving_job_is_seen_to_move_and_then_to_stop(admin_client: Client) -> None:
     job = running("a", done=1)
     first = live(admin_client, job).json()["jobs"][str(job.pk)]
-    BatchJob.objects.filter(pk=job.pk).update(
+    set_part(
+        job,
         request_count_completed=3,
         provider_status=BatchStatus.COMPLETED,
         state=JobState.FINISHED,
@@ -118,7 +128,14 @@ def test_page_fragments_are_the_page_fields_and_buttons(admin_client: Client) ->
     entry = data["jobs"][str(job.pk)]
     page = admin_client.get(reverse("admin:openai_batches_batchjob_change", args=[job.pk]))
     html = page.content.decode()
-    for name in ("status_badge", "progress", "timeline", "usage_table", "items_link"):
+    for name in (
+        "status_badge",
+        "progress",
+        "timeline",
+        "usage_table",
+        "items_link",
+        "batches_table",
+    ):
         assert entry["fields"][name] in html, name
     assert 'data-action="refresh_jobs"' in entry["buttons"]
     assert 'data-action="cancel_jobs"' in entry["buttons"]

@@ -25,6 +25,7 @@ from openai_batches.models import BatchJob, BatchStatus, ItemState, JobState, Re
 from openai_batches.testing import openai_emulator  # noqa: F401
 
 from .lifecycle_helpers import chat_items
+from .part_helpers import set_part
 
 pytestmark = pytest.mark.django_db
 
@@ -306,7 +307,28 @@ def test_an_upload_over_the_byte_limit_is_413(api: APIClient, settings: Any) -> 
     assert response.status_code == 413
     error = error_of(response)
     assert error["problems"][0]["field"] == "file"
+    assert "add more items to the draft in further uploads" in error["problems"][0]["message"]
     assert not BatchJob.objects.exists()
+
+
+def test_uploads_fill_a_job_larger_than_one_batch_which_submit_splits(
+    api: APIClient, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    lines = [{"custom_id": f"c{i}", "body": {"model": "m"}} for i in range(6)]
+    first = SimpleUploadedFile("a.jsonl", jsonl(lines[:3]))
+    created = api.post(url("job-list"), {"file": first}, format="multipart")
+    assert created.status_code == 201, created.json()
+    job = BatchJob.objects.get()
+    more = SimpleUploadedFile("b.jsonl", jsonl(lines[3:]))
+    added = api.post(items_url(job), {"file": more}, format="multipart")
+    assert added.status_code == 201 and added.json()["item_count"] == 6
+    # One batch now takes three of these requests: the job holds twice that.
+    line_bytes = job.items.values_list("nbytes", flat=True).first()
+    assert line_bytes
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_FILE_BYTES": line_bytes * 3}
+    submitted = api.post(job_url(job, "job-submit"))
+    assert submitted.status_code == 202
+    assert [b["counts"]["items"] for b in submitted.json()["batches"]] == [3, 3]
 
 
 def test_a_multipart_body_far_over_the_limit_is_refused_unread(
@@ -318,17 +340,36 @@ def test_a_multipart_body_far_over_the_limit_is_refused_unread(
         url("job-list"), {"file": SimpleUploadedFile("in.jsonl", big)}, format="multipart"
     )
     assert response.status_code == 413
-    assert "one batch takes at most 10 bytes" in error_of(response)["message"]
+    assert "one upload takes at most 10 bytes" in error_of(response)["message"]
 
 
-def test_more_items_than_one_batch_takes_is_413(api: APIClient, settings: Any) -> None:
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 3}
+def test_more_items_than_one_job_takes_is_413(api: APIClient, settings: Any) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 3}
     response = api.post(url("job-list"), {"items": chat_items(4)}, format="json")
     assert response.status_code == 413
     error = error_of(response)
     assert error["type"] == "payload_too_large"
-    assert "3 requests" in error["problems"][0]["message"]
+    assert "3 requests, the most one job takes" in error["problems"][0]["message"]
     assert not BatchJob.objects.exists()
+
+
+def test_more_items_than_one_batch_takes_are_split_into_parts(
+    api: APIClient, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 3}
+    response = api.post(url("job-list"), {"items": chat_items(7)}, format="json")
+    assert response.status_code == 201
+    assert response.json()["batches"] == []  # nothing planned before submit
+    job = BatchJob.objects.get()
+    submitted = api.post(job_url(job, "job-submit"))
+    assert submitted.status_code == 202
+    batches = submitted.json()["batches"]
+    assert [(b["part"], b["reason"], b["counts"]["items"]) for b in batches] == [
+        (1, "first", 3),
+        (2, "split", 3),
+        (3, "split", 1),
+    ]
+    assert {b["state"] for b in batches} == {"submit_requested"}
 
 
 # -- list, retrieve, delete ------------------------------------------------------------------
@@ -398,7 +439,9 @@ def test_retrieve_shows_counts_usage_cost_errors_and_timestamps(
     }
     job = make_job(alice, 2)
     now = timezone.now()
-    BatchJob.objects.filter(pk=job.pk).update(
+    set_part(
+        job,
+        provider_batch_id="batch_one",
         input_tokens=1_000_000,
         cached_tokens=0,
         output_tokens=1_000_000,
@@ -432,6 +475,10 @@ def test_retrieve_shows_counts_usage_cost_errors_and_timestamps(
     ]
     assert body["item_states"]["succeeded"] == 1 and body["item_states"]["pending"] == 1
     assert body["completed_at"] and body["created_at"] and body["submitted_at"] is None
+    [batch] = body["batches"]
+    assert batch["part"] == 1 and batch["provider_batch_id"] == body["provider_batch_id"]
+    assert batch["provider_errors"] == body["provider_errors"]
+    assert batch["usage"] == body["usage"] and batch["completed_at"] == body["completed_at"]
 
 
 def test_cost_is_null_without_a_price(api: APIClient, alice: Any) -> None:
@@ -576,8 +623,8 @@ def test_a_job_whose_account_was_removed_is_a_503_not_a_500(
         "ACCOUNTS": {"gone": {"API_KEY": "sk-gone-key", "BASE_URL": "http://127.0.0.1:9/v1"}},
     }
     job = make_job(alice, 1, account="gone")
-    BatchJob.objects.filter(pk=job.pk).update(
-        state=JobState.SUBMITTED, provider_batch_id="batch_x", provider_status="in_progress"
+    set_part(
+        job, state=JobState.SUBMITTED, provider_batch_id="batch_x", provider_status="in_progress"
     )
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": {"kept-acct": {}}}
     before = BatchJob.objects.filter(pk=job.pk).values().get()
@@ -745,7 +792,7 @@ def test_add_items_to_a_submitted_job_is_409(api: APIClient, alice: Any) -> None
 
 def test_add_items_over_the_limits_is_413(api: APIClient, alice: Any, settings: Any) -> None:
     job = make_job(alice, 2)
-    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": 3}
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_JOB": 3}
     response = api.post(items_url(job), {"items": chat_items(2, prefix="x-")}, format="json")
     assert response.status_code == 413
     assert job.items.count() == 2

@@ -24,6 +24,7 @@ from openai_batches import services
 from openai_batches.models import BatchJob, JobState
 
 from .lifecycle_helpers import chat_items
+from .part_helpers import set_part
 
 pytestmark = pytest.mark.django_db
 
@@ -79,6 +80,7 @@ def every_job_request(job: BatchJob) -> list[tuple[str, str, dict[str, Any] | No
         ("post", url("job-submit", uuid=key), None),
         ("post", url("job-refresh", uuid=key), None),
         ("post", url("job-cancel", uuid=key), None),
+        ("post", url("job-retry", uuid=key), {"which": "failed"}),
         ("get", url("job-results", uuid=key), None),
         ("get", url("job-item-list", job_uuid=key), None),
         ("post", url("job-item-list", job_uuid=key), {"items": chat_items(1, prefix="x-")}),
@@ -365,7 +367,8 @@ def test_no_key_appears_in_any_api_answer_or_log(
         hit(running)
         assert any('"provider_error"' in t for t in texts)
     orphan = job_of(root, name="orphan")
-    BatchJob.objects.filter(pk=orphan.pk).update(
+    set_part(
+        orphan,
         account="gone",  # renamed away from the settings
         state=JobState.SUBMITTED,
         provider_batch_id="batch_gone",

@@ -67,6 +67,7 @@ def test_the_schema_is_served_and_valid() -> None:
         f"{PREFIX}jobs/{{uuid}}/submit/",
         f"{PREFIX}jobs/{{uuid}}/refresh/",
         f"{PREFIX}jobs/{{uuid}}/cancel/",
+        f"{PREFIX}jobs/{{uuid}}/retry/",
         f"{PREFIX}jobs/{{uuid}}/results/",
         f"{PREFIX}jobs/{{uuid}}/export/",
         f"{PREFIX}jobs/{{job_uuid}}/items/",
@@ -91,7 +92,7 @@ def test_every_operation_documents_its_errors_in_the_one_shape() -> None:
     assert {"400", "413"} <= set(create["responses"])
     results = schema["paths"][f"{PREFIX}jobs/{{uuid}}/results/"]["get"]
     assert set(results["responses"]["200"]["content"]) == {"application/jsonl"}
-    for action in ("submit", "refresh", "cancel"):
+    for action in ("submit", "refresh", "cancel", "retry"):
         assert "409" in schema["paths"][f"{PREFIX}jobs/{{uuid}}/{action}/"]["post"]["responses"]
 
 

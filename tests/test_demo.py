@@ -69,6 +69,37 @@ def test_demo_answers_every_request(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_demo_splits_a_job_larger_than_one_batch_into_parts(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, "--count", "12", "--max-per-batch", "5", "--fail", "0")
+    out = result.stdout
+    assert result.returncode == 0, f"stdout:\n{out}\nstderr:\n{result.stderr}"
+    assert "At most 5 requests per provider batch" in out
+    assert "Split into 3 parts, one provider batch each, of at most 5 requests: 5 + 5 + 2" in out
+    assert re.search(r"Batches\s+3 part\(s\): 5 \+ 5 \+ 2 requests\n", out), out
+    # One job, carried to completion over its three batches.
+    assert "Answered      12/12 (succeeded 12, failed 0)" in out
+    assert "Written back  12 results delivered to the receiver" in out
+    db = sqlite3.connect(tmp_path / "demo.sqlite3")
+    try:
+        rows = db.execute(
+            "SELECT part, item_count, state, provider_status FROM openai_batches_providerbatch "
+            "ORDER BY part"
+        ).fetchall()
+    finally:
+        db.close()
+    assert rows == [
+        (1, 5, "finished", "completed"),
+        (2, 5, "finished", "completed"),
+        (3, 2, "finished", "completed"),
+    ]
+
+
+def test_demo_refuses_a_batch_size_below_one(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, "--count", "3", "--max-per-batch", "0")
+    assert result.returncode != 0
+    assert "--max-per-batch must be at least 1, not 0." in result.stderr
+
+
 def test_demo_runs_again_on_the_same_database(tmp_path: Path) -> None:
     """A second run reuses the reviews and the login and answers everything again."""
     assert run_demo(tmp_path, "--count", "12", "--fail", "0").returncode == 0

@@ -141,6 +141,10 @@ OPENAI_BATCHES = {
         "gpt-4.1-mini": {"input": 0.20, "cached_input": 0.05, "output": 0.80},
     },
 }
+# ``demo --max-per-batch M`` sets this for its worker subprocesses: smaller provider batches,
+# so a job is split into parts.
+if os.environ.get("EXAMPLE_MAX_REQUESTS_PER_BATCH"):
+    OPENAI_BATCHES["MAX_REQUESTS_PER_BATCH"] = int(os.environ["EXAMPLE_MAX_REQUESTS_PER_BATCH"])
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,6 +1,7 @@
 """What an operator can do to jobs: create one from JSONL, and the actions and page buttons.
 
-A thin entry point: each action calls :mod:`openai_batches.services` once per job and reports
+A thin entry point: each action calls :mod:`openai_batches.services` once per job (submit,
+refresh, cancel, retry failed / expired requests, downloads) and reports
 with ``message_user`` what it did and which jobs it skipped and why; it never writes a
 lifecycle field itself. The job page's buttons post to the very same action functions.
 """
@@ -15,7 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -226,6 +227,22 @@ class JobActionsAdmin(admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[BatchJob]) -> None:
         self._report(request, _("Cancelled"), self._each(queryset, services.cancel))
 
+    @admin.action(description=gettext_lazy("Retry failed requests"), permissions=["change"])
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[BatchJob]) -> None:
+        self._report(
+            request,
+            _("Failed requests sent again for"),
+            self._each(queryset, lambda job: services.retry(job, "failed")),
+        )
+
+    @admin.action(description=gettext_lazy("Retry expired requests"), permissions=["change"])
+    def retry_expired(self, request: HttpRequest, queryset: QuerySet[BatchJob]) -> None:
+        self._report(
+            request,
+            _("Expired requests sent again for"),
+            self._each(queryset, lambda job: services.retry(job, "expired")),
+        )
+
     @admin.action(description=gettext_lazy("Download input JSONL"), permissions=["change"])
     def download_input(
         self, request: HttpRequest, queryset: QuerySet[BatchJob]
@@ -329,6 +346,8 @@ class JobActionsAdmin(admin.ModelAdmin):
         ("submit_jobs", gettext_lazy("Submit")),
         ("refresh_jobs", gettext_lazy("Refresh now")),
         ("cancel_jobs", gettext_lazy("Cancel")),
+        ("retry_failed", gettext_lazy("Retry failed")),
+        ("retry_expired", gettext_lazy("Retry expired")),
         ("download_input", gettext_lazy("Download input")),
         ("download_output", gettext_lazy("Download output")),
         ("download_errors", gettext_lazy("Download errors")),
@@ -338,14 +357,21 @@ class JobActionsAdmin(admin.ModelAdmin):
     def object_buttons(self, request: HttpRequest, job: BatchJob) -> list[dict[str, Any]]:
         """The actions offered on ``job``'s page: only those the user may run and that fit."""
         allowed = self.get_actions(request)
+        # Whether any part has each file: a retry's part may have none while the first has.
+        files = job.batches.aggregate(
+            output=Count("pk", filter=~Q(output_file_id="")),
+            error=Count("pk", filter=~Q(error_file_id="")),
+        )
         fits: dict[str, bool] = {
             # services.can_* is the authority on states; the page only mirrors it.
             "submit_jobs": services.can_submit(job)[0],
             "refresh_jobs": services.can_refresh(job)[0],
             "cancel_jobs": services.can_cancel(job)[0],
+            "retry_failed": services.can_retry(job, "failed")[0],
+            "retry_expired": services.can_retry(job, "expired")[0],
             "download_input": job.item_count > 0,
-            "download_output": bool(job.output_file_id),
-            "download_errors": bool(job.error_file_id),
+            "download_output": bool(files["output"]),
+            "download_errors": bool(files["error"]),
             "export_results_csv": job.ingested_at is not None,
             "export_results_jsonl": job.ingested_at is not None,
         }

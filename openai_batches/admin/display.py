@@ -1,7 +1,8 @@
 """Display helpers shared by the admin's job pages, item pages, live updates and dashboard.
 
 Everything here turns stored values into small pieces of escaped HTML or short text; nothing
-queries more than the one correlated subquery :func:`count_items` builds, and nothing writes.
+queries more than the correlated subqueries :func:`count_items` and :func:`last_batch_end`
+build, and nothing writes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, DateTimeField, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import formats, timezone
 from django.utils.html import format_html
@@ -22,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 
 from ..exceptions import OpenAIBatchesError
-from ..models import FINAL_ITEM_STATES, BatchJob, ItemState, JobState, RequestItem
+from ..models import FINAL_ITEM_STATES, BatchJob, ItemState, JobState, ProviderBatch, RequestItem
 
 logger = logging.getLogger("openai_batches.admin")
 
@@ -76,6 +77,19 @@ def count_items(**filters: Any) -> Coalesce:
         .values("n")
     )
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def last_batch_end() -> Subquery:
+    """A correlated subquery: when the outer job's latest-ending provider batch ended
+    (completed, failed, expired or cancelled at the provider); null while none has."""
+    ends = (
+        ProviderBatch.objects.filter(job=OuterRef("pk"))
+        .annotate(end=Coalesce("completed_at", "failed_at", "expired_at", "cancelled_at"))
+        .filter(end__isnull=False)
+        .order_by("-end")
+        .values("end")[:1]
+    )
+    return Subquery(ends, output_field=DateTimeField())
 
 
 def names(jobs: Sequence[BatchJob]) -> str:

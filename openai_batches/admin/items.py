@@ -1,4 +1,5 @@
-"""The request item admin: a read-only view of each request and its result.
+"""The request item admin: a read-only view of each request, its result and its attempts
+(each time it was sent, what came back).
 
 Only services write items (results, states), so the page has no Save button and items are
 added and removed only with their job. The job filter names jobs uniquely (``#id name``).
@@ -22,6 +23,7 @@ from django.utils.translation import gettext_lazy
 from ..models import BatchJob, RequestItem
 from ..results import Result
 from .display import EMPTY, job_label, pretty_json
+from .history import attempts_table
 
 
 class JobFilter(admin.SimpleListFilter):
@@ -77,6 +79,7 @@ class RequestItemAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (gettext_lazy("Attempts"), {"fields": ("attempt_count", "attempts_table")}),
         (gettext_lazy("Request"), {"fields": ("method", "url", "body_pretty")}),
         (
             gettext_lazy("Result"),
@@ -104,6 +107,8 @@ class RequestItemAdmin(admin.ModelAdmin):
         "linked_object",
         "completed_at",
         "announced",
+        "attempt_count",
+        "attempts_table",
         "method",
         "url",
         "body_pretty",
@@ -195,6 +200,10 @@ class RequestItemAdmin(admin.ModelAdmin):
         except NoReverseMatch:
             return label
         return format_html('<a href="{}" class="ob-linked-object">{}</a>', url, label)
+
+    @admin.display(description=gettext_lazy("history"))
+    def attempts_table(self, item: RequestItem) -> SafeString:
+        return attempts_table(item)
 
     @admin.display(description=gettext_lazy("request body"))
     def body_pretty(self, item: RequestItem) -> SafeString:

@@ -1,5 +1,5 @@
 """The fields of a job's page that are more than a stored value: the owner and items links,
-the usage table, the provider's validation errors and the timeline.
+the usage table, the provider batches, their validation errors and the timeline.
 
 Each is a read-only display method; :mod:`.live` renders the ones that change while a job
 moves through Django's own read-only field display, so the page and its updates match.
@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from ..models import BatchJob, ItemState
 from .display import EMPTY, pretty_json
+from .history import batches_table
 
 
 class JobPageAdmin(admin.ModelAdmin):
@@ -79,28 +80,42 @@ class JobPageAdmin(admin.ModelAdmin):
             ),
         )
 
+    @admin.display(description=gettext_lazy("provider batches"))
+    def batches_table(self, job: BatchJob) -> SafeString:
+        return batches_table(job)
+
     @admin.display(description=gettext_lazy("validation errors"))
     def provider_errors_table(self, job: BatchJob) -> SafeString:
-        errors = job.provider_errors or []
-        if not errors:
+        # Every part's errors (a line number is within its part's input file), one query.
+        parts = [
+            (part, e)
+            for part, errors in job.batches.exclude(provider_errors=[])
+            .order_by("part")
+            .values_list("part", "provider_errors")
+            if isinstance(errors, list)
+            for e in errors
+            if isinstance(e, dict)
+        ]
+        if not parts:
             return EMPTY
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
             (
                 (
+                    part,
                     e.get("line") if e.get("line") is not None else "—",
                     e.get("code") or "",
                     e.get("param") or "",
                     e.get("message") or "",
                 )
-                for e in errors
-                if isinstance(e, dict)
+                for part, e in parts
             ),
         )
         return format_html(
             '<table class="ob-table ob-provider-errors"><thead><tr><th>{}</th><th>{}</th>'
-            "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            "<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("part"),
             _("line"),
             _("code"),
             _("param"),

@@ -32,6 +32,7 @@ from .display import (
     compact_time,
     count_items,
     human_size,
+    last_batch_end,
     money,
     progress_bar,
     short_uuid,
@@ -51,7 +52,7 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         "progress",
         "when",
         "tokens",
-        "cost",
+        "cost_usd",
     )
     list_display_links = ("display_name",)
     list_filter = (
@@ -61,7 +62,8 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         "account",
         ("owner", admin.RelatedOnlyFieldListFilter),
     )
-    search_fields = ("name", "uuid", "provider_batch_id")
+    # A provider batch id (from OpenAI's dashboard, a log) finds its job, whichever part.
+    search_fields = ("name", "uuid", "batches__provider_batch_id")
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     list_per_page = 50
@@ -69,6 +71,8 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         "submit_jobs",
         "refresh_jobs",
         "cancel_jobs",
+        "retry_failed",
+        "retry_expired",
         "download_input",
         "download_output",
         "download_errors",
@@ -99,18 +103,15 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         ),
         (
             gettext_lazy("Progress and usage"),
-            {"fields": ("progress", "usage_table", "cost")},
+            {"fields": ("progress", "usage_table", "cost_usd")},
         ),
         (
             gettext_lazy("Provider"),
             {
                 "fields": (
-                    "provider_batch_id",
                     "provider_status",
                     "provider_model",
-                    "input_file_id",
-                    "output_file_id",
-                    "error_file_id",
+                    "batches_table",
                     "provider_errors_table",
                 )
             },
@@ -143,6 +144,7 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
             .annotate(
                 n_succeeded=count_items(state=ItemState.SUCCEEDED),
                 n_failed=count_items(state__in=FAILED_ITEM_STATES),
+                ended_at=last_batch_end(),
             )
         )
 
@@ -203,13 +205,19 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         )
 
     def finished_at(self, job: BatchJob) -> datetime | None:
-        return (
-            job.completed_at
-            or job.failed_at
-            or job.expired_at
-            or job.cancelled_at
-            or (job.updated_at if job.state == JobState.CANCELLED else None)
-        )
+        """When the job's last provider batch ended, once nothing of the job still moves.
+
+        While a part waits or runs, an earlier part's end is not the job's; a job cancelled
+        before it reached the provider ended when it was cancelled here.
+        """
+        if job.state in MOVING_STATES:
+            return None
+        if job.state == JobState.CANCELLED and not job.provider_status:
+            return job.updated_at
+        if "ended_at" in job.__dict__:  # annotated by get_queryset: no query per row
+            ended: datetime | None = job.__dict__["ended_at"]
+            return ended
+        return BatchJob.objects.filter(pk=job.pk).annotate(t=last_batch_end()).values("t")[0]["t"]
 
     @admin.display(description=gettext_lazy("tokens in / out"))
     def tokens(self, job: BatchJob) -> SafeString:
@@ -223,8 +231,10 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
             compact_number(job.output_tokens),
         )
 
+    # Not named "cost": the admin would show the model field of that name (stored only once
+    # results are ingested) instead of this estimate.
     @admin.display(description=gettext_lazy("cost (USD)"))
-    def cost(self, job: BatchJob) -> str:
+    def cost_usd(self, job: BatchJob) -> str:
         return money(services.job_cost(job))
 
     @admin.display(description=gettext_lazy("input size"))

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .jobs import BatchJobAdmin
 
 #: Cells of a job's row on the list that change while it moves.
-LIST_FIELDS = ("status_badge", "progress", "when", "tokens", "cost")
+LIST_FIELDS = ("status_badge", "progress", "when", "tokens", "cost_usd")
 
 #: Fields of the job page that change while it moves (the rest are the job's own settings).
 PAGE_FIELDS = (
@@ -33,13 +33,10 @@ PAGE_FIELDS = (
     "items_link",
     "progress",
     "usage_table",
-    "cost",
-    "provider_batch_id",
+    "cost_usd",
     "provider_status",
     "provider_model",
-    "input_file_id",
-    "output_file_id",
-    "error_file_id",
+    "batches_table",
     "provider_errors_table",
     "timeline",
     "last_error",

@@ -5,7 +5,9 @@
   through a JSONL upload instead.
 * Multipart uploads are spooled to disk by Django and then read line by line, so they may be
   as large as one provider batch (``OPENAI_BATCHES["MAX_FILE_BYTES"]``) plus the form's own
-  overhead; anything larger is refused from its ``Content-Length`` alone.
+  overhead; anything larger is refused from its ``Content-Length`` alone. A job may hold
+  more: further uploads add to a draft's items, and a job larger than one batch is split
+  into parts when it is submitted.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ class BoundedMultiPartParser(MultiPartParser):
         length = _content_length(parser_context)
         if length > limit:
             raise PayloadTooLarge(
-                f"The upload is {length:,} bytes; one batch takes at most "
-                f"{int(app_settings.MAX_FILE_BYTES):,} bytes of JSONL."
+                f"The upload is {length:,} bytes; one upload takes at most "
+                f"{int(app_settings.MAX_FILE_BYTES):,} bytes of JSONL (one provider batch); "
+                "add more items to the draft in further uploads."
             )
         return super().parse(stream, media_type, parser_context)
 

@@ -7,7 +7,7 @@ every lookup, see :func:`visible_jobs` and :func:`check_job_permission`):
 * **Another user's job** needs the ``openai_batches`` model permission of the action, the
   same permissions the admin uses: reading it (detail, items, results) needs
   ``view_batchjob`` (or ``change_batchjob``, which implies it, as in the admin); acting on
-  it (submit, cancel, refresh, adding items) needs ``change_batchjob``; deleting it needs
+  it (submit, cancel, refresh, retry, adding items) needs ``change_batchjob``; deleting it needs
   ``delete_batchjob``. A job the user may not even view is a 404, so its existence is not
   revealed; one they may view but not act on is a 403 naming the missing permission.
 * **Creating** a job needs no model permission: the job is the creator's own. Narrow who
@@ -45,6 +45,7 @@ JOB_ACTION_PERMISSIONS: dict[str, str] = {
     "submit": "change",
     "cancel": "change",
     "refresh": "change",
+    "retry": "change",
     "destroy": "delete",
 }
 #: The same for the item endpoints (the permission is on the items' job).

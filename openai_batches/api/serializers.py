@@ -23,7 +23,17 @@ from rest_framework.utils import html
 
 from .. import services
 from ..jsonl import MAX_CUSTOM_ID_LENGTH, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_LENGTH
-from ..models import BatchJob, BatchStatus, CompletionWindow, Endpoint, ItemState, JobState
+from ..models import (
+    BatchJob,
+    BatchReason,
+    BatchStatus,
+    CompletionWindow,
+    Endpoint,
+    ItemState,
+    JobState,
+    ProviderBatch,
+    RequestAttempt,
+)
 from ..results import Result
 
 # --------------------------------------------------------------------------------------------
@@ -54,6 +64,12 @@ ProviderStatusOrEmptyField = _enum_field(
     blank=True,
 )
 EndpointField = _enum_field(Endpoint, "BatchEndpoint", "An endpoint the Batch API accepts.")
+BatchReasonField = _enum_field(
+    BatchReason,
+    "BatchReason",
+    "Why the provider batch was created: the job's first part, a further part of a job "
+    "larger than one batch takes, or a retry of requests that did not succeed.",
+)
 
 
 @extend_schema_field(
@@ -243,8 +259,62 @@ class JobLinksSerializer(serializers.Serializer):
     results = serializers.URLField(help_text="The job's results as JSONL.")
 
 
+def _cost_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+#: A money amount as the API writes it: a decimal string, null when unknown.
+COST_SCHEMA = {
+    "type": "string",
+    "format": "decimal",
+    "nullable": True,
+    "pattern": r"^-?\d+(\.\d+)?$",
+}
+
+
+def latest_part(job: BatchJob) -> ProviderBatch | None:
+    """The job's latest provider batch: from ``prefetch_related("batches")`` when the view
+    prefetched them (a page of jobs costs one query for all their batches), else one query."""
+    cache = getattr(job, "_prefetched_objects_cache", {})
+    if "batches" in cache:
+        parts = list(cache["batches"])
+        return max(parts, key=lambda p: p.part) if parts else None
+    return job.current_batch
+
+
+_LATEST = "Of the job's latest provider batch (every part is in the job detail's `batches`)."
+
+
+class LatestPartCharField(serializers.CharField):
+    """A provider id of the job's latest part; empty before the job has one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def get_attribute(self, instance: BatchJob) -> str:
+        part = latest_part(instance)
+        return str(getattr(part, str(self.source))) if part is not None else ""
+
+
+class LatestPartDateTimeField(serializers.DateTimeField):
+    """A provider timestamp of the job's latest part; null until the provider reports it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def get_attribute(self, instance: BatchJob) -> datetime | None:
+        part = latest_part(instance)
+        value: datetime | None = getattr(part, str(self.source)) if part is not None else None
+        return value
+
+
 class BatchJobSerializer(serializers.ModelSerializer):
-    """A batch job: what was asked, where it is, what it used and cost."""
+    """A batch job: what was asked, where it is, what it used and cost.
+
+    ``provider_batch_id``, the file ids, ``provider_errors`` and the provider's timestamps
+    describe the job's latest provider batch, as when a job was one batch; a job of several
+    parts lists each in its detail's ``batches``.
+    """
 
     endpoint = EndpointField(choices=Endpoint.choices, read_only=True)
     state = JobStateField(choices=JobState.choices, read_only=True)
@@ -256,7 +326,20 @@ class BatchJobSerializer(serializers.ModelSerializer):
     cost = serializers.SerializerMethodField(
         help_text="Estimated cost in USD from OPENAI_BATCHES['PRICES'] (batch rates); null when the model has no price."
     )
-    provider_errors = ProviderErrorSerializer(many=True, read_only=True)
+    provider_errors = serializers.SerializerMethodField(help_text=_LATEST)
+    provider_batch_id = LatestPartCharField(help_text=_LATEST)
+    input_file_id = LatestPartCharField(help_text=_LATEST)
+    output_file_id = LatestPartCharField(help_text=_LATEST)
+    error_file_id = LatestPartCharField(help_text=_LATEST)
+    provider_created_at = LatestPartDateTimeField(help_text=_LATEST)
+    in_progress_at = LatestPartDateTimeField(help_text=_LATEST)
+    expires_at = LatestPartDateTimeField(help_text=_LATEST)
+    finalizing_at = LatestPartDateTimeField(help_text=_LATEST)
+    completed_at = LatestPartDateTimeField(help_text=_LATEST)
+    failed_at = LatestPartDateTimeField(help_text=_LATEST)
+    expired_at = LatestPartDateTimeField(help_text=_LATEST)
+    cancelling_at = LatestPartDateTimeField(help_text=_LATEST)
+    cancelled_at = LatestPartDateTimeField(help_text=_LATEST)
     links = serializers.SerializerMethodField()
 
     class Meta:
@@ -303,12 +386,19 @@ class BatchJobSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(
-        {"type": "string", "format": "decimal", "nullable": True, "pattern": r"^-?\d+(\.\d+)?$"}
-    )
+    @extend_schema_field(COST_SCHEMA)
     def get_cost(self, job: BatchJob) -> str | None:
-        cost = services.job_cost(job)
-        return None if cost is None else str(cost)
+        return _cost_text(services.job_cost(job))
+
+    @extend_schema_field(ProviderErrorSerializer(many=True))
+    def get_provider_errors(self, job: BatchJob) -> list[dict[str, Any]]:
+        part = latest_part(job)
+        errors = part.provider_errors if part is not None else []
+        return list(
+            ProviderErrorSerializer(
+                [e for e in errors or [] if isinstance(e, dict)], many=True
+            ).data
+        )
 
     @extend_schema_field(JobLinksSerializer)
     def get_links(self, job: BatchJob) -> dict[str, str] | None:
@@ -339,6 +429,70 @@ def _item_state_counts_serializer() -> type[serializers.Serializer]:
 ItemStateCountsSerializer = _item_state_counts_serializer()
 
 
+class ProviderBatchSerializer(serializers.ModelSerializer):
+    """One provider batch carrying part of a job (or all of it)."""
+
+    reason = BatchReasonField(choices=BatchReason.choices, read_only=True)
+    state = JobStateField(
+        choices=JobState.choices,
+        read_only=True,
+        help_text="Where this batch is on this side, in the job's words: submit_requested "
+        "(planned), submitted (at the provider), finished (results stored), submit_failed, "
+        "cancelled (dropped before it was sent).",
+    )
+    provider_status = ProviderStatusOrEmptyField(
+        choices=BatchStatus.choices, allow_blank=True, read_only=True
+    )
+    counts = JobCountsSerializer(source="*", read_only=True)
+    usage = UsageSerializer(source="*", read_only=True)
+    cost = serializers.SerializerMethodField(
+        help_text="What this batch's results cost in USD, stored when they were ingested; "
+        "null before that or when the model has no price."
+    )
+    provider_errors = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProviderBatch
+        fields = [
+            "part",
+            "reason",
+            "state",
+            "provider_status",
+            "provider_batch_id",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "provider_model",
+            "counts",
+            "usage",
+            "cost",
+            "provider_errors",
+            "last_error",
+            "created_at",
+            "submitted_at",
+            "ingested_at",
+            "provider_created_at",
+            "in_progress_at",
+            "expires_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(COST_SCHEMA)
+    def get_cost(self, batch: ProviderBatch) -> str | None:
+        return _cost_text(batch.cost)
+
+    @extend_schema_field(ProviderErrorSerializer(many=True))
+    def get_provider_errors(self, batch: ProviderBatch) -> list[dict[str, Any]]:
+        errors = [e for e in batch.provider_errors or [] if isinstance(e, dict)]
+        return list(ProviderErrorSerializer(errors, many=True).data)
+
+
 class ActionCheckSerializer(serializers.Serializer):
     allowed = serializers.BooleanField()
     reason = serializers.CharField(help_text="Why not, when not allowed (empty otherwise).")
@@ -348,17 +502,26 @@ class JobActionsSerializer(serializers.Serializer):
     submit = ActionCheckSerializer()
     refresh = ActionCheckSerializer()
     cancel = ActionCheckSerializer()
+    retry_failed = ActionCheckSerializer(help_text='`POST retry/` with `{"which": "failed"}`.')
+    retry_expired = ActionCheckSerializer(help_text='`POST retry/` with `{"which": "expired"}`.')
 
 
 class BatchJobDetailSerializer(BatchJobSerializer):
-    """A job with per-state item counts and which actions are possible now."""
+    """A job with its provider batches, per-state item counts and which actions are
+    possible now."""
 
+    batches = serializers.SerializerMethodField()
     item_states = serializers.SerializerMethodField()
     actions = serializers.SerializerMethodField()
 
     class Meta(BatchJobSerializer.Meta):
-        fields = [*BatchJobSerializer.Meta.fields, "item_states", "actions"]
+        fields = [*BatchJobSerializer.Meta.fields, "batches", "item_states", "actions"]
         read_only_fields = fields
+
+    @extend_schema_field(ProviderBatchSerializer(many=True))
+    def get_batches(self, job: BatchJob) -> list[dict[str, Any]]:
+        """Every provider batch of the job, in part order (one query)."""
+        return list(ProviderBatchSerializer(job.batches.order_by("part"), many=True).data)
 
     @extend_schema_field(ItemStateCountsSerializer)
     def get_item_states(self, job: BatchJob) -> dict[str, int]:
@@ -374,6 +537,8 @@ class BatchJobDetailSerializer(BatchJobSerializer):
             "submit": services.can_submit,
             "refresh": services.can_refresh,
             "cancel": services.can_cancel,
+            "retry_failed": lambda j: services.can_retry(j, "failed"),
+            "retry_expired": lambda j: services.can_retry(j, "expired"),
         }
         result = {}
         for name, check in checks.items():
@@ -461,6 +626,35 @@ class AnswerSerializer(serializers.Serializer):
     reason = serializers.CharField(help_text='"" for a usable answer.')
 
 
+class RequestAttemptSerializer(serializers.Serializer):
+    """One time a request was sent, and what came back."""
+
+    number = serializers.IntegerField(help_text="1 for the first send, then 2, 3, ...")
+    part = serializers.IntegerField(
+        source="batch.part", help_text="The job's part that carried it."
+    )
+    provider_batch_id = serializers.CharField(
+        source="batch.provider_batch_id", help_text="The provider batch that carried it."
+    )
+    state = ItemStateField(choices=ItemState.choices, help_text="The outcome of this attempt.")
+    status_code = serializers.IntegerField(
+        allow_null=True, help_text="The endpoint's HTTP status; null when it never ran."
+    )
+    error = serializers.JSONField(
+        allow_null=True,
+        help_text="The error object (never ran) or the failed response's body; null on success.",
+    )
+    input_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+    retried = serializers.BooleanField(
+        help_text="Whether the request was sent again after this attempt (its result was "
+        "never announced)."
+    )
+    created_at = serializers.DateTimeField(help_text="When this result was stored.")
+
+
 class RequestItemSerializer(serializers.Serializer):
     """One request of a job and, once it ran, its result."""
 
@@ -485,6 +679,10 @@ class RequestItemSerializer(serializers.Serializer):
     output_tokens = serializers.IntegerField()
     reasoning_tokens = serializers.IntegerField()
     completed_at = serializers.DateTimeField(allow_null=True)
+    attempt_count = serializers.IntegerField(
+        help_text="How many times a result came back for this request (its `attempts` are "
+        "in the item's own answer)."
+    )
     linked_object = serializers.SerializerMethodField()
     answer = serializers.SerializerMethodField(
         help_text="The answer without the wire format (see openai_batches.results): text, "
@@ -511,6 +709,27 @@ class RequestItemSerializer(serializers.Serializer):
             return None
         ct = item.content_type
         return {"type": f"{ct.app_label}.{ct.model}", "id": item.object_id}
+
+
+class RequestItemDetailSerializer(RequestItemSerializer):
+    """One request, its result, and every attempt that brought a result back."""
+
+    attempts = serializers.SerializerMethodField()
+
+    @extend_schema_field(RequestAttemptSerializer(many=True))
+    def get_attempts(self, item: Any) -> list[dict[str, Any]]:
+        attempts = RequestAttempt.objects.filter(item=item).select_related("batch")
+        return list(RequestAttemptSerializer(attempts.order_by("number"), many=True).data)
+
+
+class RetrySerializer(serializers.Serializer):
+    """Which of a finished job's requests to send again."""
+
+    which = serializers.ChoiceField(
+        choices=list(services.RETRY_KINDS),
+        help_text="failed: requests that failed or had no result line; expired: requests "
+        "that never ran because their batch expired or was cancelled.",
+    )
 
 
 class ResultLineSerializer(serializers.Serializer):

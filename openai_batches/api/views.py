@@ -14,7 +14,7 @@ import uuid as uuid_lib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404, HttpRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.openapi import AutoSchema
@@ -40,7 +40,7 @@ from .. import services
 from ..conf import app_settings
 from ..exceptions import LimitExceeded, Problem
 from ..exceptions import ValidationError as AppValidationError
-from ..models import BatchJob, RequestItem
+from ..models import TERMINAL_STATUSES, BatchJob, ProviderBatch, RequestItem
 from . import serializers as s
 from .exceptions import api_exception_handler, error_body
 from .parsers import BoundedJSONParser, BoundedMultiPartParser, JSONLRenderer
@@ -221,7 +221,8 @@ def _upload_too_large(upload: Any) -> None:
                 Problem(
                     None,
                     "file",
-                    f"is {upload.size:,} bytes; one batch takes at most {limit:,} bytes of JSONL",
+                    f"is {upload.size:,} bytes; one upload takes at most {limit:,} bytes of "
+                    "JSONL (one provider batch); add more items to the draft in further uploads",
                 )
             ]
         )
@@ -258,7 +259,12 @@ def _is_multipart(request: Request) -> bool:
     ),
     retrieve=api_schema(
         summary="Get a batch job",
-        description="The job with its counts, usage, cost, provider errors and timestamps.",
+        description=(
+            "The job with its counts, usage, cost, provider errors and timestamps, and "
+            "`batches`: every provider batch that carries it (a job larger than one batch is "
+            "split into parts; requests sent again go in follow-up parts), each with its "
+            "status, files, counts, usage and cost."
+        ),
         parameters=[JOB_UUID],
         responses={200: s.BatchJobDetailSerializer, **_errors(404)},
     ),
@@ -276,7 +282,8 @@ def _is_multipart(request: Request) -> bool:
     ),
 )
 class BatchJobViewSet(BatchesViewSet):
-    """Batch jobs: create, list, read, delete drafts, and submit / refresh / cancel / results."""
+    """Batch jobs: create, list, read, delete drafts, and submit / refresh / cancel / retry /
+    results."""
 
     queryset = BatchJob.objects.none()  # the real one is per user: get_queryset
     serializer_class = s.BatchJobSerializer
@@ -333,6 +340,8 @@ class BatchJobViewSet(BatchesViewSet):
         # The pk breaks ties so that pages never repeat or skip a job.
         tiebreak = "pk" if not f["ordering"].startswith("-") else "-pk"
         qs = qs.order_by(f["ordering"], tiebreak)
+        # The latest part's ids and times come from one query for the whole page.
+        qs = qs.prefetch_related(Prefetch("batches", queryset=ProviderBatch.objects.order_by()))
         page = self.paginate_queryset(qs)
         serializer = s.BatchJobSerializer(page, many=True, context=self.get_serializer_context())
         return self.get_paginated_response(serializer.data)
@@ -343,7 +352,9 @@ class BatchJobViewSet(BatchesViewSet):
             "Creates a draft job, with its items when given: inline as `items` (JSON), or as a "
             "JSONL `file` in OpenAI's batch input format (multipart). All or nothing: on any "
             "problem the answer lists every one and nothing is saved. A JSON body is held to "
-            "`DATA_UPLOAD_MAX_MEMORY_SIZE`; an upload to one batch's byte limit."
+            "`DATA_UPLOAD_MAX_MEMORY_SIZE`; an upload to one batch's byte limit. A job may "
+            "hold more than one batch takes: add further items to the draft, and it is split "
+            "into parts (provider batches) when it is submitted."
         ),
         request={
             "application/json": s.BatchJobCreateSerializer,
@@ -412,8 +423,8 @@ class BatchJobViewSet(BatchesViewSet):
     @action(detail=True, methods=["post"])
     def refresh(self, request: Request, uuid: str | None = None) -> Response:
         job = services.refresh(self.get_object(), ingest=False)
-        if job.is_terminal and job.ingested_at is None:
-            # A download of up to 200 MB does not belong in a web request.
+        if job.batches.active().filter(provider_status__in=TERMINAL_STATUSES).exists():
+            # A part has ended: a download of up to 200 MB does not belong in a web request.
             services.request_refresh(job)
         return self._detail(job)
 
@@ -431,6 +442,30 @@ class BatchJobViewSet(BatchesViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, uuid: str | None = None) -> Response:
         return self._detail(services.cancel(self.get_object()))
+
+    @api_schema(
+        summary="Send a finished job's failed or expired requests again",
+        description=(
+            '`{"which": "failed"}` takes the requests that failed (or had no result line), '
+            '`{"which": "expired"}` those that never ran because their batch expired or was '
+            "cancelled; requests that succeeded are never sent again, and neither is one "
+            "already sent `RETRY['MAX_ATTEMPTS']` times. They go in new provider batches: the "
+            "job returns to `submit_requested` and is submitted as usual; their new results "
+            "are announced when they land. 409 unless the job is finished and has such a "
+            "request (`actions.retry_failed` / `actions.retry_expired` in the job detail say "
+            "whether, and why not). Needs `change_batchjob` on another user's job."
+        ),
+        parameters=[JOB_UUID],
+        request=s.RetrySerializer,
+        responses={202: s.BatchJobDetailSerializer, **_errors(400, 404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, uuid: str | None = None) -> Response:
+        job = self.get_object()
+        params = s.RetrySerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        job = services.retry(job, params.validated_data["which"])
+        return self._detail(job, status.HTTP_202_ACCEPTED)
 
     @api_schema(
         summary="Download a job's results (JSONL)",
@@ -496,8 +531,13 @@ def job_for(request: Request, value: Any) -> BatchJob:
     ),
     retrieve=api_schema(
         summary="Get one item",
+        description=(
+            "The request, its final result, and `attempts`: each time it was sent and what "
+            "came back (which part and provider batch, the outcome, status code, error, "
+            "usage, and whether it was sent again after)."
+        ),
         parameters=[ITEM_JOB_UUID, CUSTOM_ID],
-        responses={200: s.RequestItemSerializer, **_errors(404)},
+        responses={200: s.RequestItemDetailSerializer, **_errors(404)},
     ),
 )
 class RequestItemViewSet(BatchesViewSet):
@@ -540,7 +580,7 @@ class RequestItemViewSet(BatchesViewSet):
         if not custom_id or "\x00" in custom_id:  # PostgreSQL refuses NUL in a query
             raise Http404
         item = get_object_or_404(self.get_queryset(), custom_id=custom_id)
-        return Response(s.RequestItemSerializer(item).data)
+        return Response(s.RequestItemDetailSerializer(item).data)
 
     @api_schema(
         summary="Add items to a draft job",

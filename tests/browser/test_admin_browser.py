@@ -356,7 +356,7 @@ def test_live_pages_laptop_list_dashboard_and_download_after_the_provider_forgot
                 return {
                     results: [r.scrollWidth, r.clientWidth],
                     page: [document.documentElement.scrollWidth, window.innerWidth],
-                    cost: right('#result_list thead th.column-cost'),
+                    cost: right('#result_list thead th.column-cost_usd'),
                     tokens: right('#result_list thead th.column-tokens'),
                     sidebar: !!document.querySelector('#nav-sidebar') &&
                         getComputedStyle(document.querySelector('#nav-sidebar')).display !== 'none',

@@ -2,7 +2,10 @@
 
 Made for cron (one pass, non-zero exit when any job failed to sync) and for containers
 (``--loop``). All the work is :func:`openai_batches.services.sync`; this only parses options
-and reports.
+and reports, including the provider batches (parts) behind the jobs it names: how many parts
+the pass submitted and ingested, and how many requests it put back in line for a retry part.
+Those are read from the database for the report's jobs (a part submitted or ingested since
+the pass began, a retry part planned since then), so the services' report stays per job.
 """
 
 from __future__ import annotations
@@ -10,12 +13,51 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
 from openai_batches import services
-from openai_batches.models import BatchJob
+from openai_batches.models import BatchJob, BatchReason, JobState, ProviderBatch
+
+
+@dataclass
+class PartsReport:
+    """What one pass did to the provider batches of the jobs it reports."""
+
+    submitted: int = 0  # parts the provider accepted during the pass
+    ingested: int = 0  # parts whose results were stored during the pass
+    retry_parts: int = 0  # follow-up parts planned during the pass for requests sent again
+    retry_requests: int = 0  # the requests in them
+    planned: int = 0  # (dry run) parts waiting to be submitted
+
+    def summary(self, dry_run: bool) -> str:
+        if dry_run:
+            return f"{self.planned} planned part(s) to submit"
+        return (
+            f"parts: {self.submitted} submitted, {self.ingested} ingested; "
+            f"retries: {self.retry_requests} request(s) in {self.retry_parts} new part(s)"
+        )
+
+
+def parts_report(report: services.SyncReport, since: datetime) -> PartsReport:
+    """The parts behind ``report``'s jobs, in one query."""
+    ids = {*report.submitted, *report.refreshed, *report.ingested}
+    if not ids:
+        return PartsReport()
+    since_q = Q(created_at__gte=since, reason=BatchReason.RETRY)
+    counts = ProviderBatch.objects.filter(job_id__in=ids).aggregate(
+        submitted=Count("pk", filter=Q(job_id__in=report.submitted, submitted_at__gte=since)),
+        ingested=Count("pk", filter=Q(ingested_at__gte=since)),
+        retry_parts=Count("pk", filter=since_q),
+        retry_requests=Sum("item_count", filter=since_q),
+        planned=Count("pk", filter=Q(job_id__in=report.submitted, state=JobState.SUBMIT_REQUESTED)),
+    )
+    return PartsReport(**{k: v or 0 for k, v in counts.items()})
 
 
 class Command(BaseCommand):
@@ -69,6 +111,7 @@ class Command(BaseCommand):
     def _pass(self, options: dict[str, Any]) -> services.SyncReport:
         verbosity = int(options["verbosity"])
         progress = self._progress if verbosity >= 1 else None
+        started = timezone.now()
         report = services.sync(
             job_ids=options["jobs"],
             submit=options["submit"],
@@ -79,9 +122,10 @@ class Command(BaseCommand):
             self.stderr.write("")
             self._bar_open = False
         if verbosity >= 2 or options["dry_run"]:
-            jobs = BatchJob.objects.in_bulk(
-                [*report.submitted, *report.refreshed, *report.ingested]
-            )
+            jobs = BatchJob.objects.annotate(
+                n_parts=Count("batches"),
+                n_retries=Count("batches", filter=Q(batches__reason=BatchReason.RETRY)),
+            ).in_bulk([*report.submitted, *report.refreshed, *report.ingested])
             for label, ids in (
                 ("submit" if options["dry_run"] else "submitted", report.submitted),
                 ("refresh" if options["dry_run"] else "refreshed", report.refreshed),
@@ -90,13 +134,25 @@ class Command(BaseCommand):
                 for pk in ids:
                     job = jobs.get(pk)
                     status = f" [{job.state}/{job.provider_status or '-'}]" if job else ""
-                    self.stdout.write(f"  {label}: job {pk} {job or ''}{status}")
+                    shape = f" {self._parts(job)}" if job else ""
+                    self.stdout.write(f"  {label}: job {pk} {job or ''}{status}{shape}")
         for pk, message in report.errors:
             self.stderr.write(self.style.ERROR(f"  job {pk}: {message}"))
-        line = ("dry run: " if options["dry_run"] else "") + report.summary()
+        parts = parts_report(report, started)
+        line = (
+            ("dry run: " if options["dry_run"] else "")
+            + report.summary()
+            + "; "
+            + parts.summary(options["dry_run"])
+        )
         if verbosity >= 1:
             self.stdout.write(self.style.SUCCESS(line) if report.ok else self.style.WARNING(line))
         return report
+
+    @staticmethod
+    def _parts(job: BatchJob) -> str:
+        n, retries = job.__dict__["n_parts"], job.__dict__["n_retries"]
+        return f"({n} part(s){f', {retries} retry' if retries else ''})"
 
     _bar_open = False
 

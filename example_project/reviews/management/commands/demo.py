@@ -5,6 +5,11 @@ OpenAI emulator in this process, turns the reviews into one Batch API job, submi
 the batch's progress through its states, and prints a summary with sample results that the
 receiver in ``reviews/receivers.py`` wrote back onto their rows.
 
+``--max-per-batch M`` lowers the requests one provider batch takes (OpenAI's limit is
+50,000), so a job of more requests is split into parts, one provider batch each, carried
+to completion as one job: ``--count 120000 --max-per-batch 50000`` makes 3 parts. The
+output says how the job was cut and, at the end, how many parts (and retry parts) it took.
+
 Who does the queue work:
 
 - no ``REDIS_URL``: this process calls the same service functions the RQ jobs call
@@ -43,7 +48,7 @@ from django.test.utils import override_settings
 
 from openai_batches import jobs, services
 from openai_batches.conf import app_settings
-from openai_batches.models import BatchJob, ItemState, JobState, RequestItem
+from openai_batches.models import BatchJob, BatchReason, ItemState, JobState, RequestItem
 
 from ...batching import MODEL, create_classification_job
 from ...models import Review
@@ -101,6 +106,15 @@ class Command(BaseCommand):
             help="emulator timing (default fast: the batch walks every state in a few seconds)",
         )
         parser.add_argument(
+            "--max-per-batch",
+            type=int,
+            default=None,
+            metavar="M",
+            help="at most M requests per provider batch: a larger job is split into parts, "
+            "each its own batch (OpenAI's limit, the default, is 50,000); e.g. --count 120000 "
+            "--max-per-batch 50000 makes 3 parts",
+        )
+        parser.add_argument(
             "--fail",
             type=int,
             default=2,
@@ -132,6 +146,9 @@ class Command(BaseCommand):
         started = time.monotonic()
         if options["openai"] and not os.environ.get("OPENAI_API_KEY"):
             raise CommandError("--openai needs OPENAI_API_KEY in the environment.")
+        max_per_batch = options["max_per_batch"]
+        if max_per_batch is not None and max_per_batch < 1:
+            raise CommandError(f"--max-per-batch must be at least 1, not {max_per_batch}.")
 
         self.heading("django-openai-batches demo")
         self.step("Migrating the database")
@@ -144,6 +161,9 @@ class Command(BaseCommand):
                 provider = self.use_openai(stack)
             else:
                 provider = self.use_emulator(stack, timing, reviews, options["fail"])
+            if max_per_batch is not None:
+                # Before the workers start: they read it from the environment.
+                self.limit_batches(stack, max_per_batch)
             if runner == "rq":
                 self.start_workers(stack, options["workers"])
             elif runner == "tasks":
@@ -194,6 +214,17 @@ class Command(BaseCommand):
         )
         os.environ["EXAMPLE_OPENAI_BASE_URL"] = base_url
         os.environ["EXAMPLE_OPENAI_API_KEY"] = api_key
+
+    def limit_batches(self, stack: ExitStack, max_per_batch: int) -> None:
+        # In this process through the settings (the job is cut into parts when its
+        # submission is requested, here); in worker subprocesses through the environment.
+        stack.enter_context(
+            override_settings(
+                OPENAI_BATCHES={**settings.OPENAI_BATCHES, "MAX_REQUESTS_PER_BATCH": max_per_batch}
+            )
+        )
+        os.environ["EXAMPLE_MAX_REQUESTS_PER_BATCH"] = str(max_per_batch)
+        self.step(f"At most {max_per_batch:,} requests per provider batch")
 
     def use_openai(self, stack: ExitStack) -> str:
         key = os.environ.get("OPENAI_API_KEY", "")
@@ -303,11 +334,13 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         if runner in ("rq", "tasks"):
             services.request_submit(job)
+            self.step(self.parts_line(job))
             who = "an RQ worker" if runner == "rq" else "the db_worker"
             self.step(f"Submission requested: {who} uploads the JSONL and creates the batch")
             updates = self.watch(job, deadline)
         else:
             services.request_submit(job)  # RUNNER is "none" without REDIS_URL: nothing enqueued
+            self.step(self.parts_line(job))
             self.step(
                 "Submission requested. No REDIS_URL, so nothing is enqueued: this process runs "
                 f"services.sync() passes (what `manage.py sync_batches` runs) against the {provider}"
@@ -322,6 +355,27 @@ class Command(BaseCommand):
             self.stdout.write("")
         job.refresh_from_db()
         return job
+
+    def parts_line(self, job: BatchJob) -> str:
+        """How the job was cut into provider batches when its submission was requested."""
+        sizes = list(job.batches.order_by("part").values_list("item_count", flat=True))
+        if len(sizes) == 1:
+            return f"One provider batch carries all {sizes[0]:,} requests"
+        limit = int(app_settings.MAX_REQUESTS_PER_BATCH)
+        return (
+            f"Split into {len(sizes)} parts, one provider batch each, of at most {limit:,} "
+            f"requests: {' + '.join(f'{n:,}' for n in sizes)}"
+        )
+
+    def parts_summary(self, job: BatchJob) -> str:
+        """The job's provider batches at the end: the parts its size took, and retries."""
+        parts = list(job.batches.order_by("part").values_list("reason", "item_count"))
+        sized = [n for reason, n in parts if reason != BatchReason.RETRY]
+        retries = [n for reason, n in parts if reason == BatchReason.RETRY]
+        text = f"{len(parts)} part(s): {' + '.join(f'{n:,}' for n in sized)} requests"
+        if retries:
+            text += f", then {len(retries)} retry part(s) of {sum(retries):,} request(s)"
+        return text
 
     def drive(self, job: BatchJob, deadline: float) -> Iterator[Progress]:
         """No Redis: one sync pass at a time, as ``sync_batches --loop`` would run them."""
@@ -423,6 +477,7 @@ class Command(BaseCommand):
                 "Batch job",
                 f"{job.pk} · {job.provider_batch_id or '-'} · {job.provider_status or job.state}",
             ),
+            ("Batches", self.parts_summary(job)),
             ("Requests", f"{counts['total']}"),
             (
                 "Answered",
