@@ -35,7 +35,9 @@ def can_cancel(job: BatchJob | int) -> tuple[bool, str]:
         return True, ""
     if job.state == JobState.SUBMITTING:
         return False, "its submission is under way; try again in a moment"
-    if job.state == JobState.SUBMITTED and job.cancel_requested_at is None:
+    # Asked again after a cancel the provider did not take (an error, an account
+    # removed): allowed, while a part still runs that is not already being cancelled.
+    if job.state == JobState.SUBMITTED:
         running = job.batches.active().exclude(
             provider_status__in=[*TERMINAL_STATUSES, BatchStatus.CANCELLING]
         )
@@ -96,14 +98,19 @@ def cancel(job: BatchJob | int) -> BatchJob:
     """
     with transaction.atomic():
         locked = _require(_lock(job), can_cancel, "cancelled")
-        locked.cancel_requested_at = timezone.now()
-        locked.save(update_fields=["cancel_requested_at", "updated_at"])
+        running = locked.batches.active().exists()
+        if not running or locked.batches.planned().exists():
+            # Decided here, with no provider call: marked now. A job with running parts
+            # only is marked once the provider takes a cancel (see _cancel_running), so a
+            # call that fails leaves it as it was, to be cancelled again.
+            locked.cancel_requested_at = timezone.now()
+            locked.save(update_fields=["cancel_requested_at", "updated_at"])
         if _may_have_batch(locked):
             # Hold the submit lease while we look, so no worker creates a batch meanwhile.
             locked.state = JobState.SUBMITTING
             locked.submit_attempt_at = timezone.now()
             locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
-        elif not locked.batches.active().exists():
+        elif not running:
             _cancel_locally(locked)
             return locked
         else:
@@ -128,6 +135,10 @@ def _cancel_running(job: BatchJob) -> BatchJob:
             except ProviderError as err:
                 failure = failure or err
                 continue
+            # The provider took it: from now on nothing of the job is sent again.
+            BatchJob.objects.filter(pk=job.pk, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=timezone.now()
+            )
             updated = apply_batch(job, batch)
         if failure is not None:
             raise failure
