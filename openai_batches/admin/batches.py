@@ -11,19 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy
 
 from ..models import ProviderBatch
+from .deletion import DeletedWithTheirJob
 from .display import EMPTY, job_label
 from .history import batch_requests, batch_status
 
 
-class ProviderBatchAdmin(admin.ModelAdmin):
+class ProviderBatchAdmin(DeletedWithTheirJob):
     list_display = (
         "batch_id",
         "job_link",
@@ -52,29 +52,6 @@ class ProviderBatchAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the provider's facts, recorded by services: the page only shows them
-
-    # A batch goes only with its job. has_delete_permission keeps Django's answer because
-    # deleting a job checks it for the job's batches (the cascade), as for items.
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        raise PermissionDenied
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        return super().change_view(
-            request, object_id, form_url, {**(extra_context or {}), "show_delete": False}
-        )
 
     @admin.display(description=gettext_lazy("provider batch"), ordering="provider_batch_id")
     def batch_id(self, batch: ProviderBatch) -> SafeString:

@@ -11,9 +11,8 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -22,6 +21,7 @@ from django.utils.translation import gettext_lazy
 
 from ..models import BatchJob, RequestItem
 from ..results import Result
+from .deletion import DeletedWithTheirJob
 from .display import EMPTY, job_label, pretty_json
 from .history import attempts_table
 
@@ -49,7 +49,7 @@ class JobFilter(admin.SimpleListFilter):
         return queryset.filter(job_id=int(value))
 
 
-class RequestItemAdmin(admin.ModelAdmin):
+class RequestItemAdmin(DeletedWithTheirJob):
     list_display = (
         "custom_id",
         "job_link",
@@ -136,30 +136,8 @@ class RequestItemAdmin(admin.ModelAdmin):
         # Items are added with their job (the JSONL form, services.add_items), all-or-nothing.
         return False
 
-    # Removing one request would desynchronise the job's counts and, once submitted, the
-    # provider's batch: items go only with their job. has_delete_permission keeps Django's
-    # answer because deleting a job checks it for the job's items (the cascade).
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        raise PermissionDenied
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        return super().change_view(
-            request, object_id, form_url, {**(extra_context or {}), "show_delete": False}
-        )
-
+    # (No deleting one request: it would desynchronise the job's counts and, once
+    # submitted, the provider's batch. See DeletedWithTheirJob.)
     @admin.display(description=gettext_lazy("job"), ordering="job")
     def job_link(self, item: RequestItem) -> SafeString:
         url = reverse("admin:openai_batches_batchjob_change", args=[item.job_id])
