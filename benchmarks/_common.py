@@ -197,5 +197,10 @@ def profile_top(fn: Callable[[], Any], top: int = 12) -> str:
         profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
-    stats.sort_stats("tottime").print_stats(top)
-    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())
+    for sort in ("tottime", "cumulative"):
+        out.write(f"-- top {top} by {sort} --\n")
+        stats.sort_stats(sort).print_stats(top)
+    keep = ("--", "ncalls", "  ")
+    return "\n".join(
+        line for line in out.getvalue().splitlines() if line.strip() and line.startswith(keep)
+    )
