@@ -183,7 +183,7 @@ def build(n_jobs: int, per_job: int, big_job: int = 0) -> Any:
     ok = answer(0)
 
     def rows() -> Iterator[tuple[Any, ...]]:
-        for n, (job_id, state, status, count, _s, _i) in enumerate(all_jobs):
+        for n, (job_id, state, _status, count, _s, _i) in enumerate(all_jobs):
             part = part_of.get(job_id)
             done = state == "finished"
             for k in range(count):
@@ -193,9 +193,7 @@ def build(n_jobs: int, per_job: int, big_job: int = 0) -> Any:
                     item_state = "submitted" if part else "pending"
                 else:
                     item_state = "failed" if failed else "succeeded"
-                response = (
-                    json.dumps({"error": {"code": code, "message": "no"}}) if failed else ok
-                )
+                response = json.dumps({"error": {"code": code, "message": "no"}}) if failed else ok
                 yield (
                     job_id,
                     f"r-{k:05d}",

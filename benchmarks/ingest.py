@@ -99,9 +99,7 @@ def request_body(i: int, lines: str, fail: bool) -> dict[str, Any]:
                 "name": "summary",
                 "schema": {
                     "type": "object",
-                    "properties": {
-                        "summary": {"type": "string", "minLength": LARGE_ANSWER_CHARS}
-                    },
+                    "properties": {"summary": {"type": "string", "minLength": LARGE_ANSWER_CHARS}},
                     "required": ["summary"],
                     "additionalProperties": False,
                 },
@@ -207,13 +205,27 @@ def _decode(line: bytes) -> tuple[Any, ...]:
     response = obj.get("response")
     error = obj.get("error")
     if response is None:
-        return (obj["custom_id"], "failed", None, None, json.dumps(error), "", obj["id"], 0, 0, 0, 0)
+        return (
+            obj["custom_id"],
+            "failed",
+            None,
+            None,
+            json.dumps(error),
+            "",
+            obj["id"],
+            0,
+            0,
+            0,
+            0,
+        )
     status = response["status_code"]
     body = response["body"]
     ok = 200 <= status < 300 and not error
     usage = body.get("usage") or {} if ok else {}
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0) if ok else 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0) if ok else 0
+    reasoning = (
+        (usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0) if ok else 0
+    )
     return (
         obj["custom_id"],
         "succeeded" if ok else "failed",
@@ -248,7 +260,7 @@ def run_floor(job: Any, base_url: str, api_key: str) -> float:
         for file_id in (part.output_file_id, part.error_file_id):
             if not file_id:
                 continue
-            tmp = tempfile.TemporaryFile()
+            tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after decoding
             with http.stream("GET", f"/files/{file_id}/content") as response:
                 response.raise_for_status()
                 for chunk in response.iter_bytes(1 << 16):

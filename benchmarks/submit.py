@@ -31,7 +31,6 @@ from typing import Any
 
 from _common import (
     alternate,
-    configure_django,
     database,
     mb,
     profile_top,
@@ -51,7 +50,10 @@ URL = "/v1/chat/completions"
 def items(n: int, prefix: str = "review") -> list[dict[str, Any]]:
     from ingest import request_body
 
-    return [{"custom_id": f"{prefix}-{i:06d}", "body": request_body(i, "small", False)} for i in range(n)]
+    return [
+        {"custom_id": f"{prefix}-{i:06d}", "body": request_body(i, "small", False)}
+        for i in range(n)
+    ]
 
 
 def clear() -> None:
@@ -120,8 +122,27 @@ def run_floor(data: list[dict[str, Any]], base_url: str, api_key: str) -> float:
                 ).encode()
                 tmp.write(line)
                 rows.append(
-                    (job.pk, item["custom_id"], "POST", URL, body, "", "submitted", 0,
-                     len(line), part.pk, 0, 0, 0, 0, False, "", "", "", "")
+                    (
+                        job.pk,
+                        item["custom_id"],
+                        "POST",
+                        URL,
+                        body,
+                        "",
+                        "submitted",
+                        0,
+                        len(line),
+                        part.pk,
+                        0,
+                        0,
+                        0,
+                        0,
+                        False,
+                        "",
+                        "",
+                        "",
+                        "",
+                    )
                 )
             raw = connection.cursor().cursor
             if connection.vendor == "postgresql":
@@ -222,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"= {f['ratio_min']:.2f}x / {f['ratio_median']:.2f}x floor"
             )
         print(f"peak RSS growth of one submit {mb(growth).strip()}")
-        print(f"{args.one_item_jobs} one-item jobs: {per_job_ms:.1f} ms, {per_job_queries:.0f} queries per job")
+        print(
+            f"{args.one_item_jobs} one-item jobs: {per_job_ms:.1f} ms, {per_job_queries:.0f} queries per job"
+        )
         if profile:
             print(profile)
         write_json(

@@ -27,11 +27,11 @@ import io
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import alternate, configure_django, database, profile_top, write_json
+from _common import alternate, database, profile_top, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,7 +82,7 @@ def add_jobs(emu: Any, count: int) -> None:
                     provider_batch_id=b["id"],
                     input_file_id=file["id"],
                     item_count=1,
-                    provider_created_at=datetime.fromtimestamp(b["created_at"], tz=timezone.utc),
+                    provider_created_at=datetime.fromtimestamp(b["created_at"], tz=UTC),
                 )
                 for job, b in zip(jobs, batches, strict=True)
             ],
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.repeat,
                     {
                         "floor": lambda size=size: run_floor(emu.base_url, emu.api_key, size),
-                        "command": lambda: run_command(last),
+                        "command": lambda last=last: run_command(last),
                     },
                 )
                 for f in figures.values():
