@@ -394,7 +394,8 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
             "passes after one warm-up pass (one at the largest size when a pass takes minutes).\n"
         )
         w(
-            "| active batches | queries | per job | HTTP calls | command min / median | floor min / median | ratio |"
+            "| active batches | runs | queries | per job | HTTP calls | command min / median "
+            "| floor min / median | ratio |"
         )
         w("|---|---|---|---|---|---|---|---|")
         for size in sorted(sy["sizes"], key=int):
