@@ -9,10 +9,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import os
+import re
 import shutil
+import statistics
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -130,7 +134,8 @@ def configure_django(
             "openai_batches",
         ],
         DATABASES={"default": db},
-        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/15"}},
+        # Database 6: the one this project's benchmarks may use (15 belongs to the test suite).
+        RQ_QUEUES={"default": {"URL": "redis://127.0.0.1:6379/6"}},
         OPENAI_BATCHES={
             "API_KEY": "sk-bench",
             "BASE_URL": "http://127.0.0.1:9/v1",
@@ -139,3 +144,71 @@ def configure_django(
         **extra,
     )
     django.setup()
+
+
+# -- alternating app and floor ------------------------------------------------------------
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    """min, median and every run of a list of timings (seconds)."""
+    return {"min": min(times), "median": statistics.median(times), "runs": times}
+
+
+def alternate(
+    repeat: int,
+    contenders: dict[str, Callable[[], float]],
+    prepare: Callable[[], None] = lambda: None,
+) -> dict[str, dict[str, Any]]:
+    """Run each contender ``repeat`` times, interleaved (app, floor, app, floor, ...), with
+    ``prepare`` before every run, so a load spike on the shared machine hits both sides
+    alike. Each contender returns its own measured seconds (setup stays outside its clock).
+    """
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, run in contenders.items():
+            prepare()
+            times[name].append(run())
+    return {name: summary(t) for name, t in times.items()}
+
+
+def timer(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    """The figures for ``run_all.py`` (which writes RESULTS.md from them)."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(data, fh, indent=1, default=str)
+
+
+def profile_top(fn: Callable[[], Any], top: int = 12) -> str:
+    """cProfile one call of ``fn``: the ``top`` entries by own time (anything, the database
+    driver's waits included), then the app's own functions by cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        fn()
+    finally:
+        profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(f"-- top {top} by own time --\n")
+    stats.sort_stats("tottime").print_stats(top)
+    out.write(f"-- top {top} of openai_batches' own functions by cumulative time --\n")
+    stats.sort_stats("cumulative").print_stats("openai_batches/", top)
+    keep = ("--", "ncalls", "  ")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    lines = []
+    for line in out.getvalue().splitlines():
+        if line.strip() and line.startswith(keep):
+            # Paths shortened: the checkout's and site-packages' prefixes say nothing.
+            line = re.sub(r"\S*/(site-packages|lib/python3\.\d+)/", "", line.replace(root, ""))
+            lines.append(line)
+    return "\n".join(lines)

@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from _common import configure_django, database
+from _data import MODELS, build
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BENCH_DB = "openai_batches_dashboard_bench"
-MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini", "text-embedding-3-small")
-CODES = [f"code_{i}" for i in range(12)]
 
 urlpatterns: list[Any] = []  # filled in main(), once Django is set up
 
@@ -77,124 +74,6 @@ def configure(db: dict[str, Any]) -> None:
             }
         ],
     )
-
-
-def build(n_jobs: int, per_job: int) -> None:
-    """``n_jobs`` jobs of ``per_job`` items, loaded with COPY (PostgreSQL) or executemany."""
-    from django.db import connection, transaction
-    from django.utils import timezone
-
-    from openai_batches.models import BatchJob, JobState, RequestItem
-
-    now = timezone.now()
-    states = [
-        (JobState.FINISHED, "completed"),
-        (JobState.FINISHED, "completed"),
-        (JobState.FINISHED, "completed"),
-        (JobState.FINISHED, "expired"),
-        (JobState.FINISHED, "failed"),
-        (JobState.SUBMITTED, "in_progress"),
-        (JobState.SUBMIT_FAILED, ""),
-        (JobState.DRAFT, ""),
-    ]
-    jobs = []
-    for i in range(n_jobs):
-        state, status = states[i % len(states)]
-        when = now - timedelta(days=i % 120, minutes=i % 1440)
-        done = state == JobState.FINISHED
-        jobs.append(
-            BatchJob(
-                name=f"bench {i}",
-                model=MODELS[i % len(MODELS)],
-                state=state,
-                provider_status=status,
-                item_count=per_job,
-                request_count_total=per_job,
-                request_count_completed=per_job // 2,
-                input_tokens=per_job * 41 if done else 0,
-                output_tokens=per_job * 19 if done else 0,
-                created_at=when,
-                submitted_at=when if status else None,
-                ingested_at=when + timedelta(hours=1) if done else None,
-            )
-        )
-    with transaction.atomic():
-        BatchJob.objects.bulk_create(jobs, batch_size=2000)
-    ids = list(BatchJob.objects.order_by("pk").values_list("pk", flat=True))
-    table = RequestItem._meta.db_table
-    columns = (
-        "job_id",
-        "custom_id",
-        "method",
-        "url",
-        "body",
-        "object_id",
-        "state",
-        "status_code",
-        "response",
-        "provider_request_id",
-        "result_line_id",
-        "input_tokens",
-        "cached_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "announced",
-        "output_schema",
-        "parse_error",
-    )
-    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
-    ok = json.dumps({"choices": [{"message": {"content": "fine"}}]})
-
-    def rows() -> Any:
-        for n, job_id in enumerate(ids):
-            for k in range(per_job):
-                failed = k % 10 == 0
-                code = CODES[(n + k) % len(CODES)]
-                yield (
-                    job_id,
-                    f"r-{k:05d}",
-                    "POST",
-                    "/v1/chat/completions",
-                    body,
-                    "",
-                    "failed" if failed else "succeeded",
-                    400 if failed else 200,
-                    json.dumps({"error": {"code": code, "message": "no"}}) if failed else ok,
-                    "",
-                    "",
-                    41,
-                    0,
-                    19,
-                    0,
-                    True,
-                    "",
-                    "",
-                )
-
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            raw = cursor.cursor
-            with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows():
-                    copy.write_row(row)
-        else:
-            marks = ", ".join(["%s"] * len(columns))
-            batch: list[tuple[Any, ...]] = []
-            for row in rows():
-                batch.append(row)
-                if len(batch) == 10_000:
-                    cursor.executemany(
-                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
-                        batch,
-                    )
-                    batch = []
-            if batch:
-                cursor.executemany(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
-                    batch,
-                )
-        if connection.vendor == "postgresql":
-            cursor.execute("ANALYZE")
 
 
 def timed(client: Any, url: str, params: dict[str, str], runs: int = 5) -> tuple[int, float, int]:
