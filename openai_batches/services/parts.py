@@ -61,9 +61,12 @@ def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
         if not count:
             return
         number = last + len(parts) + 1
-        part_reason = reason if number == 1 or reason == BatchReason.RETRY else BatchReason.SPLIT
+        # The job's first batch is its first part whatever asked for it; after that a
+        # retry plan makes retry parts and any other plan split parts.
         if number == 1:
             part_reason = BatchReason.FIRST
+        else:
+            part_reason = BatchReason.RETRY if reason == BatchReason.RETRY else BatchReason.SPLIT
         part = ProviderBatch.objects.create(
             job=job,
             part=number,
