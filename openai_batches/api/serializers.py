@@ -24,6 +24,7 @@ from rest_framework.utils import html
 from .. import services
 from ..jsonl import MAX_CUSTOM_ID_LENGTH, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_LENGTH
 from ..models import (
+    PROVIDER_TIMESTAMPS,
     BatchJob,
     BatchReason,
     BatchStatus,
@@ -70,6 +71,10 @@ BatchReasonField = _enum_field(
     "Why the provider batch was created: the job's first part, a further part of a job "
     "larger than one batch takes, or a retry of requests that did not succeed.",
 )
+
+
+#: The provider's timestamps of a batch (a job shows its latest part's), in lifecycle order.
+PROVIDER_TIMESTAMP_FIELDS = [attr for _key, attr in PROVIDER_TIMESTAMPS]
 
 
 @extend_schema_field(
@@ -373,15 +378,7 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "last_polled_at",
             "next_poll_at",
             "ingested_at",
-            "provider_created_at",
-            "in_progress_at",
-            "expires_at",
-            "finalizing_at",
-            "completed_at",
-            "failed_at",
-            "expired_at",
-            "cancelling_at",
-            "cancelled_at",
+            *PROVIDER_TIMESTAMP_FIELDS,
             "links",
         ]
         read_only_fields = fields
@@ -471,15 +468,7 @@ class ProviderBatchSerializer(serializers.ModelSerializer):
             "created_at",
             "submitted_at",
             "ingested_at",
-            "provider_created_at",
-            "in_progress_at",
-            "expires_at",
-            "finalizing_at",
-            "completed_at",
-            "failed_at",
-            "expired_at",
-            "cancelling_at",
-            "cancelled_at",
+            *PROVIDER_TIMESTAMP_FIELDS,
         ]
         read_only_fields = fields
 
