@@ -20,10 +20,11 @@ under ``/openai/``, with Azure's surfaces, authentication, limits and quirks
   ``OUTPUT_EXPIRES_AFTER`` below 14 days are raised to 14 days (system check W041), None
   sends 14 days for inputs.
 - **No expiry**: Azure keeps running a batch past 24 hours. The app applies its own
-  deadline (the account's ``DEADLINE``, else the batch's completion window): a batch still
-  running past it is cancelled when next seen, and once cancelled it is reported as
-  ``expired`` (its finished results kept, the rest ``batch_expired``, retried under the
-  ``RETRY`` policy), exactly as an OpenAI batch that ran out of time.
+  deadline (the account's ``DEADLINE``, else the batch's completion window), reported as
+  the batch's ``expires_at``: a batch still running past it is cancelled when next
+  polled, with the error ``deadline_exceeded`` on the part. Its finished results are
+  kept; the requests that never ran are ``batch_cancelled`` and sent again under the
+  ``RETRY`` policy, as after any cancel nobody asked for.
 - **Quota**: ``token_limit_exceeded`` comes as a failed batch (``errors.data[].code``, as
   on OpenAI) or, in fail-fast regions, as a 400 at create; the 400 is raised as an
   :class:`~openai_batches.exceptions.APIError` whose ``code`` is ``token_limit_exceeded``
@@ -96,6 +97,16 @@ class _ApiKeyAuth(httpx.Auth):
         return "<_ApiKeyAuth ********>"
 
 
+#: Tokens that said when they expire, per account, shared by every client of the process
+#: (a client lives for one operation): in memory only, dropped shortly before expiry.
+_TOKENS: dict[str, tuple[Secret, float]] = {}
+
+
+def forget_tokens() -> None:
+    """Drop every cached token (tests; a process that rotates identities)."""
+    _TOKENS.clear()
+
+
 class _TokenAuth(httpx.Auth):
     """A bearer token from a token provider, asked for per request unless it said when the
     token expires (then kept, as a Secret in memory only, until shortly before)."""
@@ -103,7 +114,6 @@ class _TokenAuth(httpx.Auth):
     def __init__(self, provider: Callable[[], Any], account_name: str) -> None:
         self._provider = provider
         self._account = account_name
-        self._cached: tuple[Secret, float] | None = None
 
     def _fresh(self) -> Secret:
         try:
@@ -126,13 +136,13 @@ class _TokenAuth(httpx.Auth):
             )
         token = Secret(value)
         if isinstance(expires, int | float) and not isinstance(expires, bool):
-            self._cached = (token, float(expires))
+            _TOKENS[self._account] = (token, float(expires))
         else:
-            self._cached = None
+            _TOKENS.pop(self._account, None)
         return token
 
     def _token(self) -> tuple[Secret, bool]:
-        cached = self._cached
+        cached = _TOKENS.get(self._account)
         if cached is not None and time.time() < cached[1] - TOKEN_MARGIN:
             return cached[0], True
         return self._fresh(), False
@@ -143,7 +153,7 @@ class _TokenAuth(httpx.Auth):
         response = yield request
         if response.status_code == 401 and from_cache and _replayable(request):
             # Revoked before its stated expiry: ask for a new one, once.
-            self._cached = None
+            _TOKENS.pop(self._account, None)
             request.headers["Authorization"] = "Bearer " + self._fresh().reveal()
             yield request
 
@@ -165,6 +175,8 @@ class AzureProvider(Adapter, OpenAIClient):
         max_requests=100_000, max_bytes=200 * 1024 * 1024, max_embedding_inputs=None
     )
     endpoints = ("/v1/chat/completions", "/v1/responses")
+    #: The time the deadline is judged at (tests put the emulator's clock here).
+    now: ClassVar[Callable[[], float]] = staticmethod(time.time)
 
     @classmethod
     def settings_problems(cls, account: Account) -> list[tuple[str, str]]:
@@ -253,19 +265,29 @@ class AzureProvider(Adapter, OpenAIClient):
         due = created + self._deadline(batch)
         batch["expires_at"] = int(due)
         cancelled = batch.get("cancelling_at") or batch.get("cancelled_at")
-        if batch["status"] == "cancelled" and isinstance(cancelled, int) and cancelled >= due:
-            # Cancelled by the app's deadline (below), not by a user: the OpenAI word for
-            # a batch that ran out of time, so unrun requests are retried like expired ones.
-            batch["status"] = "expired"
-            batch["expired_at"] = batch.get("cancelled_at") or cancelled
-            batch["cancelled_at"] = batch["cancelling_at"] = None
+        by_deadline = isinstance(cancelled, int) and cancelled >= due
+        stopped = batch["status"] in ("cancelling", "cancelled")
+        if stopped and by_deadline and not (batch.get("errors") or {}).get("data"):
+            # Cancelled at (or after) the app's deadline: say so where the operator looks
+            # (the part's provider errors), since nobody asked for this cancel.
+            batch["errors"] = {
+                "object": "list",
+                "data": [
+                    {
+                        "code": "deadline_exceeded",
+                        "message": "Cancelled by the app: still running past its "
+                        f"deadline of {int(due - created)} s (Azure never expires a "
+                        "batch).",
+                    }
+                ],
+            }
         return batch
 
     def _past_deadline(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch``, cancelled first if it is still running past the app's deadline."""
         if batch["status"] in (*_TERMINAL, "cancelling"):
             return batch
-        if time.time() < (batch.get("expires_at") or float("inf")):
+        if type(self).now() < (batch.get("expires_at") or float("inf")):
             return batch
         logger.warning(
             "Azure batch %s is still %s past the app's deadline; cancelling it",
