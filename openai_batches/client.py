@@ -478,8 +478,8 @@ def _check_page(item: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[s
     def check(obj: Any) -> dict[str, Any]:
         _need(isinstance(obj, dict), "the list is not a JSON object")
         data = _optional(obj, "data", list) or []
-        for entry in data:
-            item(entry)
+        # The entries as the check returns them (an adapter's check translates them).
+        obj["data"] = [item(entry) for entry in data]
         _optional(obj, "has_more", bool)
         return obj
 

@@ -347,3 +347,20 @@ def _upload_one(client: Any, folder: Path) -> str:
     path = folder / "in.jsonl"
     path.write_text(json.dumps(line) + "\n")
     return str(client.upload_file(path, filename="in.jsonl")["id"])
+
+
+def test_a_listed_batch_is_translated_like_a_retrieved_one() -> None:
+    # sync_batches refreshes many batches through the list call; the quirks must not reach
+    # the services that way either.
+    with account_on_emulator("azure", account("v1", "key"), quirks=True) as (emu, _server):
+        job = submit(services.create_job(items=items(1), account="acct"))
+        emu.advance(1)
+        client = get_client("acct")
+        try:
+            (listed,) = client.list_batches()["data"]
+        finally:
+            client.close()
+        assert listed["id"] == job.batches.get().provider_batch_id
+        assert listed["status"] == "completed"  # "Completed" on the wire
+        assert isinstance(listed["created_at"], int)  # an ISO string on the wire
+        assert listed["error_file_id"] is None or listed["error_file_id"].startswith("file-")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..client import OpenAIClient, _check_batch
+from ..exceptions import ConfigurationError
 from .base import DAY, Adapter, Limits, normalize_openai_shape
 
 CHAT = "/v1/chat/completions"
@@ -23,6 +24,14 @@ class OpenAICompatibleProvider(Adapter, OpenAIClient):
 
     name = "openai-compatible"
     limits: ClassVar[Limits] = Limits(None, None, None)
+
+    def _check_credentials(self) -> None:
+        if not self.account.base_url:
+            raise ConfigurationError(
+                f"No BASE_URL for account {self.account.name!r} ({self.name}): set it to the "
+                "host's API URL, including its version path (e.g. https://host/v1)."
+            )
+        super()._check_credentials()
 
     def _headers(self) -> dict[str, str]:
         return {}  # OpenAI's organization and project headers mean nothing elsewhere
