@@ -187,3 +187,106 @@ def test_together_statuses_and_iso_times_are_made_openais() -> None:
 def test_an_unknown_provider_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="Unknown PROVIDER 'nope'"):
         provider_for(Account("x", "https://h/v1", "k", provider="nope"))
+
+
+# -- system checks of each provider's settings (openai_batches.checks.check_providers) -------
+
+
+#: The ids the provider checks give, and W004 (no key) which covers providers too.
+PROVIDER_CHECK_IDS = {
+    f"openai_batches.{i}" for i in ("E040", "E041", "E042", "E043", "W041", "W042", "W004")
+}
+
+
+def provider_check_ids(settings: Any, accounts: dict[str, Any], **top: Any) -> list[str]:
+    from openai_batches.checks import check_providers, check_settings
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": accounts, **top}
+    messages = [*check_providers(), *check_settings()]
+    return sorted(str(m.id) for m in messages if m.id in PROVIDER_CHECK_IDS)
+
+
+@pytest.mark.parametrize(
+    ("account", "expected"),
+    [
+        ({"PROVIDER": "nope", "API_KEY": "k"}, ["openai_batches.E040"]),
+        ({"PROVIDER": "azure", "API_KEY": "k"}, ["openai_batches.E041"]),  # no endpoint
+        (
+            {"PROVIDER": "azure", "BASE_URL": "https://r.openai.azure.com", "API_VERSION": "2024"},
+            # A bad version; no credentials is W004 (a warning, so builds run without secrets).
+            ["openai_batches.E041", "openai_batches.W004"],
+        ),
+        (
+            {
+                "PROVIDER": "azure",
+                "BASE_URL": "https://r.openai.azure.com",
+                "TOKEN_PROVIDER": "no.such.thing",
+            },
+            ["openai_batches.E042"],
+        ),
+        (
+            {
+                "PROVIDER": "azure",
+                "BASE_URL": "https://r.openai.azure.com",
+                "API_KEY": "k",
+                "DEADLINE": -1,
+            },
+            ["openai_batches.E043"],
+        ),
+        (
+            {"PROVIDER": "anthropic", "API_KEY": "k", "API_VERSION": "latest"},
+            ["openai_batches.E041"],
+        ),
+        ({"PROVIDER": "anthropic"}, ["openai_batches.W004"]),  # the default URL is remote
+        ({"PROVIDER": "openai-compatible", "API_KEY": "k"}, ["openai_batches.E041"]),
+        ({"PROVIDER": "groq", "API_KEY": "k", "TOKEN_PROVIDER": "x.y"}, ["openai_batches.W042"]),
+        # Complete accounts pass.
+        (
+            {
+                "PROVIDER": "azure",
+                "BASE_URL": "https://r.openai.azure.com",
+                "API_VERSION": "2024-10-21",
+                "TOKEN_PROVIDER": "tests.test_providers_azure.entra_token",
+            },
+            [],
+        ),
+        ({"PROVIDER": "anthropic", "API_KEY": "k"}, []),
+        ({"PROVIDER": "groq", "API_KEY": "k"}, []),
+    ],
+)
+def test_each_providers_required_settings_are_checked(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, account: dict[str, Any], expected: list[str]
+) -> None:
+    for name in (
+        "ANTHROPIC_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+        "GROQ_API_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert provider_check_ids(settings, {"x": account}) == expected
+
+
+def test_an_azure_expiry_below_14_days_is_a_warning(settings: Any) -> None:
+    azure = {"PROVIDER": "azure", "BASE_URL": "https://r.openai.azure.com", "API_KEY": "k"}
+    found = provider_check_ids(settings, {"x": azure}, FILE_EXPIRES_AFTER=3600)
+    assert found == ["openai_batches.W041"]
+
+
+def test_provider_keys_come_from_their_sdks_environment_variables(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openai_batches.conf import app_settings
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env\n")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://env.openai.azure.com")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-env")
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {"a": {"PROVIDER": "anthropic"}, "z": {"PROVIDER": "azure"}},
+    }
+    anthropic = app_settings.account("a")
+    azure = app_settings.account("z")
+    assert anthropic.api_key == "sk-ant-env"  # the newline is stripped
+    assert (azure.api_key, azure.base_url) == ("az-env", "https://env.openai.azure.com")
+    assert "sk-ant-env" not in repr(anthropic)

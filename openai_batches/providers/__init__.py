@@ -21,7 +21,6 @@ limits a part is cut to.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +28,7 @@ from ..conf import Account, app_settings
 from ..exceptions import ConfigurationError, Problem
 from .anthropic import AnthropicProvider
 from .azure import AzureProvider
-from .base import Adapter, Limits
+from .base import Adapter, Limits, with_default_url
 from .compatible import GroqProvider, OpenAICompatibleProvider, TogetherProvider
 from .openai import OpenAIProvider
 
@@ -66,10 +65,7 @@ def provider_class(name: str) -> type[Adapter]:
 
 def with_defaults(account: Account) -> Account:
     """``account`` with its provider's default base URL when it sets none."""
-    cls = provider_class(account.provider)
-    if account.base_url or not cls.default_base_url:
-        return account
-    return dataclasses.replace(account, base_url=cls.default_base_url)
+    return with_default_url(account, provider_class(account.provider))
 
 
 def provider_for(account: Account, **kwargs: Any) -> Any:

@@ -46,7 +46,7 @@ import httpx
 from django.utils.module_loading import import_string
 
 from ..client import _HEADER_SAFE, OpenAIClient, _check_batch
-from ..conf import MAX_EXPIRES_AFTER, Account, Secret, is_local_url
+from ..conf import MAX_EXPIRES_AFTER, Account, Secret
 from ..exceptions import APIError, ConfigurationError, ProviderError
 from .base import DAY, Adapter, Limits, _where, normalize_openai_shape, window_seconds
 
@@ -189,17 +189,6 @@ class AzureProvider(Adapter, OpenAIClient):
                     "api-version.",
                     f"Set {_where(account, 'API_VERSION')} to None or 'v1' for the v1 API, or "
                     "a dated version such as '2024-10-21' or '2025-04-01-preview'.",
-                )
-            )
-        remote = bool(account.base_url) and not is_local_url(account.base_url)
-        if remote and not account.api_key and not account.token_provider:
-            problems.append(
-                (
-                    f"The {account.name!r} account (azure) has neither an API_KEY nor a "
-                    "TOKEN_PROVIDER.",
-                    f"Set {_where(account, 'API_KEY')} (or AZURE_OPENAI_API_KEY), or "
-                    f"{_where(account, 'TOKEN_PROVIDER')} to the dotted path of a "
-                    "callable returning an Entra ID token.",
                 )
             )
         return problems

@@ -13,6 +13,7 @@ key, no I/O), when a job is created and its items are added.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,13 @@ class Adapter:
                 )
             )
         return problems
+
+
+def with_default_url(account: Account, cls: type[Adapter]) -> Account:
+    """``account`` with ``cls``'s default base URL when it sets none."""
+    if account.base_url or not cls.default_base_url:
+        return account
+    return dataclasses.replace(account, base_url=cls.default_base_url)
 
 
 def _where(account: Account, key: str) -> str:
