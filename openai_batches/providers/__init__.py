@@ -80,6 +80,16 @@ def _class_of(account_name: str) -> type[Adapter]:
     return provider_class(app_settings.account(account_name).provider)
 
 
+def _class_or_openai(account_name: str) -> type[Adapter]:
+    """The account's adapter class, or OpenAI's when the account cannot be read (removed
+    from the settings): planning and validation go on, and the job's next provider call
+    reports the missing account, as it did before adapters existed."""
+    try:
+        return _class_of(account_name)
+    except ConfigurationError:
+        return OpenAIProvider
+
+
 def check_job(account_name: str | None, endpoint: str, completion_window: str) -> list[Problem]:
     """What the account's provider (OpenAI's for None) refuses about a new job: its
     endpoint (one the app knows; the app reports the others) and its window."""
@@ -102,7 +112,7 @@ def item_checker(
 ) -> Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None:
     """The account's provider's check of one item (None when it adds nothing to the app's
     own validation)."""
-    cls = _class_of(account_name)
+    cls = _class_or_openai(account_name)
     if cls.check_item.__func__ is Adapter.check_item.__func__:  # type: ignore[attr-defined]
         return None
     return lambda item: cls.check_item(endpoint, item)
@@ -120,7 +130,7 @@ def part_limits(account_name: str) -> dict[str, int]:
     """The limits a part of a job on this account is cut to: the provider's own, lowered
     by the ``OPENAI_BATCHES`` setting of the same meaning when the project sets one (a
     provider that documents none, such as OpenAI, takes the setting as it is)."""
-    cls = _class_of(account_name)
+    cls = _class_or_openai(account_name)
     user = app_settings.user_settings
     limits: dict[str, int] = {}
     for name, setting in _LIMIT_SETTINGS.items():
