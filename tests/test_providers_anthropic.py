@@ -447,3 +447,41 @@ def test_sigkill_between_create_and_record_recovers_without_a_duplicate(tmp_path
         assert job.batches.get().provider_batch_id == created["id"]
         assert set(states(job).values()) == {ItemState.SUCCEEDED}
         assert staged(tmp_path) == []
+
+
+@pytest.mark.django_db
+def test_downloads_and_purge_work_on_an_anthropic_job(tmp_path: Path) -> None:
+    with account_on_emulator("anthropic", conf(tmp_path)) as (emu, _server):
+        job = submit(services.create_job(items=items(2), account="acct"))
+        emu.advance(1)
+        job = services.refresh(job)
+        part = job.batches.get()
+        # The input went to Anthropic, which keeps no copy: it is rebuilt from the items.
+        sent = b"".join(services.iter_provider_file(job, "input")).decode()
+        assert [json.loads(x)["custom_id"] for x in sent.splitlines()] == ["req-0", "req-1"]
+        # The output is the results, translated into OpenAI's result lines.
+        output = b"".join(services.iter_provider_file(job, "output")).decode().splitlines()
+        assert {json.loads(x)["response"]["status_code"] for x in output} == {200}
+        # Deleting the results file deletes the batch at Anthropic (how results are removed).
+        client = get_client("acct")
+        try:
+            client.delete_file(part.output_file_id)
+        finally:
+            client.close()
+        assert emu.list_batches() == []
+
+
+def test_result_lines_map_onto_openais() -> None:
+    from openai_batches.providers.anthropic import to_result_line
+
+    def errored(kind: str) -> dict[str, Any]:
+        error = {"type": "error", "error": {"type": kind, "message": "m"}, "request_id": "r"}
+        return to_result_line({"custom_id": "c", "result": {"type": "errored", "error": error}})
+
+    assert errored("invalid_request_error")["response"]["status_code"] == 400
+    assert errored("overloaded_error")["response"]["status_code"] == 503  # retried
+    assert errored("api_error")["response"]["status_code"] == 500  # retried
+    assert errored("api_error")["error"] is None  # it ran: the body is in the response
+    for kind, code in (("canceled", "batch_cancelled"), ("expired", "batch_expired")):
+        line = to_result_line({"custom_id": "c", "result": {"type": kind}})
+        assert (line["response"], line["error"]["code"]) == (None, code)

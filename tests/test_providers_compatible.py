@@ -281,12 +281,24 @@ def test_provider_keys_come_from_their_sdks_environment_variables(
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env\n")
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://env.openai.azure.com")
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-env")
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-env")
+    monkeypatch.setenv("TOGETHER_API_KEY", "tg-env")
     settings.OPENAI_BATCHES = {
         **settings.OPENAI_BATCHES,
-        "ACCOUNTS": {"a": {"PROVIDER": "anthropic"}, "z": {"PROVIDER": "azure"}},
+        "ACCOUNTS": {
+            "a": {"PROVIDER": "anthropic"},
+            "z": {"PROVIDER": "azure"},
+            "g": {"PROVIDER": "groq"},
+            "t": {"PROVIDER": "together"},
+            "o": {},  # a named OpenAI account reads no environment (as before)
+        },
     }
     anthropic = app_settings.account("a")
     azure = app_settings.account("z")
     assert anthropic.api_key == "sk-ant-env"  # the newline is stripped
     assert (azure.api_key, azure.base_url) == ("az-env", "https://env.openai.azure.com")
     assert "sk-ant-env" not in repr(anthropic)
+    assert app_settings.account("g").api_key == "gsk-env"
+    assert app_settings.account("t").api_key == "tg-env"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    assert app_settings.account("o").api_key is None

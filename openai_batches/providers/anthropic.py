@@ -554,7 +554,14 @@ class AnthropicProvider(Adapter, OpenAIClient):
     def iter_file_chunks(self, file_id: str) -> Iterator[bytes]:
         """A staged part's bytes, or a batch's results as OpenAI result lines, streamed."""
         if not file_id.endswith(_RESULTS):
-            with open(self._staged(file_id), "rb") as fp:
+            staged = self._staged(file_id)
+            if not staged.exists():
+                # Sent to Anthropic, which keeps no copy to download: the caller rebuilds
+                # the input from the database, as for an expired OpenAI file.
+                raise NotFoundError(
+                    404, {"error": {"message": f"The staged requests {file_id} are gone."}}
+                )
+            with open(staged, "rb") as fp:
                 while chunk := fp.read(1 << 16):
                     yield chunk
             return
