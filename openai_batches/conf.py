@@ -354,7 +354,9 @@ class Settings:
         """The resolved credentials of account ``name`` (``"default"`` = the top-level keys)."""
         merged = self._merged()
         if name == DEFAULT_ACCOUNT:
-            raw: dict[str, Any] = {k: merged.get(k) for k in _ACCOUNT_KEYS}
+            # Only the documented top-level keys: the provider keys of the default account
+            # go in ACCOUNTS["default"] (a top-level PROVIDER is an unknown setting, W001).
+            raw: dict[str, Any] = {k: merged[k] for k in _ACCOUNT_KEYS if k in DEFAULTS}
             raw.update(self.accounts().get(DEFAULT_ACCOUNT, {}))
             env = True
         else:

@@ -302,3 +302,17 @@ def test_provider_keys_come_from_their_sdks_environment_variables(
     assert app_settings.account("t").api_key == "tg-env"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
     assert app_settings.account("o").api_key is None
+
+
+def test_the_default_account_takes_its_provider_from_accounts_default(settings: Any) -> None:
+    from openai_batches.conf import app_settings
+
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ACCOUNTS": {"default": {"PROVIDER": "groq"}},
+    }
+    assert app_settings.account().provider == "groq"
+    assert app_settings.account().api_key == settings.OPENAI_BATCHES["API_KEY"]  # top level
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": {}, "PROVIDER": "groq"}
+    assert app_settings.account().provider == "openai"  # not a top-level setting
+    assert "PROVIDER" in app_settings.unknown_keys()

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import httpx
 from django.utils.module_loading import import_string
 
-from ..client import _HEADER_SAFE, OpenAIClient, _check_batch
+from ..client import _HEADER_SAFE, OpenAIClient, _check_batch, _segment
 from ..conf import MAX_EXPIRES_AFTER, Account, Secret
 from ..exceptions import APIError, ConfigurationError, ProviderError
 from .base import DAY, Adapter, Limits, _where, normalize_openai_shape, window_seconds
@@ -284,7 +284,7 @@ class AzureProvider(Adapter, OpenAIClient):
             batch["status"],
         )
         try:
-            return self._call("POST", f"batches/{batch['id']}/cancel", self._batch)
+            return self._call("POST", f"batches/{_segment(batch['id'])}/cancel", self._batch)
         except APIError as err:
             logger.warning("could not cancel Azure batch %s: %s", batch["id"], err)
             return batch
