@@ -485,3 +485,39 @@ def test_result_lines_map_onto_openais() -> None:
     for kind, code in (("canceled", "batch_cancelled"), ("expired", "batch_expired")):
         line = to_result_line({"custom_id": "c", "result": {"type": kind}})
         assert (line["response"], line["error"]["code"]) == (None, code)
+
+
+def test_the_create_body_and_the_results_stream_in_flat_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from openai_batches.providers.anthropic import _request_body, _translate
+
+    n = 3000
+    staged_file = tmp_path / "staged.jsonl"
+    results_file = tmp_path / "results.jsonl"
+    message = {"id": "m", "content": [{"type": "text", "text": "y" * 300}], "usage": {}}
+    with open(staged_file, "w") as fp, open(results_file, "w") as out:
+        for i, item in enumerate(items(n)):
+            item["body"]["messages"][0]["content"] += "x" * 400
+            line = {"custom_id": f"r-{i}", "method": "POST", "url": "/v1/chat/completions"}
+            fp.write(json.dumps({**line, "body": item["body"]}) + "\n")
+            result = {"type": "succeeded", "message": message}
+            out.write(json.dumps({"custom_id": f"r-{i}", "result": result}) + "\n")
+    assert staged_file.stat().st_size > 1_500_000
+
+    tracemalloc.start()
+    try:
+        sent = sum(len(piece) for piece in _request_body(staged_file))
+        _, body_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        written = 0
+        with open(results_file, "rb") as fp:
+            for raw in fp:
+                written += len(_translate(raw))
+        _, results_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sent > 1_000_000 and written > 1_000_000
+    # Both are a line at a time: a fraction of the megabytes that went through.
+    assert body_peak < 200_000, body_peak
+    assert results_peak < 200_000, results_peak

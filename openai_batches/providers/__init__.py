@@ -113,8 +113,8 @@ def item_checker(
     """The account's provider's check of one item (None when it adds nothing to the app's
     own validation)."""
     cls = _class_or_openai(account_name)
-    if cls.check_item.__func__ is Adapter.check_item.__func__:  # type: ignore[attr-defined]
-        return None
+    if not any("check_item" in vars(k) for k in cls.__mro__ if k is not Adapter):
+        return None  # the default refuses nothing: spare the per-item call
     return lambda item: cls.check_item(endpoint, item)
 
 
