@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import (
+    ACCOUNT_KEYS,
     DEFAULTS,
     MAX_EXPIRES_AFTER,
     MIN_EXPIRES_AFTER,
@@ -28,7 +29,7 @@ from .conf import (
 )
 from .exceptions import ConfigurationError
 
-_ACCOUNT_KEYS = {"API_KEY", "BASE_URL", "ORGANIZATION", "PROJECT", "TIMEOUT"}
+_ACCOUNT_KEYS = ACCOUNT_KEYS
 
 
 def _number_problem(key: str, value: Any, low: float, high: float | None) -> str | None:
@@ -143,7 +144,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     for name, account in _accounts():
-        if not account.base_url.startswith(("http://", "https://")):
+        # An account with no URL at all is the provider checks' to report (E041).
+        if account.base_url and not account.base_url.startswith(("http://", "https://")):
             messages.append(
                 Error(
                     f"The {name!r} account's BASE_URL {account.base_url!r} is not an http(s) URL.",
@@ -211,12 +213,19 @@ def _accounts() -> list[tuple[str, Account]]:
         names = app_settings.account_names()
     except ConfigurationError:
         return []
+    from .providers import PROVIDERS
+    from .providers.base import with_default_url
+
     found = []
     for name in names:
         try:
-            found.append((name, app_settings.account(name)))
+            account = app_settings.account(name)
         except ConfigurationError:
             continue
+        cls = PROVIDERS.get(account.provider)
+        # With its provider's default URL, as the client will use it (an unknown provider
+        # is E040's to report).
+        found.append((name, with_default_url(account, cls) if cls else account))
     return found
 
 
@@ -231,7 +240,12 @@ def _accounts_without_key() -> list[tuple[str, Account, str]]:
             else f"{SETTING_NAME}['ACCOUNTS'][{name!r}]['API_KEY']",
         )
         for name, account in _accounts()
-        if not account.api_key and not account.is_local
+        # A token provider (Azure's Entra ID) stands for the key; an account with no URL
+        # at all is the provider checks' to report (E041).
+        if not account.api_key
+        and not account.token_provider
+        and account.base_url
+        and not account.is_local
     ]
 
 
@@ -493,3 +507,106 @@ def budget_problems(budgets: Any) -> list[tuple[str, str]]:
             ("['DEFAULT_OUTPUT_TOKENS']", f"is {output!r}, not a whole number of tokens")
         )
     return problems
+
+
+# -- providers (openai_batches.providers) --------------------------------------------------
+
+
+def _provider_where(name: str, key: str) -> str:
+    if name == "default":
+        return f"{SETTING_NAME}['ACCOUNTS']['default'][{key!r}]"
+    return f"{SETTING_NAME}['ACCOUNTS'][{name!r}][{key!r}]"
+
+
+@register(Tags.compatibility)
+def check_providers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Each account's PROVIDER exists and has the settings it needs (offline).
+
+    E040 unknown provider; E041 a setting the provider requires (Azure: endpoint, an
+    api-version it knows, a key or a token provider; Anthropic: an anthropic-version it
+    can send; OpenAI-compatible: BASE_URL); E042 a TOKEN_PROVIDER that is not a callable;
+    E043 a DEADLINE that is not a positive number; W041 an expiry Azure does not take
+    (raised to 14 days); W042 a TOKEN_PROVIDER on a provider that does not use one.
+    """
+    from .providers import PROVIDERS
+    from .providers.azure import MIN_EXPIRES_AFTER as AZURE_MIN_EXPIRY
+    from .providers.azure import resolve_token_provider
+
+    messages: list[CheckMessage] = []
+    for name, raw_account in _accounts():  # base URLs defaulted per provider
+        cls = PROVIDERS.get(raw_account.provider)
+        if cls is None:
+            messages.append(
+                Error(
+                    f"The {name!r} account's PROVIDER {raw_account.provider!r} is not one "
+                    "this app has.",
+                    hint=f"Set {_provider_where(name, 'PROVIDER')} to one of "
+                    f"{', '.join(sorted(PROVIDERS))}.",
+                    id="openai_batches.E040",
+                )
+            )
+            continue
+        account = raw_account
+        for message, hint in cls.settings_problems(account):
+            messages.append(Error(message, hint=hint, id="openai_batches.E041"))
+        if account.token_provider:
+            if account.provider != "azure":
+                messages.append(
+                    Warning(
+                        f"The {name!r} account ({account.provider}) sets a TOKEN_PROVIDER, "
+                        "which only Azure accounts use; it is ignored.",
+                        hint=f"Remove {_provider_where(name, 'TOKEN_PROVIDER')}, or set "
+                        "PROVIDER to 'azure'.",
+                        id="openai_batches.W042",
+                    )
+                )
+            else:
+                try:
+                    resolve_token_provider(account)
+                except ConfigurationError as err:
+                    messages.append(
+                        Error(
+                            str(err),
+                            hint="TOKEN_PROVIDER is the dotted path of a callable returning "
+                            "a token (or an object with .token and .expires_on), e.g. one "
+                            "made by azure.identity.get_bearer_token_provider.",
+                            id="openai_batches.E042",
+                        )
+                    )
+        raw = _raw_account(name)
+        deadline = raw.get("DEADLINE")
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
+        ):
+            messages.append(
+                Error(
+                    f"The {name!r} account's DEADLINE is {deadline!r}, not a positive number "
+                    "of seconds.",
+                    hint=f"Set {_provider_where(name, 'DEADLINE')} to seconds (86400 is a "
+                    "day), or leave it out for the batch's completion window.",
+                    id="openai_batches.E043",
+                )
+            )
+        if account.provider == "azure":
+            for key in ("FILE_EXPIRES_AFTER", "OUTPUT_EXPIRES_AFTER"):
+                value = getattr(app_settings, key)
+                if isinstance(value, int | float) and value < AZURE_MIN_EXPIRY:
+                    messages.append(
+                        Warning(
+                            f"{SETTING_NAME}[{key!r}] is {value!r}; Azure takes 14 to 30 "
+                            f"days, so the {name!r} account sends 14 days.",
+                            hint=f"Set {key} to at least {AZURE_MIN_EXPIRY} for Azure "
+                            "accounts to mean what it says.",
+                            id="openai_batches.W041",
+                        )
+                    )
+    return messages
+
+
+def _raw_account(name: str) -> dict[str, Any]:
+    try:
+        accounts = app_settings.accounts()
+    except ConfigurationError:
+        return {}
+    conf = accounts.get(name, {})
+    return conf if isinstance(conf, dict) else {}

@@ -55,7 +55,8 @@ import random
 import re
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import quote
@@ -75,6 +76,7 @@ from .exceptions import (
     ProviderError,
     RateLimitError,
 )
+from .jsonl import METADATA_JOB_KEY
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -117,6 +119,24 @@ class _Malformed(Exception):
     :class:`~.exceptions.APIConnectionError`)."""
 
 
+@dataclass(frozen=True)
+class BatchLookup:
+    """What the services know about a part whose batch may exist unrecorded (a create
+    whose answer was lost, a submitter killed between create and record), for
+    :meth:`BatchProvider.find_batches`."""
+
+    #: The value the part's batch carries in its metadata (providers that keep metadata).
+    key: str
+    #: A Unix time the batch cannot have been created before (clock slack included).
+    since: float
+    #: How many requests the part holds.
+    count: int
+    #: The part's ``custom_id`` values, streamed (read only when a provider must verify).
+    custom_ids: Callable[[], Iterable[str]]
+    #: Which of these batch ids this app already tracks (on any job).
+    tracked: Callable[[Collection[str]], set[str]]
+
+
 class BatchProvider(Protocol):
     """What the services need from a batch provider."""
 
@@ -139,6 +159,7 @@ class BatchProvider(Protocol):
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]: ...
     def cancel_batch(self, batch_id: str) -> dict[str, Any]: ...
     def list_batches(self, *, after: str | None = None, limit: int = 100) -> dict[str, Any]: ...
+    def find_batches(self, lookup: BatchLookup) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
 
 
@@ -457,8 +478,8 @@ def _check_page(item: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[s
     def check(obj: Any) -> dict[str, Any]:
         _need(isinstance(obj, dict), "the list is not a JSON object")
         data = _optional(obj, "data", list) or []
-        for entry in data:
-            item(entry)
+        # The entries as the check returns them (an adapter's check translates them).
+        obj["data"] = [item(entry) for entry in data]
         _optional(obj, "has_more", bool)
         return obj
 
@@ -483,6 +504,38 @@ class OpenAIClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.account = account
+        self._check_credentials()
+        self.max_retries = app_settings.MAX_RETRIES if max_retries is None else max_retries
+        self.request_deadline = _positive("REQUEST_DEADLINE", float)
+        self.transfer_deadline = _positive("TRANSFER_DEADLINE", float)
+        self.max_response_bytes = _positive("MAX_RESPONSE_BYTES", int)
+        self.max_download_bytes = _positive("MAX_DOWNLOAD_BYTES", int)
+        self._sleep = sleep
+        self._attempts = 0  # of the last JSON call (cancel_batch reads it)
+        self._http = httpx.Client(
+            base_url=self._base_url(),
+            headers={"User-Agent": f"django-openai-batches/{__version__}", **self._headers()},
+            params=self._params(),
+            auth=self._auth(),
+            timeout=httpx.Timeout(account.timeout, connect=min(account.timeout, 10.0)),
+            transport=transport or httpx.HTTPTransport(),
+        )
+        # The default transport and any proxy mounts (from the environment) alike.
+        for mounted in [self._http._transport, *self._http._mounts.values()]:
+            _install_deadlines(mounted)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} account={self.account.name!r} base_url={self.account.base_url!r}>"
+
+    # -- what a provider adapter changes (``openai_batches.providers``) -----------------
+
+    #: The answer header carrying the provider's request id (kept on errors).
+    request_id_header = "x-request-id"
+
+    def _check_credentials(self) -> None:
+        """Refuse an account whose credentials cannot work, without ever quoting the key."""
+        account = self.account
         if not account.api_key and not account.is_local:
             raise ConfigurationError(
                 f"No API key for account {account.name!r}: set OPENAI_BATCHES['API_KEY'] or OPENAI_API_KEY."
@@ -498,32 +551,29 @@ class OpenAIClient:
                 raise ConfigurationError(
                     f"The {what} of account {account.name!r} must be printable ASCII without spaces."
                 )
-        self.account = account
-        self.max_retries = app_settings.MAX_RETRIES if max_retries is None else max_retries
-        self.request_deadline = _positive("REQUEST_DEADLINE", float)
-        self.transfer_deadline = _positive("TRANSFER_DEADLINE", float)
-        self.max_response_bytes = _positive("MAX_RESPONSE_BYTES", int)
-        self.max_download_bytes = _positive("MAX_DOWNLOAD_BYTES", int)
-        self._sleep = sleep
-        self._attempts = 0  # of the last JSON call (cancel_batch reads it)
-        headers = {"User-Agent": f"django-openai-batches/{__version__}"}
-        if account.organization:
-            headers["OpenAI-Organization"] = account.organization
-        if account.project:
-            headers["OpenAI-Project"] = account.project
-        self._http = httpx.Client(
-            base_url=account.base_url + "/",
-            headers=headers,
-            auth=_BearerAuth(account.api_key),
-            timeout=httpx.Timeout(account.timeout, connect=min(account.timeout, 10.0)),
-            transport=transport or httpx.HTTPTransport(),
-        )
-        # The default transport and any proxy mounts (from the environment) alike.
-        for mounted in [self._http._transport, *self._http._mounts.values()]:
-            _install_deadlines(mounted)
 
-    def __repr__(self) -> str:
-        return f"<OpenAIClient account={self.account.name!r} base_url={self.account.base_url!r}>"
+    def _base_url(self) -> str:
+        return self.account.base_url + "/"
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.account.organization:
+            headers["OpenAI-Organization"] = self.account.organization
+        if self.account.project:
+            headers["OpenAI-Project"] = self.account.project
+        return headers
+
+    def _params(self) -> dict[str, str]:
+        """Query parameters every call carries (Azure's ``api-version``)."""
+        return {}
+
+    def _auth(self) -> httpx.Auth:
+        return _BearerAuth(self.account.api_key)
+
+    def _batch(self, obj: Any) -> dict[str, Any]:
+        """A batch object from the wire, in OpenAI's shape and checked (adapters translate
+        their provider's shape first)."""
+        return _check_batch(obj)
 
     def close(self) -> None:
         self._http.close()
@@ -626,7 +676,7 @@ class OpenAIClient:
         error = _error_class(response.status_code)(
             response.status_code,
             body,
-            request_id=response.headers.get("x-request-id"),
+            request_id=response.headers.get(self.request_id_header),
             method=method,
             path="/" + path,
         )
@@ -823,14 +873,14 @@ class OpenAIClient:
         }
         if output_expires_after is not None:
             payload["output_expires_after"] = expiration(output_expires_after)
-        return self._call("POST", "batches", _check_batch, json=payload, retry=False)
+        return self._call("POST", "batches", self._batch, json=payload, retry=False)
 
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
-        return self._call("GET", f"batches/{_segment(batch_id)}", _check_batch)
+        return self._call("GET", f"batches/{_segment(batch_id)}", self._batch)
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         try:
-            return self._call("POST", f"batches/{_segment(batch_id)}/cancel", _check_batch)
+            return self._call("POST", f"batches/{_segment(batch_id)}/cancel", self._batch)
         except APIError as err:
             if err.status_code not in (400, 409) or self._attempts < 2:
                 raise
@@ -845,11 +895,35 @@ class OpenAIClient:
         params: dict[str, Any] = {"limit": limit}
         if after:
             params["after"] = after
-        return self._call("GET", "batches", _check_page(_check_batch), params=params)
+        return self._call("GET", "batches", _check_page(self._batch), params=params)
 
     def iter_batches(self, *, limit: int = 100) -> Iterator[dict[str, Any]]:
         """All batches, newest first, one list call per ``limit`` batches."""
         return _walk(lambda after: self.list_batches(after=after, limit=limit), "GET /batches")
+
+    def find_batches(self, lookup: BatchLookup) -> list[dict[str, Any]]:
+        """The batches carrying ``lookup.key`` in their metadata (the job's UUID and the
+        part's number), oldest first. Batches come newest first, so the scan stops at the
+        first page that reaches back before ``lookup.since``."""
+        matches: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page = self.list_batches(after=after, limit=100)
+            data = page.get("data") or []
+            matches += [
+                dict(b)
+                for b in data
+                if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == lookup.key
+            ]
+            if (
+                not page.get("has_more")
+                or not data
+                or (data[-1].get("created_at") or 0) < lookup.since
+            ):
+                break
+            after = data[-1]["id"]
+        matches.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
+        return matches
 
 
 def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
@@ -905,5 +979,8 @@ def _positive(name: str, kind: type[int] | type[float]) -> Any:
 
 
 def get_client(account: str = "default") -> BatchProvider:
-    """The provider client for a configured account (the seam tests and providers use)."""
-    return OpenAIClient(app_settings.account(account))
+    """The provider adapter for a configured account (the seam the services and tests
+    use): ``OPENAI_BATCHES["ACCOUNTS"][name]["PROVIDER"]`` picks it, "openai" by default."""
+    from .providers import provider_for
+
+    return provider_for(app_settings.account(account))

@@ -138,7 +138,41 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_ESTIMATOR": None,
 }
 
-_ACCOUNT_KEYS = {"API_KEY", "BASE_URL", "ORGANIZATION", "PROJECT", "TIMEOUT"}
+#: What an account takes (the default account: the top-level keys of the same names, or
+#: ``ACCOUNTS["default"]``). PROVIDER picks the adapter (``openai_batches.providers``);
+#: API_VERSION is Azure's ``api-version`` (None or "v1": the v1 surface) or Anthropic's
+#: ``anthropic-version``; TOKEN_PROVIDER is a dotted path to a callable returning a bearer
+#: token (Azure's Entra ID); DEADLINE is how long a batch may run before the app cancels it
+#: where the provider never expires one (Azure); STAGING_DIR is where an inline provider
+#: (Anthropic) keeps a part's requests between its upload and create steps.
+ACCOUNT_KEYS = frozenset(
+    {
+        "API_KEY",
+        "BASE_URL",
+        "ORGANIZATION",
+        "PROJECT",
+        "TIMEOUT",
+        "PROVIDER",
+        "API_VERSION",
+        "TOKEN_PROVIDER",
+        "DEADLINE",
+        "STAGING_DIR",
+    }
+)
+_ACCOUNT_KEYS = ACCOUNT_KEYS
+DEFAULT_PROVIDER = "openai"
+#: The environment variables a provider's official SDK reads, used when an account of that
+#: provider sets no API_KEY / BASE_URL / API_VERSION (the OpenAI names only for "default").
+PROVIDER_ENV: dict[str, dict[str, str]] = {
+    "azure": {
+        "API_KEY": "AZURE_OPENAI_API_KEY",
+        "BASE_URL": "AZURE_OPENAI_ENDPOINT",
+        "API_VERSION": "OPENAI_API_VERSION",
+    },
+    "anthropic": {"API_KEY": "ANTHROPIC_API_KEY", "BASE_URL": "ANTHROPIC_BASE_URL"},
+    "groq": {"API_KEY": "GROQ_API_KEY"},
+    "together": {"API_KEY": "TOGETHER_API_KEY"},
+}
 #: Keys whose values are credentials (at the top level and inside each account).
 SECRET_KEYS = frozenset({"API_KEY", "WEBHOOK_SECRET"})
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "testserver"}  # noqa: S104
@@ -228,6 +262,17 @@ class Account:
     organization: str | None = None
     project: str | None = None
     timeout: float = 60.0
+    #: Which adapter speaks to the provider (``openai_batches.providers.PROVIDERS``).
+    provider: str = DEFAULT_PROVIDER
+    #: Azure's ``api-version`` / Anthropic's ``anthropic-version``; None: the adapter's own.
+    api_version: str | None = None
+    #: A dotted path to (or a callable) returning a bearer token; the token is never kept
+    #: beyond its expiry, never stored and never shown.
+    token_provider: Any = field(default=None, repr=False)
+    #: Seconds a batch may run before the app cancels it (providers that never expire one).
+    deadline: float | None = None
+    #: Where an inline provider keeps a part's requests between upload and create.
+    staging_dir: str | None = None
 
     def __post_init__(self) -> None:
         # Accept a plain string (tests, hand-built accounts) but never keep one.
@@ -309,7 +354,9 @@ class Settings:
         """The resolved credentials of account ``name`` (``"default"`` = the top-level keys)."""
         merged = self._merged()
         if name == DEFAULT_ACCOUNT:
-            raw: dict[str, Any] = {k: merged[k] for k in _ACCOUNT_KEYS}
+            # Only the documented top-level keys: the provider keys of the default account
+            # go in ACCOUNTS["default"] (a top-level PROVIDER is an unknown setting, W001).
+            raw: dict[str, Any] = {k: merged[k] for k in _ACCOUNT_KEYS if k in DEFAULTS}
             raw.update(self.accounts().get(DEFAULT_ACCOUNT, {}))
             env = True
         else:
@@ -323,20 +370,41 @@ class Settings:
                 )
             raw = {"TIMEOUT": merged["TIMEOUT"], **accounts[name]}
             env = False
-        api_key = raw.get("API_KEY") or (_secret(os.environ.get("OPENAI_API_KEY")) if env else None)
+        provider = raw.get("PROVIDER") or DEFAULT_PROVIDER
+        if not isinstance(provider, str):
+            raise ConfigurationError(
+                f"The PROVIDER of account {name!r} must be a provider name such as 'openai', "
+                f"'azure' or 'anthropic', not {_type_name(provider)}."
+            )
+        openai = provider == DEFAULT_PROVIDER
+        own_env = PROVIDER_ENV.get(provider, {})
+
+        def env_of(key: str, openai_name: str) -> str | None:
+            if openai:
+                return os.environ.get(openai_name) if env else None
+            return os.environ.get(own_env[key]) if key in own_env else None
+
+        api_key = raw.get("API_KEY") or _secret(env_of("API_KEY", "OPENAI_API_KEY"))
         if isinstance(api_key, Secret):
             # Keys read from files or env often end with a newline, which is not a valid header.
             api_key = _secret(api_key.reveal().strip())
-        base_url = raw.get("BASE_URL") or (os.environ.get("OPENAI_BASE_URL") if env else None)
+        base_url = raw.get("BASE_URL") or env_of("BASE_URL", "OPENAI_BASE_URL")
         org = raw.get("ORGANIZATION") or (os.environ.get("OPENAI_ORG_ID") if env else None)
         project = raw.get("PROJECT") or (os.environ.get("OPENAI_PROJECT_ID") if env else None)
+        deadline = raw.get("DEADLINE")
         return Account(
             name=name,
-            base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
+            # Another provider's default URL is its adapter's to know ("" until then).
+            base_url=(base_url or (DEFAULT_BASE_URL if openai else "")).rstrip("/"),
             api_key=api_key if isinstance(api_key, Secret) and api_key else None,
             organization=org or None,
             project=project or None,
             timeout=float(raw.get("TIMEOUT") or merged["TIMEOUT"]),
+            provider=provider,
+            api_version=raw.get("API_VERSION") or env_of("API_VERSION", "") or None,
+            token_provider=raw.get("TOKEN_PROVIDER") or None,
+            deadline=float(deadline) if isinstance(deadline, int | float) else None,
+            staging_dir=raw.get("STAGING_DIR") or None,
         )
 
     def webhook_secret(self) -> Secret | None:

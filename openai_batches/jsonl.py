@@ -189,6 +189,9 @@ class ItemValidator:
     max_line_bytes: int | None = None
     existing_count: int = 0
     existing_bytes: int = 0
+    #: The job's provider's own rules for one item (``providers.item_checker``): a list
+    #: of ``(field, message)``, asked only of an item the app's own rules accept.
+    provider_check: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
     seen_ids: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
     count: int = 0
@@ -267,6 +270,9 @@ class ItemValidator:
                 None,
                 f"the job would exceed {self.max_requests:,} requests, the most one job takes",
             )
+        if len(self.problems) == before and self.provider_check is not None:
+            for field_name, message in self.provider_check(item):
+                self.add_problem(index, field_name, message)
         if len(self.problems) != before:
             return None
         line = {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from typing import IO, Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models, transaction
 
+from .. import providers
 from ..conf import app_settings
 from ..exceptions import (
     LimitExceeded,
@@ -44,14 +45,10 @@ def create_job(
         problems.append(
             Problem(None, "endpoint", f"{endpoint!r} is not one of {', '.join(Endpoint.values)}")
         )
-    if completion_window not in CompletionWindow.values:
-        problems.append(
-            Problem(
-                None,
-                "completion_window",
-                f"{completion_window!r} is not one of {', '.join(CompletionWindow.values)}",
-            )
-        )
+    # The account's provider decides which endpoints and completion windows it takes (an
+    # unknown account, reported below, is judged by OpenAI's rules).
+    known = account in app_settings.account_names()
+    problems += providers.check_job(account if known else None, endpoint, completion_window)
     problems += validate_metadata(metadata)
     if not isinstance(name, str) or len(name) > 200 or _clean_text(name) != name:
         problems.append(
@@ -135,7 +132,8 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
             # larger than a whole batch cannot be sent.
             max_requests=int(app_settings.MAX_REQUESTS_PER_JOB),
             max_bytes=2**62,
-            max_line_bytes=int(app_settings.MAX_FILE_BYTES),
+            max_line_bytes=providers.part_limits(locked.account)["max_bytes"],
+            provider_check=providers.item_checker(locked.account, locked.endpoint),
             existing_count=locked.item_count,
             existing_bytes=locked.input_bytes,
         )

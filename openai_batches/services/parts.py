@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from .. import providers
 from ..conf import app_settings
 from ..jsonl import METADATA_JOB_KEY, dumps_line
 from ..models import (
@@ -41,9 +42,11 @@ def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
     a limit, so every part is a contiguous pk range of the items planned now; one UPDATE
     per part links them. Returns the parts created (none when nothing is left to send).
     """
-    max_requests = int(app_settings.MAX_REQUESTS_PER_BATCH)
-    max_bytes = int(app_settings.MAX_FILE_BYTES)
-    max_inputs = int(app_settings.MAX_EMBEDDING_INPUTS_PER_BATCH)
+    # The account's provider's limits, lowered by the settings where the project sets them.
+    limits = providers.part_limits(job.account)
+    max_requests = limits["max_requests"]
+    max_bytes = limits["max_bytes"]
+    max_inputs = limits["max_embedding_inputs"]
     embeddings = job.endpoint == Endpoint.EMBEDDINGS
     unplanned = RequestItem.objects.filter(
         job=job, state=ItemState.PENDING, batch__isnull=True

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import budgets
-from ..client import MAX_RETRY_AFTER, BatchProvider, retry_delay
+from ..client import MAX_RETRY_AFTER, BatchLookup, BatchProvider, retry_delay
 from ..conf import app_settings
 from ..exceptions import (
     APIConnectionError,
@@ -31,7 +31,7 @@ from ..models import (
 )
 from . import _base
 from ._base import _get, _lock, _record_error, _require, _status_signal, logger
-from .parts import _batch_part, _part_key, _plan, _settle, _summarize, _unplan
+from .parts import _part_key, _plan, _settle, _summarize, _unplan
 from .polling import _apply_fields
 from .reading import _iter_input
 
@@ -270,26 +270,31 @@ def _find_upload(
 
 
 def _find_batch(client: BatchProvider, job: BatchJob, part: ProviderBatch) -> dict[str, Any] | None:
-    """The provider batch carrying this job's UUID and this part's number, if one exists.
+    """The provider batch of this part, if one exists unrecorded.
 
-    Batches come newest first, so the scan stops at the first one created well before the
-    part was planned. If a lost create produced duplicates, the oldest is kept and the
-    others are cancelled so they are not billed twice.
+    The provider's adapter looks (``find_batches``): by the metadata carrying the job's
+    UUID and the part's number where the provider keeps metadata, else by what it can
+    verify (Anthropic: request count, creation time, the part's custom_ids). If a lost
+    create produced duplicates, the oldest is kept and the others are cancelled so they are
+    not billed twice.
     """
     since = min(part.created_at, job.submit_requested_at or job.created_at).timestamp()
-    since -= _LOOKUP_SLACK
-    matches: list[dict[str, Any]] = []
-    after: str | None = None
-    while True:
-        page = client.list_batches(after=after, limit=100)
-        data = page.get("data") or []
-        matches += [dict(b) for b in data if _batch_part(job, b) == part.part]
-        if not page.get("has_more") or not data or (data[-1].get("created_at") or 0) < since:
-            break
-        after = data[-1]["id"]
+    items = RequestItem.objects.filter(batch_id=part.pk).order_by()
+    matches = client.find_batches(
+        BatchLookup(
+            key=_part_key(job, part.part),
+            since=since - _LOOKUP_SLACK,
+            count=part.item_count,
+            custom_ids=lambda: items.values_list("custom_id", flat=True).iterator(5000),
+            tracked=lambda ids: set(
+                ProviderBatch.objects.filter(provider_batch_id__in=list(ids)).values_list(
+                    "provider_batch_id", flat=True
+                )
+            ),
+        )
+    )
     if not matches:
         return None
-    matches.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
     for duplicate in matches[1:]:
         logger.warning("job %s: cancelling duplicate batch %s", job.pk, duplicate["id"])
         try:
