@@ -63,6 +63,7 @@ def run(client: OpenAI, endpoint: str, bad_body: dict[str, Any]) -> dict[str, An
     assert [o["custom_id"] for o in output] == ["good"]
     (entry,) = read_jsonl(client, batch.error_file_id)
     assert entry["custom_id"] == "bad"
+    assert entry["id"].startswith("batch_req_")
     assert entry["error"] is None
     assert entry["response"]["status_code"] == 400
     assert entry["response"]["request_id"]
