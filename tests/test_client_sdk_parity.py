@@ -7,12 +7,18 @@ the error it ended with. Neither client really sleeps: ours is given a recording
 the SDK a subclass that records ``_calculate_retry_timeout`` and waits 0.
 
 Where the issue says ours should match the SDK (``x-should-retry``, a ``retry-after`` over
-the cap, ``retry-after: 0``, 403), it must; ours differs on purpose in one way: a
-``retry-after`` over the cap is kept on the error so the caller can reschedule.
+the cap, ``retry-after: 0``, 403, a moderation without ``model``), it must; ours differs on
+purpose in two ways: a ``retry-after`` over the cap is kept on the error so the caller can
+reschedule, and a list cursor that does not advance (the emulator's ``stuck_cursor``
+fault) stops ours with an error where the SDK's auto-pager loops for ever. The table in
+``docs/reference/client.md`` names the test of each row.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +35,7 @@ from openai_batches.exceptions import (
     AuthenticationError,
     RateLimitError,
 )
+from openai_batches.jsonl import ItemValidator
 
 KEY = "sk-proj-PARITYTESTKEY0123456789abcdef"
 RETRIES = 2
@@ -175,9 +182,13 @@ def test_retry_decisions_match_the_official_sdk(
     assert len(ours.delays) == len(sdk.delays) == ours.attempts - 1
 
 
-def test_retry_after_zero_backs_off_like_the_sdk(emu: Emulator, server: EmulatorServer) -> None:
-    """``retry-after: 0`` is not "retry at once, three times": both fall back to backoff."""
-    case = CASES["429 retry-after 0"]
+@pytest.mark.parametrize("name", ["429 retry-after 0", "429 without retry-after"])
+def test_retry_after_zero_backs_off_like_the_sdk(
+    emu: Emulator, server: EmulatorServer, name: str
+) -> None:
+    """``retry-after: 0`` is not "retry at once, three times": both fall back to the same
+    jittered backoff as when the header is missing."""
+    case = CASES[name]
     sdk, _ = run_sdk(emu, server, case)
     ours, _ = run_ours(emu, server, case)
     for delays in (sdk.delays, ours.delays):
@@ -212,3 +223,101 @@ def test_403_is_a_permission_error_not_an_authentication_error(
     assert isinstance(err, PermissionDeniedError)
     assert not isinstance(err, AuthenticationError)
     assert err.status_code == 403
+
+
+# -- a list cursor that does not advance ---------------------------------------------------
+
+
+def seed_two(emu: Emulator, kind: str) -> None:
+    """Two files, or two batches: enough for a second page when the cursor works."""
+    lines = (
+        b'{"custom_id": "a", "method": "POST", "url": "/v1/moderations", "body": {"input": "x"}}\n'
+    )
+    for _ in range(2):
+        file_id = emu.add_file(lines)["id"]
+        if kind == "batches":
+            emu.create_batch(
+                {
+                    "input_file_id": file_id,
+                    "endpoint": "/v1/moderations",
+                    "completion_window": "24h",
+                }
+            )
+
+
+@pytest.mark.parametrize("kind", ["files", "batches"])
+def test_a_list_cursor_that_does_not_advance_loops_the_sdk_and_stops_ours(
+    emu: Emulator, server: EmulatorServer, kind: str
+) -> None:
+    """The server answers the first page whatever the cursor, always with ``has_more``.
+    The SDK's auto-pager follows it for ever (cut here at 6 entries: the same 1 or 2 ids
+    over and over); ours stops on the second page with an error naming the list."""
+    seed_two(emu, kind)
+    path = f"/v1/{kind}"
+    emu.inject_fault("GET", path, "stuck_cursor", count=FAULTS)
+    sdk = RecordingOpenAI(base_url=server.base_url, api_key=KEY, max_retries=RETRIES, timeout=5)
+    try:
+        pager = sdk.files.list(limit=1) if kind == "files" else sdk.batches.list(limit=1)
+        sdk_ids = [entry.id for entry in itertools.islice(pager, 6)]
+    finally:
+        sdk.close()
+    assert len(sdk_ids) == 6 and len(set(sdk_ids)) == 1  # still going: a loop
+    sdk_calls = attempts_made(emu)
+    assert sdk_calls == 6
+    emu.clear_faults()
+
+    emu.inject_fault("GET", path, "stuck_cursor", count=FAULTS)
+    account = Account("default", server.base_url, KEY, timeout=5.0)
+    seen: list[str] = []
+    with OpenAIClient(account, max_retries=RETRIES, sleep=lambda s: None) as ours:
+        entries = ours.list_files() if kind == "files" else ours.iter_batches()
+        with pytest.raises(APIConnectionError, match=f"GET /{kind}: the list cursor does not"):
+            for entry in entries:
+                seen.append(entry["id"])
+    assert attempts_made(emu) == 2  # the first page, and the one that did not advance
+    assert len(seen) == len(set(seen)) == 2  # every entry once, the repeat not yielded
+
+
+def test_the_stuck_cursor_fault_leaves_a_working_cursor_alone_afterwards(
+    emu: Emulator, server: EmulatorServer
+) -> None:
+    seed_two(emu, "batches")
+    emu.inject_fault("GET", "/v1/batches", "stuck_cursor", count=1)
+    account = Account("default", server.base_url, KEY, timeout=5.0)
+    with OpenAIClient(account, max_retries=RETRIES, sleep=lambda s: None) as ours:
+        first = ours.list_batches(limit=1)
+        assert first["has_more"] is True
+        second = ours.list_batches(after=first["data"][0]["id"], limit=1)
+    assert second["data"][0]["id"] != first["data"][0]["id"]
+    assert second["has_more"] is False
+
+
+# -- moderations without a model -----------------------------------------------------------
+
+
+def test_a_moderations_request_without_a_model_is_valid_for_the_sdk_and_for_us(
+    emu: Emulator,
+) -> None:
+    """The SDK lets ``model`` be left out of a moderation (the API defaults it to
+    omni-moderation-latest); our line validator accepts such a line and counts it as that
+    model, and the emulator runs it and reports the default's snapshot."""
+    sdk = openai.OpenAI(api_key=KEY, base_url="http://127.0.0.1:9/v1")
+    try:
+        parameter = inspect.signature(sdk.moderations.create).parameters["model"]
+    finally:
+        sdk.close()
+    assert parameter.default is openai.omit
+
+    validator = ItemValidator(endpoint="/v1/moderations")
+    line = validator.check(0, {"custom_id": "m", "body": {"input": "x"}})
+    assert validator.problems == []
+    assert line is not None and "model" not in line["body"]
+    assert validator.model == "omni-moderation-latest"
+
+    file_id = emu.add_file((json.dumps(line) + "\n").encode())["id"]
+    batch = emu.create_batch(
+        {"input_file_id": file_id, "endpoint": "/v1/moderations", "completion_window": "24h"}
+    )
+    done = emu.retrieve_batch(batch["id"])
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 1
+    assert done["model"] == "omni-moderation-2024-09-26"

@@ -15,7 +15,8 @@ for Anthropic), authenticates them and shapes their error bodies.
                                        "kind": "status", "count": 2, "status": 429,
                                        "retry_after": 1, "should_retry": false}`` (kinds: status, drop, slow,
                                        truncate, file_not_found, huge, drip, garbage,
-                                       wrong_shape, no_id; ``delay`` for slow and drip,
+                                       wrong_shape, no_id, stuck_cursor; ``delay`` for
+                                       slow and drip,
                                        ``size`` for huge)
 ``GET|DELETE /_emulator/faults``       list / clear pending faults
 ``POST /_emulator/fail_request``       ``{"custom_id": "r1", "status_code": 400,
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from . import ids
 from .core import FAULT_KINDS, ApiError, Emulator, Fault, error_type_for
@@ -93,7 +94,11 @@ class DropConnection(Exception):
 
 
 #: Fault kinds that answer 200 with a broken body (``truncate`` also acts on downloads).
-_BODY_FAULTS = frozenset({"huge", "drip", "garbage", "wrong_shape", "no_id", "truncate"})
+_BODY_FAULTS = frozenset(
+    {"huge", "drip", "garbage", "wrong_shape", "no_id", "truncate", "stuck_cursor"}
+)
+#: The query parameters a list pages with (OpenAI's and Anthropic's names).
+_CURSORS = ("after", "before", "after_id", "before_id")
 
 
 def _generated(size: int) -> Iterator[bytes]:
@@ -295,6 +300,11 @@ class EmulatorApp:
         if fault.kind == "truncate" and self.emu.flavor.is_download(path):
             # Downloads truncate as they stream (see _download), never held in memory.
             return self._route(method, path, environ, start_response, request_id, fault)
+        if fault.kind == "stuck_cursor":
+            # A list that ignores its cursor: every page is the first one.
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            kept = {k: v for k, v in query.items() if k not in _CURSORS}
+            environ = {**environ, "QUERY_STRING": urlencode(kept, doseq=True)}
         captured: list[Any] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -319,6 +329,11 @@ class EmulatorApp:
             body = body[: max(1, len(body) // 2)] + b"\x00<html>Bad Gateway"
         elif fault.kind == "wrong_shape":
             body = json.dumps([json.loads(body)]).encode()
+        elif fault.kind == "stuck_cursor":
+            page = json.loads(body)
+            if isinstance(page, dict):
+                page["has_more"] = True  # ... and says more follow
+            body = json.dumps(page).encode()
         elif fault.kind == "no_id":
             body = json.dumps(_without_ids(json.loads(body))).encode()
         start_response(status, [*headers, ("Content-Length", str(len(body)))])

@@ -45,6 +45,7 @@ from .records import (  # noqa: F401 - re-exported: the core's public names
     Timing,
     _Batch,
     error_type_for,
+    set_uses,
 )
 from .webhooks import Delivery, WebhookDispatcher, event_body
 
@@ -195,8 +196,9 @@ class Emulator:
         the call is not run), ``"drip"`` (send the real answer one byte every ``delay``
         seconds, default 1), ``"garbage"`` (200 with a body that is not JSON),
         ``"wrong_shape"`` (200 with a JSON list), ``"no_id"`` (the real answer without its
-        ``id`` fields). Every kind but ``huge`` runs the call first, as a server that did
-        the work and then failed to say so would.
+        ``id`` fields), ``"stuck_cursor"`` (a list answers its first page whatever the
+        cursor, with ``has_more: true``). Every kind but ``huge`` runs the call first, as a
+        server that did the work and then failed to say so would.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
@@ -256,7 +258,7 @@ class Emulator:
         """
         with self._lock:
             self._failures[custom_id] = RequestFailure(status_code, code, message, type, param)
-            self._set_uses(self._failure_uses, custom_id, times)
+            set_uses(self._failure_uses, custom_id, times)
 
     def stall_request(self, custom_id: str, *, times: int | None = None) -> None:
         """Make the request with this ``custom_id`` never finish, so its batch stays
@@ -264,35 +266,7 @@ class Emulator:
         later batch, or in the next ``times`` batches that carry it."""
         with self._lock:
             self._stalls.add(custom_id)
-            self._set_uses(self._stall_uses, custom_id, times)
-
-    @staticmethod
-    def _set_uses(uses: dict[str, int], custom_id: str, times: int | None) -> None:
-        if times is None:
-            uses.pop(custom_id, None)
-        elif times < 1:
-            raise ValueError("times must be at least 1")
-        else:
-            uses[custom_id] = times
-
-    def _take(
-        self, scripted: dict[str, Any] | set[str], uses: dict[str, int], custom_id: str
-    ) -> Any:
-        """The script for ``custom_id`` for the batch being validated (counting one use)."""
-        found = scripted.get(custom_id) if isinstance(scripted, dict) else None
-        if found is None and isinstance(scripted, set) and custom_id in scripted:
-            found = True
-        if found is None:
-            return None
-        if custom_id in uses:
-            uses[custom_id] -= 1
-            if uses[custom_id] <= 0:
-                del uses[custom_id]
-                if isinstance(scripted, dict):
-                    del scripted[custom_id]
-                else:
-                    scripted.discard(custom_id)
-        return found
+            set_uses(self._stall_uses, custom_id, times)
 
     def token_budget(self, model: str | None) -> int | None:
         """The enqueued-token cap of ``model`` (None: no cap)."""

@@ -24,6 +24,7 @@ FAULT_KINDS = (
     "garbage",
     "wrong_shape",
     "no_id",
+    "stuck_cursor",
 )
 
 DAY = 86400
@@ -263,3 +264,33 @@ class _Batch:
         done = self.done_at(t)
         failed = self.fail_prefix[done]
         return (self.total, done - failed, failed)
+
+
+def set_uses(uses: dict[str, int], custom_id: str, times: int | None) -> None:
+    """Record that a script for ``custom_id`` applies to the next ``times`` batches (None:
+    to every batch)."""
+    if times is None:
+        uses.pop(custom_id, None)
+    elif times < 1:
+        raise ValueError("times must be at least 1")
+    else:
+        uses[custom_id] = times
+
+
+def take_scripted(scripted: dict[str, Any] | set[str], uses: dict[str, int], custom_id: str) -> Any:
+    """The script for ``custom_id`` for the batch being validated (counting one use; the
+    script is forgotten when its uses run out)."""
+    found = scripted.get(custom_id) if isinstance(scripted, dict) else None
+    if found is None and isinstance(scripted, set) and custom_id in scripted:
+        found = True
+    if found is None:
+        return None
+    if custom_id in uses:
+        uses[custom_id] -= 1
+        if uses[custom_id] <= 0:
+            del uses[custom_id]
+            if isinstance(scripted, dict):
+                del scripted[custom_id]
+            else:
+                scripted.discard(custom_id)
+    return found

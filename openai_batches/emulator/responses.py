@@ -43,6 +43,11 @@ DEFAULT_MODELS = {
 #: The dated snapshot each alias resolves to, which a batch reports as its ``model`` (as the
 #: real API does: a ``gpt-4o-mini`` batch says ``gpt-4o-mini-2024-07-18``). Embedding models
 #: have no dated snapshots; a name not listed (already dated, a fine-tune) is reported as is.
+#: openai-batch-api.md §2 on the batch's ``model``: "The model id that processes the batch,
+#: e.g. ``gpt-5.4-pro-2026-03-05`` (a resolved snapshot name, observed)". The reference
+#: gives no table: these are the snapshots the aliases resolved to when it was written
+#: (an alias moves on; update both). ``docs/reference/emulator.md`` lists it, and a test
+#: keeps the two equal.
 SNAPSHOTS = {
     "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
     "gpt-4-turbo": "gpt-4-turbo-2024-04-09",

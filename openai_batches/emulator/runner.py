@@ -18,7 +18,7 @@ from array import array
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import ids
-from .records import FileRecord, RequestFailure, _Batch
+from .records import FileRecord, RequestFailure, _Batch, take_scripted
 from .responses import DEFAULT_MODELS, embedding_input_count, estimate_input_tokens, usage_of
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def validate_input(emu: Emulator, b: _Batch) -> list[dict[str, Any]]:
             tokens += estimate_input_tokens(b.run_endpoint, body)
             marker = body.get("emulator")
             flag = 0
-            scripted = emu._take(emu._failures, emu._failure_uses, custom_id)
+            scripted = take_scripted(emu._failures, emu._failure_uses, custom_id)
             if scripted is not None:
                 b.scripted[custom_id] = scripted
             if (
@@ -174,7 +174,7 @@ def validate_input(emu: Emulator, b: _Batch) -> list[dict[str, Any]]:
                 )
             ):
                 flag |= FLAG_FAIL
-            stall = emu._take(emu._stalls, emu._stall_uses, custom_id) is not None
+            stall = take_scripted(emu._stalls, emu._stall_uses, custom_id) is not None
             if stall or (isinstance(marker, dict) and marker.get("stall")):
                 flag |= FLAG_STALL
             offsets.append(start)

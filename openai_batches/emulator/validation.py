@@ -2,24 +2,31 @@
 request runs.
 
 A line that passes the file-level checks (JSON, ``custom_id``, ``method``, ``url``, one
-model) can still be a request the endpoint refuses: no ``messages``, a parameter the
-endpoint does not know, ``stream: true``, a ``temperature`` given as a string. The real
-Batch API does not fail the batch for those: the request runs and gets a 400, written to
-the error file as ``response.status_code`` 400 with an ``invalid_request_error`` body naming
-the ``param``. :func:`check_body` gives that failure (or None) so the emulator does the
-same and a test that passes on it does not fail in production.
+model) can still be a request the endpoint refuses: no ``messages``, ``stream: true``, a
+``temperature`` given as a string or above 2. The real Batch API does not fail the batch
+for those: the request runs and gets a 400, written to the error file as
+``response.status_code`` 400 with an ``invalid_request_error`` body naming the ``param``
+(``shared/reference/openai-batch-api.md`` §5: "The request ran and the endpoint returned
+non-2xx. ``response`` is filled in, with for example ``status_code: 400`` and ``body:
+{"error": {"message", "type", "param", "code"}}`` ... and ``error`` is **null**").
+:func:`check_body` gives that failure (or None) so the emulator does the same and a test
+that passes on it does not fail in production.
 
-The parameter lists come from the OpenAPI spec's request schemas for each endpoint (see
-``shared/reference/openai-openapi.yaml``). Where the spec is unsure, the rule accepts: any
-optional parameter may be ``null``, and parameters whose type is a union of shapes (such as
-``tool_choice``) are not type-checked. The emulator's own ``emulator`` marker (scripted
-failures, stalls) is accepted on every endpoint.
+Strict only where the reference is: every rule below quotes its source, the OpenAPI spec's
+request schema of the endpoint (``shared/reference/openai-openapi.yaml``, "SPEC") or the
+Batch API reference (``openai-batch-api.md``). Where the spec is silent the rule accepts:
+a parameter it does not list is refused only by a schema it closes with
+``additionalProperties: false`` (embeddings); a Responses body needs no ``input`` (the
+spec's ``CreateResponse`` requires nothing); any optional parameter may be ``null``;
+parameters whose type is a union of shapes (such as ``tool_choice``) are not
+type-checked; enum values are not checked (the spec's lists trail the live API's). The
+emulator's own ``emulator`` marker (scripted failures, stalls) is accepted everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: JSON kinds a parameter may take; ``None`` in a table means "any shape".
@@ -34,6 +41,12 @@ STRING_OR_OBJECT = ("string", "object")
 
 Kinds = tuple[str, ...] | None
 
+# The parameters of each endpoint and their kinds: the ``properties`` of its SPEC request
+# schema (CreateChatCompletionRequest, CreateResponse, CreateEmbeddingRequest,
+# CreateCompletionRequest, CreateModerationRequest, CreateImageRequest,
+# EditImageBodyJsonParam + CreateImageEditRequest, CreateVideoJsonBody), checked name by name
+# against ``openai-openapi.yaml`` (commit f85dbe2). A kind is the spec's ``type`` (or the
+# ``type`` of each ``anyOf`` branch), ``null`` left out.
 _CHAT: dict[str, Kinds] = {
     "audio": OBJECT,
     "frequency_penalty": NUMBER,
@@ -177,25 +190,88 @@ _VIDEOS: dict[str, Kinds] = {
 
 @dataclass(frozen=True)
 class Rules:
-    """One endpoint's body: its parameters and kinds, and what it requires."""
+    """One endpoint's body: its parameters and kinds, what it requires, and its bounds."""
 
     params: Mapping[str, Kinds]
     #: Each entry is a parameter the body must have (one of several, for a tuple).
     required: tuple[str | tuple[str, ...], ...]
+    #: The spec closes the schema (``additionalProperties: false``): a parameter it does
+    #: not list is refused. Open schemas let it through (the spec does not say otherwise).
+    closed: bool = False
+    #: ``minimum`` / ``maximum`` of numeric parameters (None: no bound that way).
+    bounds: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    #: ``minItems`` / ``maxItems`` of parameters given as arrays.
+    lengths: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
+
+# SPEC CreateChatCompletionRequest (through CreateModelResponseProperties): "temperature:
+# minimum: 0, maximum: 2", "top_p: minimum: 0, maximum: 1", "top_logprobs: minimum: 0,
+# maximum: 20", "frequency_penalty / presence_penalty: minimum: -2, maximum: 2", "n:
+# minimum: 1, maximum: 128"; "messages: minItems: 1"; "stop" as an array "minItems: 1,
+# maxItems: 4"; "functions: minItems: 1, maxItems: 128".
+_SAMPLING = {"temperature": (0, 2), "top_p": (0, 1), "top_logprobs": (0, 20)}
+_PENALTIES = {"frequency_penalty": (-2, 2), "presence_penalty": (-2, 2)}
+_CHAT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    **_SAMPLING,
+    **_PENALTIES,
+    "n": (1, 128),
+}
+_CHAT_LENGTHS: dict[str, tuple[int | None, int | None]] = {
+    "messages": (1, None),
+    "stop": (1, 4),
+    "functions": (1, 128),
+}
 
 RULES: dict[str, Rules] = {
-    "/v1/chat/completions": Rules(_CHAT, ("messages",)),
-    # A Responses request may take its input from a stored prompt, an earlier response or
-    # a conversation instead; only a body with none of these is missing its input.
-    "/v1/responses": Rules(
-        _RESPONSES, (("input", "prompt", "previous_response_id", "conversation"),)
+    # SPEC CreateChatCompletionRequest "required: [model, messages]" (``model`` is checked
+    # per file, with the one-model rule, by the runner).
+    "/v1/chat/completions": Rules(_CHAT, ("messages",), bounds=_CHAT_BOUNDS, lengths=_CHAT_LENGTHS),
+    # SPEC CreateResponse has no ``required`` list: a body without ``input`` (one that
+    # takes it from a stored prompt or a conversation) is not refused here.
+    # "max_output_tokens: minimum: 16"; sampling bounds as chat's.
+    "/v1/responses": Rules(_RESPONSES, (), bounds={**_SAMPLING, "max_output_tokens": (16, None)}),
+    # SPEC CreateEmbeddingRequest "additionalProperties: false", "required: [model,
+    # input]", "dimensions: minimum: 1", input as an array "minItems: 1, maxItems: 2048".
+    # So ``n`` (a chat parameter) is refused here, as the live API refuses it.
+    "/v1/embeddings": Rules(
+        _EMBEDDINGS,
+        ("input",),
+        closed=True,
+        bounds={"dimensions": (1, None)},
+        lengths={"input": (1, 2048)},
     ),
-    "/v1/embeddings": Rules(_EMBEDDINGS, ("input",)),
-    "/v1/completions": Rules(_COMPLETIONS, ("prompt",)),
+    # SPEC CreateCompletionRequest "required: [model, prompt]"; "best_of: minimum: 0,
+    # maximum: 20", "logprobs: minimum: 0, maximum: 5", "max_tokens: minimum: 0", "n:
+    # minimum: 1, maximum: 128"; prompt as an array "minItems: 1".
+    "/v1/completions": Rules(
+        _COMPLETIONS,
+        ("prompt",),
+        bounds={
+            **_CHAT_BOUNDS,
+            "best_of": (0, 20),
+            "logprobs": (0, 5),
+            "max_tokens": (0, None),
+        },
+        lengths={"prompt": (1, None), "stop": (1, 4)},
+    ),
+    # SPEC CreateModerationRequest "required: [input]" (``model`` defaults to
+    # omni-moderation-latest); openai-batch-api.md §4.2: "every body needs ``input``".
     "/v1/moderations": Rules(_MODERATIONS, ("input",)),
-    "/v1/images/generations": Rules(_IMAGES, ("prompt",)),
-    "/v1/images/edits": Rules(_IMAGE_EDITS, ("prompt",)),
+    # SPEC CreateImageRequest "required: [prompt]", "n: minimum: 1, maximum: 10",
+    # "partial_images: minimum: 0, maximum: 3".
+    "/v1/images/generations": Rules(
+        _IMAGES, ("prompt",), bounds={"n": (1, 10), "partial_images": (0, 3)}
+    ),
+    # SPEC EditImageBodyJsonParam "required: [images, prompt]" (the multipart
+    # CreateImageEditRequest: "required: [prompt, image]"), "images: minItems: 1,
+    # maxItems: 16".
+    "/v1/images/edits": Rules(
+        _IMAGE_EDITS,
+        ("prompt", ("images", "image")),
+        bounds={"n": (1, 10), "partial_images": (0, 3)},
+        lengths={"images": (1, 16), "image": (None, 16)},
+    ),
+    # SPEC CreateVideoJsonBody "required: [prompt]".
     "/v1/videos": Rules(_VIDEOS, ("prompt",)),
 }
 
@@ -244,18 +320,70 @@ def _fits(value: Any, kinds: tuple[str, ...]) -> bool:
     return kind in kinds or (kind == "integer" and "number" in kinds)
 
 
+def _out_of_bounds(
+    name: str, value: Any, low: float | None, high: float | None
+) -> BodyError | None:
+    if kind_of(value) not in ("integer", "number"):
+        return None
+    word = "integer" if kind_of(value) == "integer" else "decimal"
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    if low is not None and value < low:
+        return BodyError(
+            f"Invalid '{name}': {word} below minimum value. Expected a value >= {low:g}, but "
+            f"got {shown} instead.",
+            name,
+            f"{word}_below_min_value",
+        )
+    if high is not None and value > high:
+        return BodyError(
+            f"Invalid '{name}': {word} above maximum value. Expected a value <= {high:g}, but "
+            f"got {shown} instead.",
+            name,
+            f"{word}_above_max_value",
+        )
+    return None
+
+
+def _bad_length(name: str, value: Any, low: int | None, high: int | None) -> BodyError | None:
+    if not isinstance(value, list):
+        return None
+    if low is not None and len(value) < low:
+        if not value:
+            return BodyError(
+                f"Invalid '{name}': empty array. Expected an array with minimum length {low}, "
+                "but got an empty array instead.",
+                name,
+                "empty_array",
+            )
+        return BodyError(
+            f"Invalid '{name}': array too short. Expected an array with minimum length {low}, "
+            f"but got an array with length {len(value)} instead.",
+            name,
+            "array_below_min_length",
+        )
+    if high is not None and len(value) > high:
+        return BodyError(
+            f"Invalid '{name}': array too long. Expected an array with maximum length {high}, "
+            f"but got an array with length {len(value)} instead.",
+            name,
+            "array_above_max_length",
+        )
+    return None
+
+
 def check_body(endpoint: str, body: Mapping[str, Any]) -> BodyError | None:
     """The first rule of ``endpoint`` that ``body`` breaks, or None when the endpoint takes it.
 
-    Checked in the order the API reports: unknown parameters, missing required ones,
-    types, then ``stream``.
+    Checked in the order the API reports: unknown parameters (closed schemas only),
+    missing required ones, types, bounds, then ``stream``.
     """
     rules = RULES.get(endpoint)
     if rules is None:
         return None
-    for name in body:
-        if name not in rules.params and name not in EMULATOR_KEYS:
-            return BodyError(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    if rules.closed:
+        for name in body:
+            if name not in rules.params and name not in EMULATOR_KEYS:
+                return BodyError(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     for need in rules.required:
         names = need if isinstance(need, tuple) else (need,)
         if not any(body.get(n) is not None for n in names):
@@ -275,14 +403,24 @@ def check_body(endpoint: str, body: Mapping[str, Any]) -> BodyError | None:
             name,
             "invalid_type",
         )
-    messages = body.get("messages")
-    if endpoint == "/v1/chat/completions" and messages == []:
+    for name, (low, high) in rules.bounds.items():
+        found = _out_of_bounds(name, body.get(name), low, high)
+        if found is not None:
+            return found
+    for name, (short, long) in rules.lengths.items():
+        found = _bad_length(name, body.get(name), short, long)
+        if found is not None:
+            return found
+    # SPEC CreateEmbeddingRequest.input: "cannot be an empty string".
+    if endpoint == "/v1/embeddings" and body.get("input") == "":
         return BodyError(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, but "
-            "got an empty array instead.",
-            "messages",
-            "empty_array",
+            "Invalid 'input': empty string. Expected a string with minimum length 1, but got "
+            "an empty string instead.",
+            "input",
+            "empty_string",
         )
+    # openai-batch-api.md §4.2: "No streaming (FAQ). For ``/v1/moderations`` the worker
+    # rejects ``stream=true``".
     if body.get("stream") is True:
         return BodyError(
             "Streaming is not supported in the Batch API: 'stream' must be false or omitted.",

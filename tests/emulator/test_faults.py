@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,8 +15,11 @@ import pytest
 from openai import OpenAI
 
 from openai_batches.emulator import Emulator, EmulatorServer
+from openai_batches.emulator.records import FAULT_KINDS
 
 from .conftest import API_KEY, create_batch, jsonl, line, upload
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -252,3 +257,27 @@ def test_a_body_fault_on_a_failing_call_answers_the_failure(
     r = httpx.get(f"{server.base_url}/batches/batch_missing", headers=AUTH)
     assert r.status_code == 404
     assert r.json()["error"]["param"] == "id"
+
+
+def test_stuck_cursor_serves_the_first_page_whatever_the_cursor(
+    emu: Emulator, server: EmulatorServer, client: OpenAI
+) -> None:
+    ids = [create_batch(client, [line("a")]).id for _ in range(3)]
+    emu.inject_fault("GET", "/v1/batches", "stuck_cursor", count=2)
+    for after in (None, ids[1]):
+        params = {"limit": 1, **({"after": after} if after else {})}
+        page = httpx.get(f"{server.base_url}/batches", headers=AUTH, params=params).json()
+        assert [b["id"] for b in page["data"]] == [ids[2]]  # newest first, cursor ignored
+        assert page["has_more"] is True
+    # Used up: the cursor works again, and the last page says so.
+    page = httpx.get(
+        f"{server.base_url}/batches", headers=AUTH, params={"limit": 5, "after": ids[2]}
+    ).json()
+    assert [b["id"] for b in page["data"]] == [ids[1], ids[0]]
+    assert page["has_more"] is False
+
+
+def test_the_docs_name_every_fault_kind() -> None:
+    text = (DOCS / "reference" / "emulator.md").read_text()
+    (row,) = [r for r in text.splitlines() if r.startswith("| `POST /_emulator/faults`")]
+    assert set(re.findall(r"`([a-z_]+)`", row.split("|")[3])) >= set(FAULT_KINDS)

@@ -39,6 +39,8 @@ class Flavor:
     #: A successful batch still gets an (empty) error file.
     empty_error_file: ClassVar[bool] = False
     #: Seconds until a batch input file uploaded without ``expires_after`` expires.
+    #: openai-batch-api.md §1.1: "Default expiry: files with ``purpose=batch`` expire after
+    #: **30 days**; all other purposes are kept until deleted (SPEC ``FileExpirationAfter``)."
     default_input_expiry: ClassVar[int | None] = THIRTY_DAYS
 
     def __init__(self, emulator: Emulator) -> None:
@@ -96,7 +98,9 @@ class Flavor:
 
     def results_expire_at(self, b: _Batch, created: int) -> int | None:
         """When the result files written at ``created`` expire."""
-
+        # openai-batch-api.md §2.3: "The output file is deleted **30 days after the batch
+        # completes** by default (GUIDE). ``output_expires_after`` overrides this for output
+        # and error files"; §1.2: "The anchor is the creation time of the output/error file".
         return created + (b.output_expires_after or THIRTY_DAYS)
 
     # ------------------------------------------------------------------ the wire

@@ -95,6 +95,10 @@ class OpenAIFlavor(Flavor):
     def ratelimit_headers(
         self, limit: int, remaining: int, reset: float, tokens: int
     ) -> dict[str, str]:
+        # openai-batch-api.md §6.4 (RL-GUIDE) lists these six; "The reset values are duration
+        # strings such as ``20ms``, ``60s`` or ``6m0s``". Which ones the Files and Batches
+        # endpoints send is UNCONFIRMED there, so no client of ours relies on them. Batch
+        # calls spend no tokens, so the token budget always reads full.
         return {
             "x-ratelimit-limit-requests": str(limit),
             "x-ratelimit-limit-tokens": str(tokens),

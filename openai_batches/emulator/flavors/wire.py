@@ -100,7 +100,9 @@ def expiry_anchor(anchor: Any, param: str) -> None:
 
 def json_expires_after(value: Any, param: str, minimum: int = MIN_EXPIRES_AFTER) -> int | None:
     """``output_expires_after`` of a JSON body: an object with exactly ``anchor`` (only
-    ``created_at``) and an integer ``seconds`` in 3600..2592000 (the SPEC's schema)."""
+    ``created_at``) and an integer ``seconds`` in 3600..2592000 (the SPEC's schema;
+    openai-batch-api.md §1.2: "``{anchor: "created_at", seconds}``, where ``seconds`` is
+    3600 to 2592000")."""
     if value is None:
         return None
     if not isinstance(value, dict):
