@@ -16,7 +16,9 @@ Strict only where the reference is: every rule below quotes its source, the Open
 request schema of the endpoint (``shared/reference/openai-openapi.yaml``, "SPEC") or the
 Batch API reference (``openai-batch-api.md``). Where the spec is silent the rule accepts:
 a parameter it does not list is refused only by a schema it closes with
-``additionalProperties: false`` (embeddings); a Responses body needs no ``input`` (the
+``additionalProperties: false`` (embeddings) and by the two endpoints whose live answers to an
+unknown parameter are on record (chat completions and Responses, sources at their rules);
+a Responses body needs no ``input`` (the
 spec's ``CreateResponse`` requires nothing); any optional parameter may be ``null``;
 parameters whose type is a union of shapes (such as ``tool_choice``) are not
 type-checked; enum values are not checked (the spec's lists trail the live API's). The
@@ -225,11 +227,25 @@ _CHAT_LENGTHS: dict[str, tuple[int | None, int | None]] = {
 RULES: dict[str, Rules] = {
     # SPEC CreateChatCompletionRequest "required: [model, messages]" (``model`` is checked
     # per file, with the one-model rule, by the runner).
-    "/v1/chat/completions": Rules(_CHAT, ("messages",), bounds=_CHAT_BOUNDS, lengths=_CHAT_LENGTHS),
+    # Closed although the spec does not say so: the live endpoint answers a parameter it
+    # does not know with 400 ``{"message": "Unknown parameter: 'reasoning'.", "type":
+    # "invalid_request_error", "param": "reasoning", "code": "unknown_parameter"}`` (a
+    # ``POST https://api.openai.com/v1/chat/completions`` quoted in
+    # github.com/teabranch/open-responses-server/issues/41; older answers said
+    # "Unrecognized request argument supplied: reasoning_effort", coroot/coroot#698). A
+    # test that passes here with a stray parameter would fail in production.
+    "/v1/chat/completions": Rules(
+        _CHAT, ("messages",), closed=True, bounds=_CHAT_BOUNDS, lengths=_CHAT_LENGTHS
+    ),
     # SPEC CreateResponse has no ``required`` list: a body without ``input`` (one that
     # takes it from a stored prompt or a conversation) is not refused here.
-    # "max_output_tokens: minimum: 16"; sampling bounds as chat's.
-    "/v1/responses": Rules(_RESPONSES, (), bounds={**_SAMPLING, "max_output_tokens": (16, None)}),
+    # "max_output_tokens: minimum: 16"; sampling bounds as chat's. Closed like chat: the
+    # live endpoint answers "Unknown parameter: 'input[4].action.query'." with code
+    # ``unknown_parameter`` (an ``openai.BadRequestError`` from ``responses.create`` quoted
+    # in github.com/pydantic/pydantic-ai/issues/3653); only top-level names are checked.
+    "/v1/responses": Rules(
+        _RESPONSES, (), closed=True, bounds={**_SAMPLING, "max_output_tokens": (16, None)}
+    ),
     # SPEC CreateEmbeddingRequest "additionalProperties: false", "required: [model,
     # input]", "dimensions: minimum: 1", input as an array "minItems: 1, maxItems: 2048".
     # So ``n`` (a chat parameter) is refused here, as the live API refuses it.
