@@ -28,14 +28,18 @@ from django.utils import timezone
 from .. import quota
 from ..models import (
     BatchJob,
+    BatchReason,
     BatchStatus,
+    ItemState,
     JobState,
     ProviderBatch,
     QuotaEvent,
     QuotaEventKind,
+    RequestItem,
     TokenBudget,
 )
-from ._base import _status_signal, logger
+from ._base import _OPEN_STATES, _status_signal, logger
+from .parts import _plan
 
 #: The most a budget's reservations are scaled up by when the provider counted more input
 #: tokens than were estimated (see :func:`_calibration`).
@@ -261,7 +265,51 @@ def learn(
                 job.account,
                 after,
             )
-        _admit_line(budget, submitting=job.pk)
+        _admit_line(budget)
+
+
+def refused_for_quota(part: ProviderBatch) -> bool:
+    """Whether the provider failed ``part``'s batch for the enqueued-token limit alone."""
+    if part.provider_status != BatchStatus.FAILED or not part.provider_errors:
+        return False
+    codes = {e.get("code") for e in part.provider_errors if isinstance(e, dict)}
+    return codes == {TOKEN_LIMIT_CODE}
+
+
+def requeue(job: BatchJob, part: ProviderBatch, limit: int, *, sent: bool) -> list[ProviderBatch]:
+    """Under the job's row lock: put the requests of ``part``, which the provider refused
+    for the enqueued-token limit, back in line in new parts that fit ``limit``.
+
+    Nothing of the part ran (a batch refused this way fails at validation), so its requests
+    go back without an attempt and are sent once, later. A batch the provider created
+    (``sent``) stays as the record of the refusal; a part refused at create never reached
+    the provider and is dropped. The job's other parts not admitted yet that no longer fit
+    are cut again too. The new parts keep the refused part's place in line.
+    """
+    now = timezone.now()
+    RequestItem.objects.filter(batch=part, state__in=_OPEN_STATES).update(
+        state=ItemState.PENDING, batch=None
+    )
+    if sent:
+        part.state = JobState.FINISHED
+        part.ingested_at = now
+        part.last_error = (
+            f"{TOKEN_LIMIT_CODE}: the provider's enqueued-token limit was reached; "
+            f"its {part.item_count} request(s) went back in line (nothing ran)."
+        )
+        part.save()
+    else:
+        part.delete()
+    too_big = job.batches.planned().filter(
+        admitted_at=None, provider_batch_id="", input_file_id="", estimated_tokens__gt=limit
+    )
+    RequestItem.objects.filter(batch__in=too_big.values("pk"), state=ItemState.PENDING).update(
+        batch=None
+    )
+    too_big.delete()
+    parts = _plan(job, BatchReason.QUOTA, max_tokens=limit)
+    ProviderBatch.objects.filter(pk__in=[p.pk for p in parts]).update(waiting_since=part.created_at)
+    return parts
 
 
 def learned_limit_after_refusal(part: ProviderBatch, in_flight_tokens: int) -> int:
