@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .. import quota
@@ -103,13 +104,21 @@ def _settle_budget(budget: TokenBudget) -> None:
     budget.save()
 
 
-def _fair_order(line: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _fair_order(
+    line: list[dict[str, Any]], last_served: dict[Any, datetime]
+) -> list[dict[str, Any]]:
     """The line in the order it is served: owners take turns (round robin, the owner
-    waiting longest first), each owner's parts oldest first (a job's in part order)."""
+    served longest ago, or never, first; then the one waiting longest), each owner's parts
+    oldest first (a job's in part order). ``last_served`` maps an owner to when a part of
+    theirs was last admitted to this budget: the turns go on from one pass to the next."""
     by_owner: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(line, key=lambda r: (r["waiting_since"], r["job_id"], r["part"])):
         by_owner[row["job__owner_id"]].append(row)
-    queues = list(by_owner.values())  # dicts keep insertion order: oldest owner first
+    never = datetime.min.replace(tzinfo=UTC)
+    queues = sorted(
+        by_owner.values(),
+        key=lambda q: (last_served.get(q[0]["job__owner_id"], never), q[0]["waiting_since"]),
+    )
     ordered: list[dict[str, Any]] = []
     turn = 0
     while queues:
@@ -145,8 +154,21 @@ def _admit_line(budget: TokenBudget, *, submitting: int | None = None) -> set[in
             "pk", "job_id", "job__owner_id", "part", "estimated_tokens", "waiting_since"
         )
     ]
+    owners = {row["job__owner_id"] for row in line}
+    served = (
+        parts.filter(admitted_at__isnull=False, job__owner_id__in=[o for o in owners if o])
+        .values("job__owner_id")
+        .order_by()
+        .annotate(last=Max("admitted_at"))
+    )
+    last_served = {row["job__owner_id"]: row["last"] for row in served}
+    if None in owners:
+        ownerless = parts.filter(admitted_at__isnull=False, job__owner__isnull=True)
+        last = ownerless.aggregate(last=Max("admitted_at"))["last"]
+        if last is not None:
+            last_served[None] = last
     chosen: list[tuple[dict[str, Any], int]] = []
-    for row in _fair_order(line):
+    for row in _fair_order(line, last_served):
         need = reservation(budget, row["estimated_tokens"])
         if limit is not None and reserved + need > limit and (reserved or chosen):
             break
