@@ -161,7 +161,7 @@ def _admit_line(budget: TokenBudget, *, submitting: int | None = None) -> set[in
         .order_by()
         .annotate(last=Max("admitted_at"))
     )
-    last_served = {row["job__owner_id"]: row["last"] for row in served}
+    last_served: dict[Any, datetime] = {row["job__owner_id"]: row["last"] for row in served}
     if None in owners:
         ownerless = parts.filter(admitted_at__isnull=False, job__owner__isnull=True)
         last = ownerless.aggregate(last=Max("admitted_at"))["last"]
