@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from io import StringIO
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 
 from openai_batches import estimate, quota, services
+from openai_batches.checks import check_quota
 from openai_batches.emulator import responses
 from openai_batches.models import (
     BatchJob,
@@ -341,3 +344,78 @@ def test_the_line_takes_owners_in_turn_oldest_first(
     # Alice came first, but Bob does not wait for all of her jobs.
     assert order == [a1.pk, b1.pk, a2.pk, a3.pk]
     assert peak(slow_emu) <= one + one // 2
+
+
+# -- refused at create (Azure's fail-fast regions) -----------------------------------------
+
+
+def test_a_create_refused_for_the_token_limit_goes_back_in_line(settings: Any) -> None:
+    key = "azure-key-0123456789"
+    with running_emulator(
+        flavor="azure",
+        api_key=key,
+        flavor_options={"fail_fast": True, "tokens": [key]},
+        timing="realistic",
+        clock="manual",
+    ) as emu:
+        configure(settings, TOKEN_ESTIMATOR=EMULATOR_COUNT, ENQUEUED_TOKEN_LIMITS={MODEL: None})
+        first_items = chat(10, "a-")
+        need = sum(
+            responses.estimate_input_tokens("/v1/chat/completions", i["body"]) for i in first_items
+        )
+        emu.emulator.set_token_budget(MODEL, need + need // 2)
+        first = new_job(first_items)
+        assert first.state == JobState.SUBMITTED, first.last_error
+        emu.emulator.advance(31)  # the first is running: its tokens are enqueued
+        second = new_job(chat(8, "b-"))
+        # Refused at create: nothing was created, the upload is deleted, the job waits.
+        assert second.state == JobState.WAITING_QUOTA, second.last_error
+        assert len(emu.emulator.list_batches()) == 1
+        assert TokenBudget.objects.get().learned_limit == need
+        assert QuotaEvent.objects.filter(kind=QuotaEventKind.LEARNED, job=second).exists()
+        inputs = [f for f in emu.emulator.state()["files"] if f["purpose"] == "batch"]
+        assert len(inputs) == 1  # the refused part's upload was deleted
+        emu.emulator.advance(7 * 3600)
+        services.refresh(first)
+        [second] = submit_requested()
+        assert second.state == JobState.SUBMITTED
+        emu.emulator.advance(7 * 3600)
+        second = services.refresh(second)
+        assert second.state == JobState.FINISHED
+        assert second.items.filter(state=ItemState.SUCCEEDED).count() == 8
+
+
+# -- checks and the command ----------------------------------------------------------------
+
+
+def test_the_system_check_names_a_bad_limit(settings: Any) -> None:
+    configure(settings, ENQUEUED_TOKEN_LIMITS={"gpt-4o": 0, "*": "lots", "nobody": {"o3": 5}})
+    messages = check_quota()
+    assert [m.id for m in messages] == [
+        "openai_batches.E050",
+        "openai_batches.E050",
+        "openai_batches.W050",
+    ]
+    assert "['gpt-4o'] is 0" in messages[0].msg and "['*'] is 'lots'" in messages[1].msg
+    assert all(m.hint for m in messages)
+    configure(settings, ENQUEUED_TOKEN_LIMITS=[1])
+    assert "must be a dict" in check_quota()[0].msg
+    configure(settings, ENQUEUED_TOKEN_LIMITS=None)
+    assert check_quota() == []
+    configure(settings, ENQUEUED_TOKEN_LIMITS={"gpt-4o": 450_000, "default": {"o3": None}})
+    assert check_quota() == []
+
+
+def test_the_command_shows_budgets_resets_and_admits() -> None:
+    TokenBudget.objects.create(account="default", model=MODEL, learned_limit=500)
+    out = StringIO()
+    call_command("token_quota", stdout=out)
+    assert "gpt-4o-mini: limit 500 (learned 500)" in out.getvalue()
+    assert "1 model budget(s), 0 part(s) waiting" in out.getvalue()
+    out = StringIO()
+    call_command("token_quota", "--reset", MODEL, "--admit", stdout=out)
+    assert "configured limit applies, 2,000,000 tokens" in out.getvalue()
+    assert "Admitted 0 waiting part(s)." in out.getvalue()
+    assert TokenBudget.objects.get().learned_limit is None
+    with pytest.raises(CommandError, match="not a configured account"):
+        call_command("token_quota", "--account", "nope")

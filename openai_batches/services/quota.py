@@ -245,10 +245,11 @@ def settle_after(parts: Iterable[ProviderBatch]) -> None:
 
 
 def learn(
-    job: BatchJob, part: ProviderBatch, limit: int, in_flight_tokens: int, message: str
+    job: BatchJob, part: ProviderBatch | None, limit: int, in_flight_tokens: int, message: str
 ) -> None:
-    """Record that the provider refused ``part`` for the enqueued-token limit, lower the
-    model's learned limit to ``limit`` (never raise it), and move the line."""
+    """Record that the provider refused a batch of ``job`` (``part``, when it is kept) for
+    the enqueued-token limit, lower the model's learned limit to ``limit`` (never raise
+    it), and move the line."""
     with transaction.atomic():
         budget = _locked_budget(job.account, job.model)
         before = quota.effective_limit(

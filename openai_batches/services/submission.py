@@ -447,7 +447,8 @@ def _refused_for_quota(
         _status_signal(locked, *old)
     if part.input_file_id:
         _delete_upload(client, part.input_file_id)
-    quota_services.learn(locked, part, limit, flying, f"{type(err).__name__}: {err}")
+    # The part was dropped (it never reached the provider): the event names the job.
+    quota_services.learn(locked, None, limit, flying, f"{type(err).__name__}: {err}")
     return _get(locked)
 
 
