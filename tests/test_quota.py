@@ -419,3 +419,26 @@ def test_the_command_shows_budgets_resets_and_admits() -> None:
     assert TokenBudget.objects.get().learned_limit is None
     with pytest.raises(CommandError, match="not a configured account"):
         call_command("token_quota", "--account", "nope")
+
+
+def test_a_waiting_job_can_be_cancelled_and_leaves_the_line(
+    slow_emu: EmulatorHandle, settings: Any
+) -> None:
+    configure(settings, TOKEN_ESTIMATOR=EMULATOR_COUNT)
+    one = sum(
+        responses.estimate_input_tokens("/v1/chat/completions", i["body"]) for i in chat(5, "x")
+    )
+    configure(settings, ENQUEUED_TOKEN_LIMITS={MODEL: one + one // 2})
+    blocker = new_job(chat(5, "z-"))
+    first, second = new_job(chat(5, "a-")), new_job(chat(5, "b-"))
+    assert services.can_delete(first) == (False, "it is waiting for quota; cancel it first")
+    assert services.can_cancel(first) == (True, "")
+    first = services.cancel(first)
+    assert first.state == JobState.CANCELLED
+    assert not first.batches.exists()
+    assert [p.job_id for p in quota.waiting()] == [second.pk]
+    finish_running(slow_emu)
+    assert BatchJob.objects.get(pk=blocker.pk).state == JobState.FINISHED
+    [admitted] = submit_requested()
+    assert admitted.pk == second.pk and admitted.state == JobState.SUBMITTED
+    assert len(slow_emu.emulator.list_batches()) == 2  # nothing of the cancelled job was sent
