@@ -442,3 +442,28 @@ def test_a_waiting_job_can_be_cancelled_and_leaves_the_line(
     [admitted] = submit_requested()
     assert admitted.pk == second.pk and admitted.state == JobState.SUBMITTED
     assert len(slow_emu.emulator.list_batches()) == 2  # nothing of the cancelled job was sent
+
+
+def test_reservations_scale_up_when_the_provider_counted_more_than_estimated() -> None:
+    from openai_batches.services.quota import MAX_CALIBRATION, reservation
+
+    budget = TokenBudget(account="default", model=MODEL)
+    assert reservation(budget, 100) == 100  # nothing seen yet
+    budget.estimated_tokens_seen, budget.input_tokens_seen = 1_000, 1_250
+    assert reservation(budget, 100) == 125
+    budget.input_tokens_seen = 800  # counted less: never reserve below the estimate
+    assert reservation(budget, 100) == 100
+    budget.input_tokens_seen = 10_000
+    assert reservation(budget, 100) == 100 * MAX_CALIBRATION
+
+
+def test_the_overview_costs_a_constant_number_of_queries(
+    django_assert_num_queries: Any,
+) -> None:
+    for n in range(5):
+        TokenBudget.objects.create(account="default", model=f"model-{n}")
+    job = services.create_job(endpoint="/v1/chat/completions", items=chat(3, "q-"))
+    services.request_submit(job)
+    with django_assert_num_queries(2):
+        rows = quota.overview()
+    assert len(rows) == 5
