@@ -467,3 +467,33 @@ def test_the_overview_costs_a_constant_number_of_queries(
     with django_assert_num_queries(2):
         rows = quota.overview()
     assert len(rows) == 5
+
+
+def test_sync_batches_and_the_rq_admit_job_move_the_line(
+    slow_emu: EmulatorHandle, settings: Any
+) -> None:
+    from openai_batches import jobs
+
+    configure(settings, TOKEN_ESTIMATOR=EMULATOR_COUNT)
+    one = sum(
+        responses.estimate_input_tokens("/v1/chat/completions", i["body"]) for i in chat(5, "x")
+    )
+    configure(settings, ENQUEUED_TOKEN_LIMITS={MODEL: one + one // 2})
+    blocker = new_job(chat(5, "z-"))
+    waiting = new_job(chat(5, "w-"))
+    later = new_job(chat(5, "l-"))
+    assert {waiting.state, later.state} == {JobState.WAITING_QUOTA}
+    slow_emu.emulator.advance(7 * 3600)
+    # One pass sees the blocker end (its room frees, the next in line is admitted); the
+    # next pass submits what was admitted.
+    report = services.sync()
+    assert report.ok, report.errors
+    assert BatchJob.objects.get(pk=blocker.pk).state == JobState.FINISHED
+    assert BatchJob.objects.get(pk=waiting.pk).state == JobState.SUBMIT_REQUESTED
+    report = services.sync()
+    assert report.submitted == [waiting.pk]
+    assert BatchJob.objects.get(pk=later.pk).state == JobState.WAITING_QUOTA
+    # Room that comes from elsewhere (a limit raised): the RQ admit job finds it.
+    configure(settings, ENQUEUED_TOKEN_LIMITS={MODEL: 10 * one})
+    assert jobs.admit_job(later.pk) == JobState.SUBMIT_REQUESTED
+    assert jobs.admit_job(later.pk) == "skipped"  # no longer waiting: the chain ends
