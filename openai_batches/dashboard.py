@@ -58,7 +58,14 @@ MAX_CODES = 20
 FAILED_ITEM_STATES = sorted(FINAL_ITEM_STATES - {ItemState.SUCCEEDED})
 
 #: Job states in which the job moves without anyone pressing a button: "in flight".
-MOVING_STATES = frozenset({JobState.SUBMIT_REQUESTED, JobState.SUBMITTING, JobState.SUBMITTED})
+MOVING_STATES = frozenset(
+    {
+        JobState.SUBMIT_REQUESTED,
+        JobState.WAITING_QUOTA,  # the line moves it when room frees up
+        JobState.SUBMITTING,
+        JobState.SUBMITTED,
+    }
+)
 
 #: Outcome of a job from (state, provider status), for "jobs by outcome".
 OUTCOMES: tuple[tuple[str, Any], ...] = (

@@ -35,7 +35,14 @@ FAILED_ITEM_STATES = sorted(FINAL_ITEM_STATES - {ItemState.SUCCEEDED})
 
 #: Job states in which something is still happening without anyone pressing a button: the
 #: live pages poll while a job on them is in one of these, and stop when none is.
-MOVING_STATES = frozenset({JobState.SUBMIT_REQUESTED, JobState.SUBMITTING, JobState.SUBMITTED})
+MOVING_STATES = frozenset(
+    {
+        JobState.SUBMIT_REQUESTED,
+        JobState.WAITING_QUOTA,  # the line moves it when room frees up
+        JobState.SUBMITTING,
+        JobState.SUBMITTED,
+    }
+)
 
 EMPTY = mark_safe('<span class="ob-muted">—</span>')
 

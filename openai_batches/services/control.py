@@ -31,7 +31,12 @@ from .submission import _delete_upload, _find_batch, _record_batch, _submit_unkn
 
 def can_cancel(job: BatchJob | int) -> tuple[bool, str]:
     job = _get(job) if not isinstance(job, BatchJob) else job
-    if job.state in (JobState.DRAFT, JobState.SUBMIT_REQUESTED, JobState.SUBMIT_FAILED):
+    if job.state in (
+        JobState.DRAFT,
+        JobState.SUBMIT_REQUESTED,
+        JobState.WAITING_QUOTA,
+        JobState.SUBMIT_FAILED,
+    ):
         return True, ""
     if job.state == JobState.SUBMITTING:
         return False, "its submission is under way; try again in a moment"
@@ -64,7 +69,12 @@ def can_retry(job: BatchJob | int, which: str) -> tuple[bool, str]:
 
 def can_delete(job: BatchJob | int) -> tuple[bool, str]:
     job = _get(job) if not isinstance(job, BatchJob) else job
-    if job.state in (JobState.SUBMIT_REQUESTED, JobState.SUBMITTING, JobState.SUBMITTED):
+    if job.state in (
+        JobState.SUBMIT_REQUESTED,
+        JobState.WAITING_QUOTA,
+        JobState.SUBMITTING,
+        JobState.SUBMITTED,
+    ):
         # The provider is (or may be about to be) running it: deleting would orphan a paid
         # batch and lose its results. Cancel it first.
         return False, f"it is {job.get_state_display().lower()}; cancel it first"
