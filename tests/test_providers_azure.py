@@ -19,7 +19,7 @@ from openai_batches.client import get_client
 from openai_batches.conf import Account
 from openai_batches.emulator import EmulatorServer
 from openai_batches.exceptions import APIError, ConfigurationError
-from openai_batches.models import BatchJob, ItemState, JobState
+from openai_batches.models import BatchJob, ItemState, JobState, QuotaEvent, QuotaEventKind
 from openai_batches.providers import part_limits, provider_for
 from openai_batches.providers.azure import AzureProvider, forget_tokens
 from tests.lifecycle_helpers import chat_items
@@ -234,9 +234,13 @@ def test_token_limit_exceeded_at_create_is_the_same_error_as_a_failed_batch(
         job = services.create_job(items=items(2), account="acct")
         services.request_submit(job)
         job = services.submit(job)
-        assert job.state == JobState.SUBMIT_FAILED
-        assert "token_limit_exceeded" in job.last_error
-        assert not job.batches.exists()  # the refused part is dropped; items wait
+        # Not a failure (issue 12): the limit is learned (half the refused part, as nothing
+        # else was in flight) and the requests are planned again in parts that fit it.
+        assert job.state == JobState.SUBMIT_REQUESTED, job.last_error
+        learned = QuotaEvent.objects.get(job=job, kind=QuotaEventKind.LEARNED)
+        assert learned.limit_after is not None and 0 < learned.limit_after < job.estimated_tokens
+        assert emu.list_batches() == []
+        assert QuotaEvent.objects.filter(job=job, kind=QuotaEventKind.LEARNED).exists()
 
         assert emu.list_files(purpose="batch")["data"] == []  # its upload was deleted
 
