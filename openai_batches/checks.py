@@ -493,3 +493,26 @@ def budget_problems(budgets: Any) -> list[tuple[str, str]]:
             ("['DEFAULT_OUTPUT_TOKENS']", f"is {output!r}, not a whole number of tokens")
         )
     return problems
+
+
+@register(Tags.compatibility)
+def check_account_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``ACCOUNT_ACCESS`` (E030): its shape, its callable, and rules naming real accounts."""
+    from .access import setting_problems
+
+    try:
+        user = app_settings.user_settings
+        accounts = app_settings.account_names()
+    except ConfigurationError:
+        return []  # E001 / E003 say so
+    return [
+        Error(
+            f"{problem}.",
+            hint=f"{SETTING_NAME}['ACCOUNT_ACCESS'] is None (\"default\" open to everyone, other "
+            'accounts to superusers), a dict of configured account name -> {"GROUPS": [group '
+            'names], "PERMISSIONS": ["app_label.codename"], "EVERYONE": bool}, or a dotted '
+            "path to a callable (user, account_name) -> bool.",
+            id="openai_batches.E030",
+        )
+        for problem in setting_problems(user.get("ACCOUNT_ACCESS"), accounts)
+    ]

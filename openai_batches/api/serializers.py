@@ -560,7 +560,12 @@ class BatchJobCreateSerializer(FormSerializer):
     )
     metadata = MetadataField(required=False, default=dict)
     account = StrictCharField(
-        max_length=64, default="default", help_text="A configured OPENAI_BATCHES account."
+        max_length=64,
+        default="default",
+        help_text="A configured OPENAI_BATCHES account you may use (OPENAI_BATCHES"
+        "['ACCOUNT_ACCESS']: by default `default` is open to everyone, other accounts to "
+        "superusers). An unknown account and one you may not use are the same 400 naming "
+        "the field `account`.",
     )
     items = ItemsField(
         required=False,

@@ -232,10 +232,11 @@ def _account_names_withheld(err: AppValidationError, account: Any) -> AppValidat
     """``err`` with the account problem naming only the value given.
 
     Which accounts a deployment has (often one per customer or team) is not a client's
-    business; the services' message lists them for the developer at the console.
+    business: an unknown account and one the user may not use (``ACCOUNT_ACCESS``) get the
+    same sentence, so probing names reveals nothing.
     """
     problems = [
-        Problem(p.index, p.field, f"{account!r} is not a configured account.")
+        Problem(p.index, p.field, f"{account!r} is not a configured account you may use.")
         if p.field == "account" and p.index is None
         else p
         for p in err.problems
