@@ -149,6 +149,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "results": Endpoint("get", "draft", lambda j: api_url("job-results", uuid=str(j.uuid))),
     "export": Endpoint("get", "done", lambda j: api_url("job-export", uuid=str(j.uuid))),
+    "estimate": Endpoint("get", "draft", lambda j: api_url("job-estimate", uuid=str(j.uuid))),
     "submit": Endpoint(
         "post", "draft", lambda j: api_url("job-submit", uuid=str(j.uuid)), None, True
     ),
@@ -178,6 +179,7 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "add items": (201, 404, 403, 201, 201, 401),
     "results": (200, 404, 200, 200, 200, 401),
     "export": (200, 404, 200, 200, 200, 401),
+    "estimate": (200, 404, 200, 200, 200, 401),
     "submit": (202, 404, 403, 202, 202, 401),
     "cancel": (200, 404, 403, 200, 200, 401),
     "refresh": (200, 404, 403, 200, 200, 401),
@@ -210,6 +212,7 @@ def test_the_api_matrix_covers_every_route() -> None:
         "job-item-detail",
         "job-results",
         "job-export",
+        "job-estimate",
         "job-submit",
         "job-cancel",
         "job-refresh",

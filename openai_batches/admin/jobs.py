@@ -103,7 +103,7 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         ),
         (
             gettext_lazy("Progress and usage"),
-            {"fields": ("progress", "usage_table", "cost_usd")},
+            {"fields": ("estimate_table", "progress", "usage_table", "cost_usd")},
         ),
         (
             gettext_lazy("Provider"),

@@ -4,7 +4,8 @@
 
 Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``,
 ``job-submit``, ``job-refresh``, ``job-cancel``, ``job-retry``, ``job-results``,
-``job-export``, ``job-item-list``, ``job-item-detail``, ``dashboard``, ``schema``).
+``job-estimate``, ``job-export``, ``job-item-list``, ``job-item-detail``, ``dashboard``,
+``schema``).
 """
 
 from __future__ import annotations

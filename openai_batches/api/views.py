@@ -469,6 +469,24 @@ class BatchJobViewSet(BatchesViewSet):
         return self._detail(job, status.HTTP_202_ACCEPTED)
 
     @api_schema(
+        summary="Estimate a job's tokens and cost",
+        description=(
+            "What the job will use, estimated from its stored requests: input tokens (the "
+            "configured `TOKEN_ESTIMATOR`), the most output tokens the requests allow, and "
+            "their cost at the batch prices of `OPENAI_BATCHES['PRICES']` (null, with "
+            "`cost_note` `no price for <model>`, when the model has none). The same estimate "
+            "the budgets check and the admin's job page use; read it before `submit/`. "
+            "Read-only; cached, so asking again costs no scan of the requests. Needs "
+            "`view_batchjob` on another user's job."
+        ),
+        parameters=[JOB_UUID],
+        responses={200: s.JobEstimateSerializer, **_errors(404)},
+    )
+    @action(detail=True, methods=["get"])
+    def estimate(self, request: Request, uuid: str | None = None) -> Response:
+        return Response(s.JobEstimateSerializer(s.estimate_data(self.get_object())).data)
+
+    @api_schema(
         summary="Download a job's results (JSONL)",
         description=(
             "One JSON line per item, in the order the items were added: `custom_id`, `state`, "
