@@ -142,6 +142,13 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path of the input-token estimator, a callable (endpoint, body) -> int; None is
     # the built-in heuristic, openai_batches.estimate.estimate_input_tokens.
     "TOKEN_ESTIMATOR": None,
+    # Enqueued input tokens each model may have at the provider at once (see
+    # docs/how-to/quota.md): {"gpt-4o": 450_000, "*": None, "azure": {"gpt-4o": 90_000}}.
+    # A key names a model or a model-family prefix ("*": any other model), a nested dict an
+    # account's own limits; None is unlimited. Laid over the built-in family defaults
+    # (openai_batches.quota.DEFAULT_ENQUEUED_TOKEN_LIMITS); the setting None turns every
+    # limit off.
+    "ENQUEUED_TOKEN_LIMITS": {},
 }
 
 _ACCOUNT_KEYS = {"API_KEY", "BASE_URL", "ORGANIZATION", "PROJECT", "TIMEOUT"}

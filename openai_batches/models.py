@@ -50,6 +50,8 @@ class JobState(models.TextChoices):
     DRAFT = "draft", _("Draft")  # accepts items
     SUBMIT_REQUESTED = "submit_requested", _("Submission requested")  # intent recorded, no I/O yet
     SUBMITTING = "submitting", _("Submitting")  # upload / create under way
+    # A part does not fit its model's enqueued-token budget: it is in line (services.quota)
+    WAITING_QUOTA = "waiting_quota", _("Waiting for quota")
     SUBMITTED = "submitted", _("Submitted")  # the provider knows the batch; track it
     FINISHED = "finished", _("Finished")  # terminal at the provider and results ingested
     SUBMIT_FAILED = "submit_failed", _("Submission failed")  # the provider never accepted it
@@ -473,6 +475,12 @@ class BatchJob(BatchTotals):
             "(see openai_batches.structured); empty for plain answers."
         ),
     )
+    # -- quota (services.quota) ----------------------------------------------------------
+    estimated_tokens = models.BigIntegerField(
+        _("estimated input tokens"),
+        default=0,
+        help_text=_("The input-token estimate of all the job's requests (TOKEN_ESTIMATOR)."),
+    )
 
     objects = BatchJobQuerySet.as_manager()
 
@@ -539,6 +547,7 @@ class BatchReason(models.TextChoices):
     FIRST = "first", _("First part")  # the job's first batch
     SPLIT = "split", _("Split part")  # a further part of a job larger than one batch takes
     RETRY = "retry", _("Retry")  # requests sent again after a transient failure
+    QUOTA = "quota", _("Back in line")  # requests put back after token_limit_exceeded
 
 
 class ProviderBatchQuerySet(models.QuerySet["ProviderBatch"]):
@@ -616,6 +625,35 @@ class ProviderBatch(ProviderBatchFields):
         default="",
         help_text=_("The last local error about this batch (upload, create, download)."),
     )
+    # -- quota (services.quota) ----------------------------------------------------------
+    estimated_tokens = models.BigIntegerField(
+        _("estimated input tokens"),
+        default=0,
+        help_text=_("The input-token estimate of the requests this batch carries."),
+    )
+    waiting_since = models.DateTimeField(
+        _("in line since"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When the part joined the line for its model's enqueued-token budget; empty "
+            "once it is admitted (or for parts planned before budgets existed)."
+        ),
+    )
+    admitted_at = models.DateTimeField(
+        _("admitted"),
+        null=True,
+        blank=True,
+        help_text=_("When the part got room in its model's budget and could be sent."),
+    )
+    reserved_tokens = models.BigIntegerField(
+        _("reserved tokens"),
+        default=0,
+        help_text=_(
+            "Tokens this part holds in its model's enqueued-token budget; 0 before it is "
+            "admitted and once its batch has ended."
+        ),
+    )
 
     objects = ProviderBatchQuerySet.as_manager()
 
@@ -628,6 +666,16 @@ class ProviderBatch(ProviderBatchFields):
         ]
         indexes = [
             models.Index(fields=["state", "job"], name="openai_batches_batch_state_idx"),
+            models.Index(
+                fields=["account", "waiting_since"],
+                name="openai_batches_batch_line_idx",
+                condition=Q(waiting_since__isnull=False),
+            ),
+            models.Index(
+                fields=["account"],
+                name="openai_batches_batch_resv_idx",
+                condition=Q(reserved_tokens__gt=0),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -779,6 +827,12 @@ class RequestItem(models.Model):
         default="",
         help_text=_("Why the structured output did not validate against its model."),
     )
+    # -- quota (services.quota) ----------------------------------------------------------
+    estimated_tokens = models.PositiveIntegerField(
+        _("estimated input tokens"),
+        default=0,
+        help_text=_("The request's input-token estimate (TOKEN_ESTIMATOR), made when added."),
+    )
 
     objects = RequestItemQuerySet.as_manager()
 
@@ -919,3 +973,111 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class TokenBudget(models.Model):
+    """One account's enqueued-token budget for one model: the row every worker locks.
+
+    A part reserves its estimate here (under ``select_for_update``) before anything of it is
+    uploaded, so every worker process on every machine sees one budget. The configured
+    limit is ``ENQUEUED_TOKEN_LIMITS``; ``learned_limit`` is what the provider taught us by
+    refusing a batch with ``token_limit_exceeded`` (the lower of the two applies). What is
+    reserved is not a counter here but the sum of the parts' ``reserved_tokens``, written
+    under this row's lock, so it cannot drift from the parts that hold it.
+    """
+
+    account = models.CharField(
+        _("account"), max_length=64, help_text=_("The OPENAI_BATCHES account.")
+    )
+    model = models.CharField(_("model"), max_length=128, help_text=_("The model, as jobs name it."))
+    learned_limit = models.BigIntegerField(
+        _("learned limit"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The enqueued tokens the provider allowed, learned from token_limit_exceeded; "
+            "empty until it refused one (an operator can reset it)."
+        ),
+    )
+    learned_at = models.DateTimeField(
+        _("learned at"), null=True, blank=True, help_text=_("When the limit was last learned.")
+    )
+    estimated_tokens_seen = models.BigIntegerField(
+        _("estimated tokens (ended batches)"),
+        default=0,
+        help_text=_(
+            "Estimates of the batches that ran, to compare with what the provider counted."
+        ),
+    )
+    input_tokens_seen = models.BigIntegerField(
+        _("input tokens (ended batches)"),
+        default=0,
+        help_text=_("Input tokens the provider reported for those batches."),
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("token budget")
+        verbose_name_plural = _("token budgets")
+        ordering = ("account", "model")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "model"], name="openai_batches_budget_model_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.account})"
+
+
+class QuotaEventKind(models.TextChoices):
+    REFUSED = "refused", _("Refused by the provider")  # token_limit_exceeded
+    LEARNED = "learned", _("Limit lowered")
+    RESET = "reset", _("Learned limit reset")
+
+
+class QuotaEvent(models.Model):
+    """Something that changed a model's budget: a refusal, a lowered limit, a reset."""
+
+    account = models.CharField(_("account"), max_length=64)
+    model = models.CharField(_("model"), max_length=128)
+    kind = models.CharField(_("kind"), max_length=16, choices=QuotaEventKind.choices)
+    job = models.ForeignKey(
+        BatchJob,
+        verbose_name=_("job"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("The job whose batch was refused, when there is one."),
+    )
+    batch = models.ForeignKey(
+        ProviderBatch,
+        verbose_name=_("provider batch"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("The refused batch, when there is one."),
+    )
+    limit_before = models.BigIntegerField(_("limit before"), null=True, blank=True)
+    limit_after = models.BigIntegerField(_("limit after"), null=True, blank=True)
+    in_flight = models.BigIntegerField(
+        _("in flight"), default=0, help_text=_("Tokens of this model's batches at the provider.")
+    )
+    message = models.TextField(_("message"), blank=True, default="")
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("quota event")
+        verbose_name_plural = _("quota events")
+        ordering = ("-created_at", "-pk")
+        indexes = [
+            models.Index(
+                fields=["account", "model", "-created_at"], name="openai_batches_qevent_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.model} ({self.account})"
