@@ -167,6 +167,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "schema": Endpoint("get", "draft", lambda j: api_url("schema")),
     "dashboard": Endpoint("get", "draft", lambda j: api_url("dashboard")),
+    "quota": Endpoint("get", "draft", lambda j: api_url("quota")),
 }
 
 #: Status per endpoint, in ROLES order: owner, other, viewer, changer, superuser, anonymous.
@@ -189,6 +190,8 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "schema": (200, 200, 200, 200, 200, 200),
     # Figures over the jobs the user may see (their own without view_batchjob).
     "dashboard": (200, 200, 200, 200, 200, 401),
+    # Budgets and the line of every owner's jobs: the permission that shows every job.
+    "quota": (403, 403, 200, 200, 200, 401),
 }
 
 #: How many jobs each role sees in the list (the owner's one job, or none).
@@ -219,6 +222,7 @@ def test_the_api_matrix_covers_every_route() -> None:
         "job-retry",
         "schema",
         "dashboard",
+        "quota",
     }
     assert names == covered, names ^ covered
 
@@ -338,6 +342,7 @@ ADMIN_TARGETS: dict[str, tuple[str, Callable[[Client, BatchJob], Any]]] = {
     "item page": ("draft", item_page),
     "live updates": ("running", live),
     "dashboard": ("done", get("admin:openai_batches_batchjob_dashboard", with_job=False)),
+    "quota": ("draft", get("admin:openai_batches_batchjob_quota", with_job=False)),
     **{
         f"{action} ({how})": (kind, runner(action))
         for how, runner in (("action", changelist_action), ("button", button))
@@ -382,6 +387,7 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
     # Read-only pages of their own: the job view permission, like the job list.
     "live updates": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
     "dashboard": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
+    "quota": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
     # A view-only user has no actions: Django ignores the posted one and shows the list.
     **{
         f"{action} (action)": (LOGIN, LOGIN, 200, outcome, outcome, LOGIN)

@@ -74,6 +74,7 @@ def test_the_schema_is_served_and_valid() -> None:
         f"{PREFIX}jobs/{{job_uuid}}/items/",
         f"{PREFIX}jobs/{{job_uuid}}/items/{{custom_id}}/",
         f"{PREFIX}dashboard/",
+        f"{PREFIX}quota/",
     }
 
 
