@@ -15,24 +15,29 @@ from the job permissions of :mod:`openai_batches.api.permissions`. The rule:
 * ``ACCOUNT_ACCESS = "dotted.path"`` (or the callable itself): ``callable(user,
   account_name) -> bool`` decides for every active user who is not a superuser.
 
-Where it applies: choosing the account of a new job. :func:`openai_batches.services.create_job`
-refuses a job whose ``owner`` may not use its account (a job's owner may submit it and add to
-it through the API, so owning a job under an account is using it); the admin's create form
+Where it applies: owning a job under an account is using the account (the owner may add to
+it and submit it through the API). :func:`openai_batches.services.create_job` refuses a job
+whose ``owner`` may not use its account (:func:`account_problem`); the admin's create form
 lists only the accounts the user may use; the API's ``POST jobs/`` answers 400 naming the
-field ``account``. Code that creates jobs for its own purposes passes ``owner=None``.
-Which jobs a user sees is not changed by it: see ``docs/how-to/accounts.md``.
+field ``account``. Afterwards, adding items, submitting and retrying refuse a job whose owner
+has lost access (:func:`owner_refusal`, beside the budget check in ``can_submit``). Code that
+creates jobs for its own purposes passes ``owner=None``. Which jobs a user sees is not
+changed by it: see ``docs/how-to/accounts.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULT_ACCOUNT, SETTING_NAME, app_settings
 from .exceptions import ConfigurationError, Problem
+
+if TYPE_CHECKING:
+    from .models import BatchJob
 
 #: The keys one account's rule takes.
 RULE_KEYS = ("EVERYONE", "GROUPS", "PERMISSIONS")
@@ -167,6 +172,24 @@ def account_problem(owner: Any, account: str) -> Problem | None:
     )
 
 
+def owner_refusal(job: BatchJob) -> str:
+    """Why ``job`` may not spend under its account now, or ``""`` when it may.
+
+    Owning a job is using its account (see :func:`account_problem`), and that stays true
+    after the job is created: a job whose owner has lost access to its account (removed
+    from the group, the rule narrowed, the user deactivated) takes no more items and is not
+    submitted or retried, whoever asks. Cancelling, reading and deleting it are not spending
+    and stay possible. Jobs without an owner are code's own and never refused; an account no
+    longer configured is reported by the provider call that needs it.
+    """
+    if job.owner_id is None or job.account not in app_settings.account_names():
+        return ""
+    owner = job.owner
+    if owner is None or _Checker(owner).may_use(job.account):
+        return ""
+    return f"its owner {owner.get_username()!r} may not use the account {job.account!r} ({WHERE})"
+
+
 def setting_problems(setting: Any, accounts: Iterable[str]) -> list[str]:
     """Every problem with an ``ACCOUNT_ACCESS`` value, as sentences; empty when usable.
 
@@ -195,6 +218,7 @@ __all__ = [
     "access_callable",
     "account_problem",
     "may_use_account",
+    "owner_refusal",
     "rule_problems",
     "setting_problems",
     "usable_accounts",

@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 from openai_batches import access, services
 from openai_batches.checks import check_account_access
-from openai_batches.exceptions import ValidationError
+from openai_batches.exceptions import InvalidStateError, ValidationError
 from openai_batches.models import BatchJob
 
 from .lifecycle_helpers import chat_items
@@ -310,3 +310,63 @@ def test_a_broken_rule_at_run_time_is_a_configuration_error(settings: Any) -> No
     }
     with pytest.raises(ConfigurationError, match="ACCOUNT_ACCESS"):
         access.may_use_account(make_user("plain"), "research")
+
+
+# -- access withdrawn after the job was created ---------------------------------------------
+
+
+def test_a_job_whose_owner_lost_access_stops_spending_but_stays_readable() -> None:
+    """Removed from the group: the member's research draft takes no more items and is not
+    submitted (by them or an operator); they still read it, and cancelling stays possible."""
+    member = make_user("member")
+    job = services.create_job(owner=member, account="research", items=chat_items(2))
+    client = APIClient()
+    client.force_authenticate(member)
+    detail = reverse("openai_batches_api:job-detail", args=[str(job.uuid)])
+    assert client.get(detail).json()["actions"]["submit"]["allowed"] is True
+
+    member.groups.clear()
+    before = BatchJob.objects.filter(pk=job.pk).values().get()
+    actions = client.get(detail).json()["actions"]
+    reason = "its owner 'member' may not use the account 'research'"
+    assert actions["submit"] == {"allowed": False, "reason": actions["submit"]["reason"]}
+    assert reason in actions["submit"]["reason"]
+    submit = client.post(reverse("openai_batches_api:job-submit", args=[str(job.uuid)]))
+    assert submit.status_code == 409 and reason in submit.json()["error"]["message"]
+    more = client.post(
+        reverse("openai_batches_api:job-item-list", args=[str(job.uuid)]),
+        {"items": chat_items(1, prefix="more-")},
+        format="json",
+    )
+    assert more.status_code == 409 and reason in more.json()["error"]["message"]
+    with pytest.raises(InvalidStateError, match=reason):
+        services.request_submit(job)  # an operator's submit goes through the same check
+    assert BatchJob.objects.filter(pk=job.pk).values().get() == before
+
+    # The admin offers no Submit button, and its estimate says why.
+    admin = Client()
+    admin.force_login(make_user("superuser"))
+    page = admin.get(reverse("admin:openai_batches_batchjob_change", args=[job.pk]))
+    assert 'data-action="submit_jobs"' not in page.content.decode()
+    assert f"Submit refused: {reason}" in page.content.decode().replace("&#x27;", "'")
+
+    cancel = client.post(reverse("openai_batches_api:job-cancel", args=[str(job.uuid)]))
+    assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
+
+
+def test_a_retry_is_refused_when_the_owner_lost_access() -> None:
+    holder = make_user("holder")
+    job = services.create_job(owner=holder, account="billing", items=chat_items(1))
+    BatchJob.objects.filter(pk=job.pk).update(state="finished")
+    job.refresh_from_db()
+    holder.user_permissions.clear()
+    allowed, reason = services.can_retry(job, "failed")
+    assert not allowed and "its owner 'holder' may not use the account 'billing'" in reason
+
+
+def test_jobs_without_an_owner_and_the_open_default_are_never_refused() -> None:
+    plain = make_user("plain")
+    mine = services.create_job(owner=plain, items=chat_items(1))
+    codes = services.create_job(account="research", items=chat_items(1))
+    assert access.owner_refusal(mine) == "" and access.owner_refusal(codes) == ""
+    assert services.can_submit(mine) == (True, "") and services.can_submit(codes) == (True, "")

@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from .. import budgets
+from .. import budgets, services
 from ..models import BatchJob, ItemState, JobState
 from .display import EMPTY, pretty_json
 from .history import batches_table
@@ -109,9 +109,11 @@ class JobPageAdmin(admin.ModelAdmin):
             (_("output tokens (at most)"), f"{estimate.output_tokens:,}"),
             (_("cost at batch prices"), cost),
         ]
-        # Why Submit is not offered, when a budget is what stops it.
-        if refusal := budgets.refusal(job):
-            rows.append((_("budget"), _("Submit refused: %(why)s") % {"why": refusal}))
+        # Why Submit is not offered (a budget, the owner's access to the account): the
+        # services' own reason, the one the API's actions.submit gives.
+        allowed, refusal = services.can_submit(job)
+        if not allowed:
+            rows.append((_("submit"), _("Submit refused: %(why)s") % {"why": refusal}))
         return format_html(
             '<table class="ob-table ob-estimate"><tbody>{}</tbody></table>',
             format_html_join("", '<tr><th scope="row">{}</th><td>{}</td></tr>', rows),

@@ -134,6 +134,8 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
         if locked.state != JobState.DRAFT:
             state = locked.get_state_display().lower()
             raise _refusal(locked, "given more items", f"it is {state}; only a draft takes items")
+        if reason := access.owner_refusal(locked):
+            raise _refusal(locked, "given more items", reason)
         validator = ItemValidator(
             endpoint=locked.endpoint,
             model=locked.model,
