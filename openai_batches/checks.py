@@ -516,3 +516,66 @@ def check_account_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
         )
         for problem in setting_problems(user.get("ACCOUNT_ACCESS"), accounts)
     ]
+
+
+@register(Tags.compatibility)
+def check_quota(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``ENQUEUED_TOKEN_LIMITS`` (E050: its shape and values; W050: limits for an account
+    that is not configured)."""
+    try:
+        user = app_settings.user_settings
+        accounts = set(app_settings.account_names())
+    except ConfigurationError:
+        return []  # E001 / E00x say so
+    limits = user.get("ENQUEUED_TOKEN_LIMITS", {})
+    messages: list[CheckMessage] = [
+        Error(
+            f"{SETTING_NAME}['ENQUEUED_TOKEN_LIMITS']{where} {problem}.",
+            hint='Map a model (or a model-family prefix, or "*" for any other model) to the '
+            'input tokens it may have enqueued, e.g. {"gpt-4o-mini": 2_000_000, "*": None}; '
+            "None is unlimited. An account's own limits go in a dict under its name: "
+            '{"azure": {"gpt-4o": 90_000}}. The setting None turns every limit off.',
+            id="openai_batches.E050",
+        )
+        for where, problem in quota_limit_problems(limits)
+    ]
+    if isinstance(limits, dict):
+        for name, value in limits.items():
+            if isinstance(value, dict) and name not in accounts:
+                messages.append(
+                    Warning(
+                        f"{SETTING_NAME}['ENQUEUED_TOKEN_LIMITS'][{name!r}] holds limits for "
+                        "an account that is not configured; they apply to nothing.",
+                        hint="Use the name of an account in ACCOUNTS (or 'default'), or a "
+                        "number if you meant a model's limit.",
+                        id="openai_batches.W050",
+                    )
+                )
+    return messages
+
+
+def quota_limit_problems(limits: Any) -> list[tuple[str, str]]:
+    """Every problem with an ``ENQUEUED_TOKEN_LIMITS`` value, as ``(where, what)``."""
+    if limits is None:
+        return []
+    if not isinstance(limits, dict):
+        return [("", f"must be a dict (or None), not {type(limits).__name__}")]
+    problems: list[tuple[str, str]] = []
+
+    def check(where: str, key: Any, value: Any) -> None:
+        if not isinstance(key, str) or not key:
+            problems.append((where, f"has the key {key!r}; keys are model names"))
+        elif value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            problems.append(
+                (f"{where}[{key!r}]", f"is {value!r}, not a positive whole number of tokens")
+            )
+
+    for key, value in limits.items():
+        if isinstance(value, dict):
+            for model, limit in value.items():
+                check(f"[{key!r}]", model, limit)
+        else:
+            check("", key, value)
+    return problems

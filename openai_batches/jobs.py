@@ -139,6 +139,10 @@ def enqueue_poll(job_id: int, *, at: datetime | None = None, force: bool = False
     _enqueue(poll_job, job_id, at=at, force=force)
 
 
+def enqueue_admit(job_id: int, *, at: datetime | None = None, attempt: int = 0) -> None:
+    _enqueue(admit_job, job_id, at=at, attempt=attempt)
+
+
 def enqueue_ingest(job_id: int) -> None:
     _enqueue(ingest_job, job_id)
 
@@ -180,6 +184,11 @@ def submit_job(job_id: int, attempt: int = 0) -> str:
     if job.state == JobState.SUBMIT_REQUESTED:
         # Unknown outcome: the next attempt looks the batch up by metadata first.
         enqueue_submit(job.pk, at=timezone.now() + _retry_delay(attempt), attempt=attempt + 1)
+    elif job.state == JobState.WAITING_QUOTA:
+        # In line for its model's token budget: a batch that ends moves the line (the poll
+        # that sees it end). This later look is the safety net for room that comes from
+        # elsewhere (a limit raised in settings).
+        enqueue_admit(job.pk, at=timezone.now() + _retry_delay(attempt + 1))
     elif job.state == JobState.SUBMITTING and crashed and job.submit_attempt_at is not None:
         # Our attempt died holding the lease: a retry inside it would find the job held and
         # give up, so come back once it has run out. (Without a crash, another worker holds
@@ -225,6 +234,22 @@ def poll_job(job_id: int, force: bool = False) -> str:
         job = found
     if job.batches.active().exists():
         enqueue_poll(job.pk, at=job.next_poll_at)
+    return job.state
+
+
+def admit_job(job_id: int, attempt: int = 0) -> str:
+    """Move the line of a waiting job's budget (admitted jobs get their submit enqueued);
+    look again later, backing off, while the job still waits."""
+    from . import services
+    from .models import BatchJob, JobState
+
+    job = BatchJob.objects.filter(pk=job_id).first()
+    if job is None or job.state != JobState.WAITING_QUOTA:
+        return "skipped"
+    services.admit_waiting(job.account, job.model)
+    job.refresh_from_db()
+    if job.state == JobState.WAITING_QUOTA:
+        enqueue_admit(job.pk, at=timezone.now() + _retry_delay(attempt + 1), attempt=attempt + 1)
     return job.state
 
 

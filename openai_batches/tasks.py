@@ -47,10 +47,19 @@ def ingest_job(job_id: int) -> int:
     return jobs.ingest_job(job_id)
 
 
+@_task(queue_name=app_settings.QUEUE)
+def admit_job(job_id: int, attempt: int = 0) -> str:
+    """:func:`openai_batches.jobs.admit_job` as a Task."""
+    from . import jobs
+
+    return jobs.admit_job(job_id, attempt=attempt)
+
+
 TASKS: dict[str, Any] = {
     "submit_job": submit_job,
     "poll_job": poll_job,
     "ingest_job": ingest_job,
+    "admit_job": admit_job,
 }
 
 

@@ -171,8 +171,13 @@ def test_token_limit_exceeded_is_reported_on_the_job(emu: EmulatorHandle, no_ret
     emu.set_token_budget("gpt-4o-mini", 5)
     job = submitted_job(3)
     job = services.refresh(job)
-    assert job.provider_status == BatchStatus.FAILED
-    assert [e["code"] for e in job.provider_errors] == ["token_limit_exceeded"]
+    # The refused batch stays on record; its requests go back in line, in smaller parts,
+    # and nothing else is in flight, so the head of the line is sent (tests/test_quota.py).
+    refused = job.batches.get(part=1)
+    assert refused.provider_status == BatchStatus.FAILED
+    assert [e["code"] for e in refused.provider_errors] == ["token_limit_exceeded"]
+    assert job.state == JobState.SUBMIT_REQUESTED
+    assert job.items.filter(state=ItemState.PENDING).count() == 3
 
 
 def test_submit_twice_creates_one_provider_batch(emu: EmulatorHandle) -> None:

@@ -135,6 +135,9 @@ class Emulator:
         self._failure_uses: dict[str, int] = {}
         self._stall_uses: dict[str, int] = {}
         self._budgets: dict[str, int] = {}
+        # The most input tokens each model ever had enqueued at once: what tests compare
+        # with a client's budget to show it was never exceeded.
+        self._peak_enqueued: dict[str, int] = {}
         # (expires_at, seq, file_id) of every file that expires: the provider deletes a file
         # at its expires_at, so from then on it answers 404 like a deleted one.
         self._expiring: list[tuple[int, int, str]] = []
@@ -298,6 +301,12 @@ class Emulator:
         """The enqueued-token cap of ``model`` (None: no cap)."""
         return None if model is None else self._budgets.get(model)
 
+    def peak_enqueued_tokens(self, model: str) -> int:
+        """The most input tokens ``model`` ever had enqueued at once (0: none ever)."""
+        with self._lock:
+            self._run_due(self.clock.now())
+            return self._peak_enqueued.get(model, 0)
+
     def has_token_budgets(self) -> bool:
         return bool(self._budgets)
 
@@ -391,6 +400,7 @@ class Emulator:
                 "failures": {k: vars(v) for k, v in self._failures.items()},
                 "stalls": sorted(self._stalls),
                 "token_budgets": dict(self._budgets),
+                "peak_enqueued_tokens": dict(self._peak_enqueued),
                 "webhook_url": self.webhook_url,
                 "events": list(self.events),
                 "webhook_deliveries": [d.as_dict() for d in self.webhooks.deliveries],
@@ -713,6 +723,10 @@ class Emulator:
                 b.stamps["in_progress_at"] = int(t)
                 b.run_started = t
                 b.run_duration = b.timing.run_duration(b.total)
+                if b.model is not None:
+                    enqueued = self.enqueued_tokens(b.model)
+                    if enqueued > self._peak_enqueued.get(b.model, 0):
+                        self._peak_enqueued[b.model] = enqueued
         elif b.status == "in_progress":
             if (
                 self.flavor.expires

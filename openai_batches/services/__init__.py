@@ -9,6 +9,7 @@ a job's life is one module of this package:
 - :mod:`.parts`: cutting a job into provider batches, deriving the job's state from them;
 - :mod:`.submission`: uploading and creating each part's batch, exactly once;
 - :mod:`.polling`: refreshing running batches;
+- :mod:`.quota`: enqueued-token budgets, the line of waiting parts, learning from refusals;
 - :mod:`.ingestion`: storing an ended batch's results, attempts and retries;
 - :mod:`.announcing`: the exactly-once result and finish signals;
 - :mod:`.control`: cancel, retry, delete and the ``can_*`` checks;
@@ -47,6 +48,8 @@ from .polling import apply_batch as apply_batch
 from .polling import can_refresh as can_refresh
 from .polling import refresh as refresh
 from .polling import request_refresh as request_refresh
+from .quota import admit_waiting as admit_waiting
+from .quota import reset_learned_limit as reset_learned_limit
 from .reading import iter_input_jsonl as iter_input_jsonl
 from .reading import iter_provider_file as iter_provider_file
 from .reading import iter_results as iter_results
@@ -68,6 +71,7 @@ __all__ = [
     "SyncReport",
     "add_items",
     "add_items_from_jsonl",
+    "admit_waiting",
     "announce_pending",
     "apply_batch",
     "can_cancel",
@@ -92,6 +96,7 @@ __all__ = [
     "refresh",
     "request_refresh",
     "request_submit",
+    "reset_learned_limit",
     "result_row",
     "retry",
     "submit",

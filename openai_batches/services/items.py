@@ -11,6 +11,7 @@ from django.db import connection, models, transaction
 
 from .. import access
 from ..conf import app_settings
+from ..estimate import input_token_estimator
 from ..exceptions import (
     LimitExceeded,
     Problem,
@@ -24,7 +25,7 @@ from ..models import (
     JobState,
     RequestItem,
 )
-from ._base import _INSERT_CHUNK, _clean_text, _refusal
+from ._base import _INSERT_CHUNK, _MAX_COUNT, _clean_text, _refusal
 
 
 def create_job(
@@ -147,6 +148,10 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
             existing_count=locked.item_count,
             existing_bytes=locked.input_bytes,
         )
+        # Every item's input tokens are estimated now, from the body the validator parsed,
+        # so the quota can size parts and reserve budget without reading bodies again.
+        estimate = input_token_estimator()
+        tokens = 0
         buffer: list[tuple[Any, ...]] = []
         # custom_ids of valid items still to be checked against items stored earlier; kept
         # even after a problem so one error lists every clash too.
@@ -167,6 +172,8 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
                 validator.add_problem(index, "object", str(err))
                 continue
             if not validator.problems:  # once anything is wrong we only keep validating
+                item_tokens = min(max(int(estimate(locked.endpoint, line["body"])), 0), _MAX_COUNT)
+                tokens += item_tokens
                 buffer.append(
                     (
                         line["custom_id"],
@@ -175,6 +182,7 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
                         content_type.pk if content_type is not None else None,
                         object_id,
                         validator.last_nbytes,
+                        item_tokens,
                     )
                 )
             if len(buffer) >= _INSERT_CHUNK or len(unchecked) >= _INSERT_CHUNK:
@@ -192,7 +200,9 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
             item_count=locked.item_count + validator.count,
             input_bytes=locked.input_bytes + validator.nbytes,
             model=validator.model,
+            estimated_tokens=locked.estimated_tokens + tokens,
         )
+    job.estimated_tokens = locked.estimated_tokens + tokens
     job.item_count = locked.item_count + validator.count
     job.input_bytes = locked.input_bytes + validator.nbytes
     job.model = validator.model
@@ -223,7 +233,15 @@ def _flush(
 
 
 #: The columns :func:`_insert` fills from each buffered row, in the buffer's order.
-_GIVEN = ("custom_id", "url", "body", "content_type_id", "object_id", "nbytes")
+_GIVEN = (
+    "custom_id",
+    "url",
+    "body",
+    "content_type_id",
+    "object_id",
+    "nbytes",
+    "estimated_tokens",
+)
 
 
 def _insert(job: BatchJob, rows: list[tuple[Any, ...]]) -> None:

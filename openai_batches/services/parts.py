@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from .. import quota
 from ..conf import app_settings
 from ..jsonl import METADATA_JOB_KEY, dumps_line
 from ..models import (
@@ -26,21 +27,35 @@ from ._base import _OPEN_STATES
 
 
 def _open_parts(job: BatchJob) -> list[str]:
-    """The states of the job's parts that still involve the provider or a submit."""
-    return list(
+    """The states of the job's parts that still involve the provider or a submit; a planned
+    part in line for its model's token budget counts as ``waiting_quota``."""
+    rows = (
         job.batches.filter(state__in=(JobState.SUBMIT_REQUESTED, JobState.SUBMITTED))
         .order_by()
-        .values_list("state", flat=True)
+        .values_list("state", "waiting_since", "admitted_at")
     )
+    return [
+        JobState.WAITING_QUOTA
+        if state == JobState.SUBMIT_REQUESTED and waiting is not None and admitted is None
+        else state
+        for state, waiting, admitted in rows
+    ]
 
 
-def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
+def _plan(job: BatchJob, reason: str, *, max_tokens: int | None = None) -> list[ProviderBatch]:
     """Under the job's row lock: cut the job's unplanned pending items into new parts.
 
     Items are taken in pk order and a part is closed when the next item would take it over
     a limit, so every part is a contiguous pk range of the items planned now; one UPDATE
     per part links them. Returns the parts created (none when nothing is left to send).
+    Besides the provider's limits per batch, each part's estimated input tokens stay within
+    the model's enqueued-token limit (or ``max_tokens`` when given), so a job larger than
+    the whole budget becomes parts that each fit.
     """
+    if max_tokens is None:
+        max_tokens = quota.model_limit(job.account, job.model)
+    # An int compare in the loop, whether or not there is a limit.
+    max_tokens = 2**62 if max_tokens is None else max(int(max_tokens), 1)
     max_requests = int(app_settings.MAX_REQUESTS_PER_BATCH)
     max_bytes = int(app_settings.MAX_FILE_BYTES)
     max_inputs = int(app_settings.MAX_EMBEDDING_INPUTS_PER_BATCH)
@@ -51,22 +66,28 @@ def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
     # Items added before sizes were stored (nbytes = 0), and embeddings (whose inputs are
     # counted), need their bodies; everything else plans from two integers per row.
     need_body = embeddings or unplanned.filter(nbytes=0).exists()
-    columns = ("pk", "nbytes", "custom_id", "url", "body") if need_body else ("pk", "nbytes")
+    columns: tuple[str, ...] = ("pk", "nbytes")
+    if need_body:
+        columns += ("custom_id", "url", "body")
+    columns += ("estimated_tokens",)
     last = job.batches.order_by("-part").values_list("part", flat=True).first() or 0
     parts: list[ProviderBatch] = []
-    lo = hi = count = nbytes = inputs = 0
+    lo = hi = count = nbytes = inputs = tokens = 0
 
     def close() -> None:
-        nonlocal count, nbytes, inputs
+        nonlocal count, nbytes, inputs, tokens
         if not count:
             return
         number = last + len(parts) + 1
         # The job's first batch is its first part whatever asked for it; after that a
-        # retry plan makes retry parts and any other plan split parts.
+        # retry (or back-in-line) plan makes parts of its kind and any other split parts.
+        part_reason: str
         if number == 1:
             part_reason = BatchReason.FIRST
+        elif reason in (BatchReason.RETRY, BatchReason.QUOTA):
+            part_reason = reason
         else:
-            part_reason = BatchReason.RETRY if reason == BatchReason.RETRY else BatchReason.SPLIT
+            part_reason = BatchReason.SPLIT
         part = ProviderBatch.objects.create(
             job=job,
             part=number,
@@ -74,13 +95,14 @@ def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
             account=job.account,
             item_count=count,
             input_bytes=nbytes,
+            estimated_tokens=tokens,
         )
         unplanned.filter(pk__gte=lo, pk__lte=hi).update(batch=part)
         parts.append(part)
-        count = nbytes = inputs = 0
+        count = nbytes = inputs = tokens = 0
 
     for row in unplanned.values_list(*columns).iterator(chunk_size=5000):
-        pk, size = row[0], row[1]
+        pk, size, n_tokens = row[0], row[1], row[-1]
         n_inputs = 1
         if need_body:
             line = {"custom_id": row[2], "method": "POST", "url": row[3], "body": row[4]}
@@ -88,7 +110,10 @@ def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
             if embeddings:
                 n_inputs = _embedding_inputs(row[4])
         if count and (
-            count + 1 > max_requests or nbytes + size > max_bytes or inputs + n_inputs > max_inputs
+            count + 1 > max_requests
+            or nbytes + size > max_bytes
+            or inputs + n_inputs > max_inputs
+            or tokens + n_tokens > max_tokens
         ):
             close()
         if not count:
@@ -97,6 +122,7 @@ def _plan(job: BatchJob, reason: str) -> list[ProviderBatch]:
         count += 1
         nbytes += size
         inputs += n_inputs
+        tokens += n_tokens
     close()
     return parts
 
@@ -145,8 +171,8 @@ def _unplan(job: BatchJob) -> None:
 def _settle(job: BatchJob, *, release: bool = False) -> None:
     """Under the job's row lock: derive the job's state and totals from its parts and items.
 
-    A job waits for a submit while any part is planned, is submitted while any part is at
-    the provider, and is finished once every item is final; items left pending with no
+    A job waits for a submit while any part is planned (for quota, while every planned part
+    is in line for its budget), is submitted while any part is at the provider, and is finished once every item is final; items left pending with no
     part (their part was refused) make it a failed submission. A submitter's lease is kept
     unless ``release`` (the submitter is done). The caller saves the job.
     """
@@ -157,6 +183,10 @@ def _settle(job: BatchJob, *, release: bool = False) -> None:
     job.submit_attempt_at = None
     if JobState.SUBMIT_REQUESTED in parts:
         job.state = JobState.SUBMIT_REQUESTED
+        return
+    if JobState.WAITING_QUOTA in parts:
+        # Every part still to send is in line for its model's budget: the line moves it.
+        job.state = JobState.WAITING_QUOTA
         return
     if JobState.SUBMITTED in parts:
         job.state = JobState.SUBMITTED

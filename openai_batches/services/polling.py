@@ -25,6 +25,7 @@ from ..models import (
     RequestItem,
 )
 from . import _base
+from . import quota as quota_services
 from ._base import (
     Progress,
     _clean,
@@ -39,7 +40,7 @@ from ._base import (
     logger,
 )
 from .ingestion import ingest
-from .parts import _batch_part, _summarize
+from .parts import _batch_part, _settle, _summarize
 
 
 def can_refresh(job: BatchJob | int) -> tuple[bool, str]:
@@ -104,6 +105,7 @@ def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
     already moving it, and a sync pass must not queue behind one job.
     """
     pk = _get(job).pk
+    refusal: tuple[ProviderBatch, int, int] | None = None
     with transaction.atomic():
         locked = BatchJob.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
         if locked is None:
@@ -112,8 +114,11 @@ def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
         if part is None:
             return locked
         old = (locked.state, locked.provider_status)
+        was_terminal = part.is_terminal
         moved = _apply_fields(part, batch)
         part.save()
+        if not was_terminal and part.is_terminal:
+            refusal = _refused_for_quota(locked, part)
         if batch.get("status") not in STATUS_RANK:
             locked.last_error, locked.last_error_at = part.last_error, timezone.now()
         now = timezone.now()
@@ -134,7 +139,31 @@ def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
         _summarize(locked)
         locked.save()
         _status_signal(locked, *old)
+    if refusal is not None:
+        refused, limit, flying = refusal
+        message = "; ".join(str(e.get("message")) for e in refused.provider_errors)
+        quota_services.learn(locked, refused, limit, flying, message)
+    elif not was_terminal and part.is_terminal and part.reserved_tokens:
+        # Its batch ended: the room it held is free, and the line may move. (After our
+        # commit: a budget's lock is never taken while holding a job's.)
+        quota_services.admit_waiting(locked.account, locked.model)
     return locked
+
+
+def _refused_for_quota(job: BatchJob, part: ProviderBatch) -> tuple[ProviderBatch, int, int] | None:
+    """Under the job's lock: a batch the provider failed for the enqueued-token limit does
+    not fail the job: its requests go back in line, in parts that fit what was in flight
+    (the limit the budget learns after commit). Returns (part, limit, in flight), or None
+    when the batch failed for another reason or one request alone is over the limit."""
+    if not quota_services.refused_for_quota(part):
+        return None
+    flying = quota_services.in_flight(job.account, job.model, exclude=part.pk)
+    if not flying and part.item_count <= 1:
+        return None  # ingested as a failure like any other; the RETRY policy decides
+    limit = quota_services.learned_limit_after_refusal(part, flying)
+    quota_services.requeue(job, part, limit, sent=True)
+    _settle(job)
+    return part, limit, flying
 
 
 def _part_for(job: BatchJob, batch: Mapping[str, Any]) -> ProviderBatch | None:

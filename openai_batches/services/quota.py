@@ -19,23 +19,28 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .. import quota
 from ..models import (
     BatchJob,
+    BatchReason,
     BatchStatus,
+    ItemState,
     JobState,
     ProviderBatch,
     QuotaEvent,
     QuotaEventKind,
+    RequestItem,
     TokenBudget,
 )
-from ._base import _status_signal, logger
+from ._base import _OPEN_STATES, _status_signal, logger
+from .parts import _plan
 
 #: The most a budget's reservations are scaled up by when the provider counted more input
 #: tokens than were estimated (see :func:`_calibration`).
@@ -99,13 +104,21 @@ def _settle_budget(budget: TokenBudget) -> None:
     budget.save()
 
 
-def _fair_order(line: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _fair_order(
+    line: list[dict[str, Any]], last_served: dict[Any, datetime]
+) -> list[dict[str, Any]]:
     """The line in the order it is served: owners take turns (round robin, the owner
-    waiting longest first), each owner's parts oldest first (a job's in part order)."""
+    served longest ago, or never, first; then the one waiting longest), each owner's parts
+    oldest first (a job's in part order). ``last_served`` maps an owner to when a part of
+    theirs was last admitted to this budget: the turns go on from one pass to the next."""
     by_owner: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(line, key=lambda r: (r["waiting_since"], r["job_id"], r["part"])):
         by_owner[row["job__owner_id"]].append(row)
-    queues = list(by_owner.values())  # dicts keep insertion order: oldest owner first
+    never = datetime.min.replace(tzinfo=UTC)
+    queues = sorted(
+        by_owner.values(),
+        key=lambda q: (last_served.get(q[0]["job__owner_id"], never), q[0]["waiting_since"]),
+    )
     ordered: list[dict[str, Any]] = []
     turn = 0
     while queues:
@@ -141,8 +154,21 @@ def _admit_line(budget: TokenBudget, *, submitting: int | None = None) -> set[in
             "pk", "job_id", "job__owner_id", "part", "estimated_tokens", "waiting_since"
         )
     ]
+    owners = {row["job__owner_id"] for row in line}
+    served = (
+        parts.filter(admitted_at__isnull=False, job__owner_id__in=[o for o in owners if o])
+        .values("job__owner_id")
+        .order_by()
+        .annotate(last=Max("admitted_at"))
+    )
+    last_served: dict[Any, datetime] = {row["job__owner_id"]: row["last"] for row in served}
+    if None in owners:
+        ownerless = parts.filter(admitted_at__isnull=False, job__owner__isnull=True)
+        last = ownerless.aggregate(last=Max("admitted_at"))["last"]
+        if last is not None:
+            last_served[None] = last
     chosen: list[tuple[dict[str, Any], int]] = []
-    for row in _fair_order(line):
+    for row in _fair_order(line, last_served):
         need = reservation(budget, row["estimated_tokens"])
         if limit is not None and reserved + need > limit and (reserved or chosen):
             break
@@ -219,10 +245,11 @@ def settle_after(parts: Iterable[ProviderBatch]) -> None:
 
 
 def learn(
-    job: BatchJob, part: ProviderBatch, limit: int, in_flight_tokens: int, message: str
+    job: BatchJob, part: ProviderBatch | None, limit: int, in_flight_tokens: int, message: str
 ) -> None:
-    """Record that the provider refused ``part`` for the enqueued-token limit, lower the
-    model's learned limit to ``limit`` (never raise it), and move the line."""
+    """Record that the provider refused a batch of ``job`` (``part``, when it is kept) for
+    the enqueued-token limit, lower the model's learned limit to ``limit`` (never raise
+    it), and move the line."""
     with transaction.atomic():
         budget = _locked_budget(job.account, job.model)
         before = quota.effective_limit(
@@ -261,7 +288,51 @@ def learn(
                 job.account,
                 after,
             )
-        _admit_line(budget, submitting=job.pk)
+        _admit_line(budget)
+
+
+def refused_for_quota(part: ProviderBatch) -> bool:
+    """Whether the provider failed ``part``'s batch for the enqueued-token limit alone."""
+    if part.provider_status != BatchStatus.FAILED or not part.provider_errors:
+        return False
+    codes = {e.get("code") for e in part.provider_errors if isinstance(e, dict)}
+    return codes == {TOKEN_LIMIT_CODE}
+
+
+def requeue(job: BatchJob, part: ProviderBatch, limit: int, *, sent: bool) -> list[ProviderBatch]:
+    """Under the job's row lock: put the requests of ``part``, which the provider refused
+    for the enqueued-token limit, back in line in new parts that fit ``limit``.
+
+    Nothing of the part ran (a batch refused this way fails at validation), so its requests
+    go back without an attempt and are sent once, later. A batch the provider created
+    (``sent``) stays as the record of the refusal; a part refused at create never reached
+    the provider and is dropped. The job's other parts not admitted yet that no longer fit
+    are cut again too. The new parts keep the refused part's place in line.
+    """
+    now = timezone.now()
+    RequestItem.objects.filter(batch=part, state__in=_OPEN_STATES).update(
+        state=ItemState.PENDING, batch=None
+    )
+    if sent:
+        part.state = JobState.FINISHED
+        part.ingested_at = now
+        part.last_error = (
+            f"{TOKEN_LIMIT_CODE}: the provider's enqueued-token limit was reached; "
+            f"its {part.item_count} request(s) went back in line (nothing ran)."
+        )
+        part.save()
+    else:
+        part.delete()
+    too_big = job.batches.planned().filter(
+        admitted_at=None, provider_batch_id="", input_file_id="", estimated_tokens__gt=limit
+    )
+    RequestItem.objects.filter(batch__in=too_big.values("pk"), state=ItemState.PENDING).update(
+        batch=None
+    )
+    too_big.delete()
+    parts = _plan(job, BatchReason.QUOTA, max_tokens=limit)
+    ProviderBatch.objects.filter(pk__in=[p.pk for p in parts]).update(waiting_since=part.created_at)
+    return parts
 
 
 def learned_limit_after_refusal(part: ProviderBatch, in_flight_tokens: int) -> int:

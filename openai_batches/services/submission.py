@@ -30,6 +30,7 @@ from ..models import (
     RequestItem,
 )
 from . import _base
+from . import quota as quota_services
 from ._base import _get, _lock, _record_error, _require, _status_signal, logger
 from .parts import _batch_part, _part_key, _plan, _settle, _summarize, _unplan
 from .polling import _apply_fields
@@ -136,12 +137,37 @@ def submit(job: BatchJob | int) -> BatchJob:
 
 
 def _submit_io(job: BatchJob, client: BatchProvider, *, recovering: bool) -> BatchJob:
-    """Submit every planned part in order; stop at the first one that does not get through."""
+    """Submit every planned part in order; stop at the first one that does not get through,
+    or that must wait in line for room in its model's enqueued-token budget."""
     for part in list(job.batches.planned().order_by("part")):
+        if not quota_services.admit(job, part):
+            return _wait_in_line(job)
         outcome = _submit_part(job, part, client, recovering=recovering)
         if outcome is not None:
             return outcome
     return _submitted(job)
+
+
+def _wait_in_line(job: BatchJob) -> BatchJob:
+    """A part did not fit its budget: the job's parts still to send wait in line (the
+    job is ``waiting_quota``) and the lease is given back; the line moves them later."""
+    with transaction.atomic():
+        locked = _lock(job)
+        if locked.state != JobState.SUBMITTING or locked.submit_attempt_at != job.submit_attempt_at:
+            return locked  # taken over meanwhile: the new holder carries the job on
+        locked.batches.planned().filter(admitted_at=None, waiting_since=None).update(
+            waiting_since=timezone.now()
+        )
+        old = (locked.state, locked.provider_status)
+        _settle(locked, release=True)
+        locked.save()
+        _status_signal(locked, *old)
+        if locked.state == JobState.SUBMIT_REQUESTED:
+            # The line moved between our asking and now, and admitted the part: go on.
+            from .. import jobs
+
+            jobs.enqueue_submit(locked.pk)
+    return locked
 
 
 def _submit_part(
@@ -205,6 +231,11 @@ def _submit_part(
             _base._checkpoint("submit.adopted")
             return outcome
         except APIError as err:
+            if err.code == quota_services.TOKEN_LIMIT_CODE:
+                # Refused at create (Azure does this): nothing was created.
+                refused = _refused_for_quota(job, part, client, err)
+                if refused is not None:
+                    return refused
             file_race = err.status_code == 400 and err.param == "file_id"
             if err.retry_after is not None and err.retry_after > MAX_RETRY_AFTER:
                 # Refused, and told to come back much later: give the lease back now; the
@@ -396,6 +427,33 @@ def _submitted(job: BatchJob) -> BatchJob:
     return locked
 
 
+def _refused_for_quota(
+    job: BatchJob, part: ProviderBatch, client: BatchProvider, err: APIError
+) -> BatchJob | None:
+    """The provider refused to create a part's batch for the enqueued-token limit: the
+    part goes back in line (cut smaller if it alone was too big) and the model's budget
+    learns; None when the part cannot be helped (one request alone over the limit)."""
+    with transaction.atomic():
+        locked = _lock(job)
+        if locked.state != JobState.SUBMITTING or locked.submit_attempt_at != job.submit_attempt_at:
+            return locked
+        current = ProviderBatch.objects.select_for_update().get(pk=part.pk)
+        flying = quota_services.in_flight(locked.account, locked.model, exclude=current.pk)
+        if not flying and current.item_count <= 1:
+            return None
+        limit = quota_services.learned_limit_after_refusal(current, flying)
+        old = (locked.state, locked.provider_status)
+        quota_services.requeue(locked, current, limit, sent=False)
+        _settle(locked, release=True)
+        locked.save()
+        _status_signal(locked, *old)
+    if part.input_file_id:
+        _delete_upload(client, part.input_file_id)
+    # The part was dropped (it never reached the provider): the event names the job.
+    quota_services.learn(locked, None, limit, flying, f"{type(err).__name__}: {err}")
+    return _get(locked)
+
+
 def _submit_failed(
     job: BatchJob, part: ProviderBatch, client: BatchProvider, err: APIError
 ) -> BatchJob:
@@ -418,6 +476,8 @@ def _submit_failed(
         _settle(locked, release=True)
         locked.save()
         _status_signal(locked, *old)
+    # The refused part's reservation is free again: the line may move.
+    quota_services.admit_waiting(locked.account, locked.model)
     return locked
 
 

@@ -23,7 +23,7 @@ from ..models import (
     JobState,
     ProviderBatch,
 )
-from . import _base
+from . import _base, quota
 from ._base import _announced_in_pass, _record_error_quietly
 from .announcing import announce_pending
 from .ingestion import ingest
@@ -100,6 +100,10 @@ def _sync(
     if job_ids is not None:
         jobs_qs = jobs_qs.filter(pk__in=list(job_ids))
     if submit:
+        if not dry_run:
+            # Move the lines first: parts that now fit their token budget are submitted
+            # in this same pass.
+            quota.admit_waiting()
         stale = timezone.now() - timedelta(seconds=float(app_settings.SUBMIT_LEASE))
         to_submit = jobs_qs.filter(
             Q(state=JobState.SUBMIT_REQUESTED)
