@@ -227,3 +227,47 @@ def test_the_page_needs_the_view_permission() -> None:
     staff = User.objects.create_user("staff", password="pw", is_staff=True)
     assert admin_client(staff).get(reverse(PAGE)).status_code == 403
     assert not BatchJob.objects.exists()
+
+
+# -- the real line, over the emulator -------------------------------------------------------
+
+
+def test_the_panel_shows_the_line_the_services_made(settings: Any) -> None:
+    """No hand-made rows: a budget that fits one job, two jobs submitted through the
+    services against the emulator; the first is in flight, the second waits, and the
+    API and the admin page show exactly that, then the line empty once the first ends."""
+    from openai_batches.testing import running_emulator
+
+    owner = User.objects.create_user("alice", password="pw")
+    first_items, second_items = chat_items(20, prefix="a-"), chat_items(20, prefix="b-")
+    with running_emulator(timing="realistic", clock="manual") as emu:
+        need = services.create_job(items=first_items).estimated_tokens
+        BatchJob.objects.all().delete()
+        settings.OPENAI_BATCHES = {
+            **settings.OPENAI_BATCHES,
+            "ENQUEUED_TOKEN_LIMITS": {MODEL: need + need // 2},  # one job fits, two do not
+        }
+        jobs = []
+        for name, batch in (("first", first_items), ("second", second_items)):
+            job = services.create_job(name=name, owner=owner, items=batch)
+            services.request_submit(job)
+            jobs.append(services.submit(job))
+        assert [j.state for j in jobs] == [JobState.SUBMITTED, JobState.WAITING_QUOTA]
+
+        data = api_get(make_user("viewer")).json()
+        [row] = data["models"]
+        assert (row["effective_limit"], row["reserved"], row["in_flight"]) == (
+            need + need // 2,
+            need,
+            need,
+        )
+        assert (row["waiting_parts"], row["waiting_tokens"]) == (1, jobs[1].estimated_tokens)
+        assert [w["job"] for w in data["waiting"]] == [str(jobs[1].uuid)]
+        page = admin_client(make_user("superuser")).get(reverse(PAGE)).content.decode()
+        assert "The line: 1 part waiting" in page and ">second<" in page
+
+        emu.emulator.advance(7 * 3600)
+        services.refresh(jobs[0])  # the first ends; the poll that sees it moves the line
+        data = api_get(User.objects.get(username="viewer")).json()
+        assert data["waiting"] == [] and data["waiting_total"] == 0
+        assert data["models"][0]["in_flight"] == 0
