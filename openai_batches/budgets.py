@@ -176,6 +176,15 @@ def estimate_job(job: BatchJob) -> JobEstimate:
     return _priced(job, _tokens_of([job])[job.pk])
 
 
+def unpriced_note(job: BatchJob, estimate: JobEstimate) -> str:
+    """Why ``estimate`` has no cost ("no price for gpt-x"), or ``""`` when it has one: the
+    words the admin and the API show in place of a cost."""
+    if estimate.cost is not None:
+        return ""
+    model = job.model or job.provider_model
+    return f"no price for {model}" if model else "no requests yet"
+
+
 @dataclass(frozen=True)
 class Spent:
     """What an owner's other jobs cost in a window."""
@@ -307,5 +316,6 @@ __all__ = [
     "limits",
     "refusal",
     "spent",
+    "unpriced_note",
     "usd",
 ]

@@ -613,6 +613,29 @@ def _raw_account(name: str) -> dict[str, Any]:
 
 
 @register(Tags.compatibility)
+def check_account_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``ACCOUNT_ACCESS`` (E030): its shape, its callable, and rules naming real accounts."""
+    from .access import setting_problems
+
+    try:
+        user = app_settings.user_settings
+        accounts = app_settings.account_names()
+    except ConfigurationError:
+        return []  # E001 / E003 say so
+    return [
+        Error(
+            f"{problem}.",
+            hint=f"{SETTING_NAME}['ACCOUNT_ACCESS'] is None (\"default\" open to everyone, other "
+            'accounts to superusers), a dict of configured account name -> {"GROUPS": [group '
+            'names], "PERMISSIONS": ["app_label.codename"], "EVERYONE": bool}, or a dotted '
+            "path to a callable (user, account_name) -> bool.",
+            id="openai_batches.E030",
+        )
+        for problem in setting_problems(user.get("ACCOUNT_ACCESS"), accounts)
+    ]
+
+
+@register(Tags.compatibility)
 def check_quota(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``ENQUEUED_TOKEN_LIMITS`` (E050: its shape and values; W050: limits for an account
     that is not configured)."""

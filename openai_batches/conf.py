@@ -50,6 +50,12 @@ DEFAULTS: dict[str, Any] = {
     "PROJECT": None,
     # Named accounts: {"name": {"API_KEY": ..., "BASE_URL": ..., "ORGANIZATION": ..., "PROJECT": ...}}.
     "ACCOUNTS": {},
+    # Who may use which account (openai_batches/access.py, docs/how-to/accounts.md): None
+    # opens "default" to everyone who may create jobs and every other account to superusers
+    # only; {name: {"GROUPS": [...], "PERMISSIONS": ["app.codename"], "EVERYONE": bool}}
+    # opens a listed account to the users matching its rule; a dotted path names a callable
+    # (user, account_name) -> bool that decides for everyone but superusers.
+    "ACCOUNT_ACCESS": None,
     # HTTP behaviour. TIMEOUT bounds each connect/read/write; the deadlines bound one whole
     # exchange (connect, send, wait, read the body), which per-read timeouts cannot: a server
     # dripping a byte every few seconds never trips a read timeout.

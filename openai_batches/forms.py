@@ -16,7 +16,8 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from .conf import app_settings
+from . import access
+from .conf import DEFAULT_ACCOUNT, app_settings
 from .models import Endpoint
 
 
@@ -71,6 +72,20 @@ class BatchJobCreateForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 10, "class": "vLargeTextField ob-mono"}),
         help_text=_("Used when no file is uploaded."),
     )
+
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if user is not None:
+            # Only the accounts this user may use (openai_batches.access); a forged value
+            # is "not one of the available choices", and create_job checks it again.
+            usable = access.usable_accounts(user)
+            field = self.fields["account"]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = [(name, name) for name in usable]
+            if not usable:
+                field.help_text = _("You may not use any account: ask an administrator.")
+            elif DEFAULT_ACCOUNT not in usable:
+                field.initial = usable[0]
 
     def clean_metadata(self) -> dict[str, Any]:
         raw = self.cleaned_data.get("metadata") or ""

@@ -149,6 +149,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "results": Endpoint("get", "draft", lambda j: api_url("job-results", uuid=str(j.uuid))),
     "export": Endpoint("get", "done", lambda j: api_url("job-export", uuid=str(j.uuid))),
+    "estimate": Endpoint("get", "draft", lambda j: api_url("job-estimate", uuid=str(j.uuid))),
     "submit": Endpoint(
         "post", "draft", lambda j: api_url("job-submit", uuid=str(j.uuid)), None, True
     ),
@@ -166,6 +167,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "schema": Endpoint("get", "draft", lambda j: api_url("schema")),
     "dashboard": Endpoint("get", "draft", lambda j: api_url("dashboard")),
+    "quota": Endpoint("get", "draft", lambda j: api_url("quota")),
 }
 
 #: Status per endpoint, in ROLES order: owner, other, viewer, changer, superuser, anonymous.
@@ -178,6 +180,7 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "add items": (201, 404, 403, 201, 201, 401),
     "results": (200, 404, 200, 200, 200, 401),
     "export": (200, 404, 200, 200, 200, 401),
+    "estimate": (200, 404, 200, 200, 200, 401),
     "submit": (202, 404, 403, 202, 202, 401),
     "cancel": (200, 404, 403, 200, 200, 401),
     "refresh": (200, 404, 403, 200, 200, 401),
@@ -187,6 +190,8 @@ API_MATRIX: dict[str, tuple[int, ...]] = {
     "schema": (200, 200, 200, 200, 200, 200),
     # Figures over the jobs the user may see (their own without view_batchjob).
     "dashboard": (200, 200, 200, 200, 200, 401),
+    # Budgets and the line of every owner's jobs: the permission that shows every job.
+    "quota": (403, 403, 200, 200, 200, 401),
 }
 
 #: How many jobs each role sees in the list (the owner's one job, or none).
@@ -210,12 +215,14 @@ def test_the_api_matrix_covers_every_route() -> None:
         "job-item-detail",
         "job-results",
         "job-export",
+        "job-estimate",
         "job-submit",
         "job-cancel",
         "job-refresh",
         "job-retry",
         "schema",
         "dashboard",
+        "quota",
     }
     assert names == covered, names ^ covered
 
@@ -335,6 +342,7 @@ ADMIN_TARGETS: dict[str, tuple[str, Callable[[Client, BatchJob], Any]]] = {
     "item page": ("draft", item_page),
     "live updates": ("running", live),
     "dashboard": ("done", get("admin:openai_batches_batchjob_dashboard", with_job=False)),
+    "quota": ("draft", get("admin:openai_batches_batchjob_quota", with_job=False)),
     **{
         f"{action} ({how})": (kind, runner(action))
         for how, runner in (("action", changelist_action), ("button", button))
@@ -379,6 +387,7 @@ ADMIN_MATRIX: dict[str, tuple[Any, ...]] = {
     # Read-only pages of their own: the job view permission, like the job list.
     "live updates": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
     "dashboard": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
+    "quota": (LOGIN, LOGIN, 200, 200, 200, LOGIN),
     # A view-only user has no actions: Django ignores the posted one and shows the list.
     **{
         f"{action} (action)": (LOGIN, LOGIN, 200, outcome, outcome, LOGIN)

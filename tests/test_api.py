@@ -187,7 +187,7 @@ def test_an_unknown_account_is_named_without_listing_the_configured_ones(
     assert response.status_code == 400
     [problem] = error_of(response)["problems"]
     assert problem["field"] == "account"
-    assert problem["message"] == "'nobody' is not a configured account."
+    assert problem["message"] == "'nobody' is not a configured account you may use."
     assert "team-secret-name" not in response.content.decode()
     assert "default" not in response.content.decode()
     assert not BatchJob.objects.exists()
@@ -621,6 +621,7 @@ def test_a_job_whose_account_was_removed_is_a_503_not_a_500(
     settings.OPENAI_BATCHES = {
         **settings.OPENAI_BATCHES,
         "ACCOUNTS": {"gone": {"API_KEY": "sk-gone-key", "BASE_URL": "http://127.0.0.1:9/v1"}},
+        "ACCOUNT_ACCESS": {"gone": {"EVERYONE": True}},
     }
     job = make_job(alice, 1, account="gone")
     set_part(

@@ -70,9 +70,11 @@ def test_the_schema_is_served_and_valid() -> None:
         f"{PREFIX}jobs/{{uuid}}/retry/",
         f"{PREFIX}jobs/{{uuid}}/results/",
         f"{PREFIX}jobs/{{uuid}}/export/",
+        f"{PREFIX}jobs/{{uuid}}/estimate/",
         f"{PREFIX}jobs/{{job_uuid}}/items/",
         f"{PREFIX}jobs/{{job_uuid}}/items/{{custom_id}}/",
         f"{PREFIX}dashboard/",
+        f"{PREFIX}quota/",
     }
 
 

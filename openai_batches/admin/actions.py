@@ -70,7 +70,7 @@ class JobActionsAdmin(admin.ModelAdmin):
         problems: list[Problem] = []
         truncated = False
         if request.method == "POST":
-            form = BatchJobCreateForm(request.POST, request.FILES)
+            form = BatchJobCreateForm(request.POST, request.FILES, user=request.user)
             if form.is_valid():
                 try:
                     job, count = self._create_from_jsonl(request, form)
@@ -94,7 +94,7 @@ class JobActionsAdmin(admin.ModelAdmin):
                         reverse("admin:openai_batches_batchjob_change", args=[job.pk])
                     )
         else:
-            form = BatchJobCreateForm()
+            form = BatchJobCreateForm(user=request.user)
         opts = self.opts
         context = {
             **self.admin_site.each_context(request),

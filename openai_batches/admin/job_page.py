@@ -1,5 +1,6 @@
 """The fields of a job's page that are more than a stored value: the owner and items links,
-the usage table, the provider batches, their validation errors and the timeline.
+the estimate before submitting, the usage table, the provider batches, their validation
+errors and the timeline.
 
 Each is a read-only display method; :mod:`.live` renders the ones that change while a job
 moves through Django's own read-only field display, so the page and its updates match.
@@ -19,9 +20,13 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from ..models import BatchJob, ItemState
+from .. import budgets, services
+from ..models import BatchJob, ItemState, JobState
 from .display import EMPTY, pretty_json
 from .history import batches_table
+
+#: States in which the page shows the job's estimate: those from which it can be submitted.
+ESTIMATED_STATES = (JobState.DRAFT, JobState.SUBMIT_FAILED)
 
 
 class JobPageAdmin(admin.ModelAdmin):
@@ -78,6 +83,40 @@ class JobPageAdmin(admin.ModelAdmin):
             format_html_join(
                 "", '<tr><th scope="row">{}</th><td>{}</td></tr>', ((k, f"{v:,}") for k, v in rows)
             ),
+        )
+
+    @admin.display(description=gettext_lazy("estimate"))
+    def estimate_table(self, job: BatchJob) -> SafeString:
+        """What the job will use and cost, shown while it can still be submitted.
+
+        The numbers are :func:`openai_batches.budgets.estimate_job`'s, the very estimate the
+        budgets check and the API's ``estimate/`` return; once the job is at the provider its
+        usage and cost are the real ones, above.
+        """
+        if job.state not in ESTIMATED_STATES:
+            return EMPTY
+        if not job.item_count:
+            return format_html('<span class="ob-estimate">{}</span>', _("no requests yet"))
+        estimate = budgets.estimate_job(job)
+        cost = (
+            budgets.usd(estimate.cost)
+            if estimate.cost is not None
+            else budgets.unpriced_note(job, estimate)
+        )
+        rows = [
+            (_("requests"), f"{estimate.requests:,}"),
+            (_("input tokens (estimated)"), f"{estimate.input_tokens:,}"),
+            (_("output tokens (at most)"), f"{estimate.output_tokens:,}"),
+            (_("cost at batch prices"), cost),
+        ]
+        # Why Submit is not offered (a budget, the owner's access to the account): the
+        # services' own reason, the one the API's actions.submit gives.
+        allowed, refusal = services.can_submit(job)
+        if not allowed:
+            rows.append((_("submit"), _("Submit refused: %(why)s") % {"why": refusal}))
+        return format_html(
+            '<table class="ob-table ob-estimate"><tbody>{}</tbody></table>',
+            format_html_join("", '<tr><th scope="row">{}</th><td>{}</td></tr>', rows),
         )
 
     @admin.display(description=gettext_lazy("provider batches"))

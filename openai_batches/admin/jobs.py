@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import services
 from ..models import BatchJob, ItemState, JobState
-from . import dashboard, live
+from . import dashboard, live, quota
 from .actions import JobActionsAdmin
 from .display import (
     EMPTY,
@@ -103,7 +103,7 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         ),
         (
             gettext_lazy("Progress and usage"),
-            {"fields": ("progress", "usage_table", "cost_usd")},
+            {"fields": ("estimate_table", "progress", "usage_table", "cost_usd")},
         ),
         (
             gettext_lazy("Provider"),
@@ -284,6 +284,16 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
                 self.admin_site.admin_view(self.dashboard_view),
                 name="{}_{}_dashboard".format(*info),
             ),
+            path(
+                "quota/",
+                self.admin_site.admin_view(self.quota_view),
+                name="{}_{}_quota".format(*info),
+            ),
+            path(
+                "quota/reset/",
+                self.admin_site.admin_view(self.quota_reset_view),
+                name="{}_{}_quota_reset".format(*info),
+            ),
         ]
         # Before the defaults: their "<path:object_id>/" catch-all would swallow ours.
         return own + super().get_urls()
@@ -293,6 +303,12 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         return dashboard.dashboard_view(self, request)
+
+    def quota_view(self, request: HttpRequest) -> HttpResponse:
+        return quota.quota_view(self, request)
+
+    def quota_reset_view(self, request: HttpRequest) -> HttpResponse:
+        return quota.reset_view(self, request)
 
     def _live_context(self, mode: str, job: BatchJob | None = None) -> dict[str, Any]:
         info = self.opts.app_label, self.opts.model_name

@@ -42,6 +42,7 @@ JOB_ACTION_PERMISSIONS: dict[str, str] = {
     "retrieve": "view",
     "results": "view",
     "export": "view",  # read-only, like results
+    "estimate": "view",  # read-only
     "submit": "change",
     "cancel": "change",
     "refresh": "change",

@@ -21,7 +21,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
-from .. import services
+from .. import budgets, services
 from ..jsonl import MAX_CUSTOM_ID_LENGTH, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_LENGTH
 from ..models import (
     PROVIDER_TIMESTAMPS,
@@ -536,6 +536,53 @@ class BatchJobDetailSerializer(BatchJobSerializer):
         return result
 
 
+@extend_schema_field(COST_SCHEMA)
+class CostField(serializers.CharField):
+    """An amount in USD as a decimal string, null when unknown."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+
+class JobEstimateSerializer(serializers.Serializer):
+    """What a job will use and cost, estimated from its requests before it runs."""
+
+    requests = serializers.IntegerField(help_text="Requests in the job.")
+    model = serializers.CharField(help_text="The model the requests name ('' when none yet).")
+    input_tokens = serializers.IntegerField(
+        help_text="Input tokens, estimated by OPENAI_BATCHES['TOKEN_ESTIMATOR'] (the built-in "
+        "heuristic by default)."
+    )
+    max_output_tokens = serializers.IntegerField(
+        help_text="The most output tokens the requests allow: each body's limit "
+        "(max_completion_tokens, max_tokens, max_output_tokens), else "
+        "BUDGETS['DEFAULT_OUTPUT_TOKENS'] (1024)."
+    )
+    currency = serializers.CharField(help_text="Always USD.")
+    cost = CostField(
+        help_text="Those tokens (input, and output at most) at the batch prices of "
+        "OPENAI_BATCHES['PRICES']; null when the model has no price."
+    )
+    cost_note = serializers.CharField(
+        help_text="Why `cost` is null (`no price for <model>`, `no requests yet`); empty "
+        "when it is not."
+    )
+
+
+def estimate_data(job: BatchJob) -> dict[str, Any]:
+    """The job's estimate (:func:`openai_batches.budgets.estimate_job`) as the API answers it."""
+    estimate = budgets.estimate_job(job)
+    return {
+        "requests": estimate.requests,
+        "model": job.model or job.provider_model,
+        "input_tokens": estimate.input_tokens,
+        "max_output_tokens": estimate.output_tokens,
+        "currency": "USD",
+        "cost": _cost_text(estimate.cost),
+        "cost_note": budgets.unpriced_note(job, estimate),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Jobs: input
 
@@ -560,7 +607,12 @@ class BatchJobCreateSerializer(FormSerializer):
     )
     metadata = MetadataField(required=False, default=dict)
     account = StrictCharField(
-        max_length=64, default="default", help_text="A configured OPENAI_BATCHES account."
+        max_length=64,
+        default="default",
+        help_text="A configured OPENAI_BATCHES account you may use (OPENAI_BATCHES"
+        "['ACCOUNT_ACCESS']: by default `default` is open to everyone, other accounts to "
+        "superusers). An unknown account and one you may not use are the same 400 naming "
+        "the field `account`.",
     )
     items = ItemsField(
         required=False,

@@ -4,7 +4,8 @@
 
 Names live in the ``openai_batches_api`` namespace (``job-list``, ``job-detail``,
 ``job-submit``, ``job-refresh``, ``job-cancel``, ``job-retry``, ``job-results``,
-``job-export``, ``job-item-list``, ``job-item-detail``, ``dashboard``, ``schema``).
+``job-estimate``, ``job-export``, ``job-item-list``, ``job-item-detail``, ``dashboard``,
+``quota``, ``schema``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rest_framework.routers import SimpleRouter
 
 from .dashboard import DashboardViewSet
 from .export import job_export
+from .quota import QuotaViewSet
 from .schema import BatchesSchemaView
 from .views import BatchJobViewSet, RequestItemViewSet, not_found
 
@@ -26,6 +28,7 @@ router.register(r"jobs/(?P<job_uuid>[^/]+)/items", RequestItemViewSet, basename=
 urlpatterns = [
     path("schema/", BatchesSchemaView.as_view(), name="schema"),
     path("dashboard/", DashboardViewSet.as_view({"get": "retrieve"}), name="dashboard"),
+    path("quota/", QuotaViewSet.as_view({"get": "retrieve"}), name="quota"),
     path("jobs/<str:uuid>/export/", job_export, name="job-export"),
     *router.urls,
     # Last: anything else under the prefix answers in the API's error shape.

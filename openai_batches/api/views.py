@@ -232,10 +232,11 @@ def _account_names_withheld(err: AppValidationError, account: Any) -> AppValidat
     """``err`` with the account problem naming only the value given.
 
     Which accounts a deployment has (often one per customer or team) is not a client's
-    business; the services' message lists them for the developer at the console.
+    business: an unknown account and one the user may not use (``ACCOUNT_ACCESS``) get the
+    same sentence, so probing names reveals nothing.
     """
     problems = [
-        Problem(p.index, p.field, f"{account!r} is not a configured account.")
+        Problem(p.index, p.field, f"{account!r} is not a configured account you may use.")
         if p.field == "account" and p.index is None
         else p
         for p in err.problems
@@ -466,6 +467,24 @@ class BatchJobViewSet(BatchesViewSet):
         params.is_valid(raise_exception=True)
         job = services.retry(job, params.validated_data["which"])
         return self._detail(job, status.HTTP_202_ACCEPTED)
+
+    @api_schema(
+        summary="Estimate a job's tokens and cost",
+        description=(
+            "What the job will use, estimated from its stored requests: input tokens (the "
+            "configured `TOKEN_ESTIMATOR`), the most output tokens the requests allow, and "
+            "their cost at the batch prices of `OPENAI_BATCHES['PRICES']` (null, with "
+            "`cost_note` `no price for <model>`, when the model has none). The same estimate "
+            "the budgets check and the admin's job page use; read it before `submit/`. "
+            "Read-only; cached, so asking again costs no scan of the requests. Needs "
+            "`view_batchjob` on another user's job."
+        ),
+        parameters=[JOB_UUID],
+        responses={200: s.JobEstimateSerializer, **_errors(404)},
+    )
+    @action(detail=True, methods=["get"])
+    def estimate(self, request: Request, uuid: str | None = None) -> Response:
+        return Response(s.JobEstimateSerializer(s.estimate_data(self.get_object())).data)
 
     @api_schema(
         summary="Download a job's results (JSONL)",

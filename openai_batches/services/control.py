@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from .. import signals
+from .. import access, signals
 from ..conf import app_settings
 from ..exceptions import (
     ProviderError,
@@ -61,6 +61,8 @@ def can_retry(job: BatchJob | int, which: str) -> tuple[bool, str]:
         raise ValueError(f"which must be one of {', '.join(RETRY_KINDS)}, not {which!r}")
     if job.state != JobState.FINISHED:
         return False, f"it is {job.get_state_display().lower()}; only a finished job is retried"
+    if reason := access.owner_refusal(job):
+        return False, reason
     if not _retry_candidates(job, which).exists():
         limit = int(app_settings.retry_policy()["MAX_ATTEMPTS"])
         return False, f"it has no {which} request sent fewer than {limit} time(s)"

@@ -9,7 +9,7 @@ from typing import IO, Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models, transaction
 
-from .. import providers
+from .. import access, providers
 from ..conf import app_settings
 from ..estimate import input_token_estimator
 from ..exceptions import (
@@ -40,7 +40,10 @@ def create_job(
     jsonl: IO[bytes] | IO[str] | Iterable[bytes] | Iterable[str] | None = None,
 ) -> BatchJob:
     """Create a draft job, with its items (``items`` mappings and/or ``jsonl`` lines in
-    OpenAI's input format): all or nothing, no job is left behind when an item is wrong."""
+    OpenAI's input format): all or nothing, no job is left behind when an item is wrong.
+
+    An ``owner`` must be allowed to use ``account`` (:mod:`openai_batches.access`): owning a
+    job lets one submit it. ``owner=None`` (code's own jobs) is not checked."""
     problems: list[Problem] = []
     if endpoint not in Endpoint.values:
         problems.append(
@@ -69,6 +72,8 @@ def create_job(
                 f"{account!r} is not a configured account",
             )
         )
+    elif (refused := access.account_problem(owner, account)) is not None:
+        problems.append(refused)
     if problems:
         raise ValidationError(problems)
     with transaction.atomic():
@@ -126,6 +131,8 @@ def _add(job: BatchJob, rows: Iterable[tuple[int, Any, str | None]]) -> int:
         if locked.state != JobState.DRAFT:
             state = locked.get_state_display().lower()
             raise _refusal(locked, "given more items", f"it is {state}; only a draft takes items")
+        if reason := access.owner_refusal(locked):
+            raise _refusal(locked, "given more items", reason)
         validator = ItemValidator(
             endpoint=locked.endpoint,
             model=locked.model,

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from .. import budgets
+from .. import access, budgets
 from ..client import MAX_RETRY_AFTER, BatchLookup, BatchProvider, retry_delay
 from ..conf import app_settings
 from ..exceptions import (
@@ -54,6 +54,8 @@ def can_submit(job: BatchJob | int) -> tuple[bool, str]:
         )
     if job.item_count == 0:
         return False, "it has no items"
+    if reason := access.owner_refusal(job):
+        return False, reason
     if reason := budgets.refusal(job):
         return False, reason
     return True, ""
