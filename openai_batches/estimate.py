@@ -138,11 +138,27 @@ def _piece_tokens(piece: str) -> float:
     return math.ceil(len(core.strip()) / 2) or 1
 
 
+#: Texts up to this long are remembered: a batch repeats its system prompt and instructions
+#: in every request, and splitting the same text again is most of an estimate's cost. The
+#: cache holds at most ``_CACHED_TEXTS * _CACHED_TEXT_CHARS`` characters (8 MB of text).
+_CACHED_TEXT_CHARS = 2048
+_CACHED_TEXTS = 4096
+
+
 def text_tokens(text: str) -> int:
     """The tokens of ``text`` by the heuristic the module docstring describes (at least 1)."""
     if not text:
         return 0
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _short_text_tokens(text)
+    return _split_and_count(text)
+
+
+def _split_and_count(text: str) -> int:
     return max(1, round(sum(map(_piece_tokens, _PIECES.findall(text)))))
+
+
+_short_text_tokens = lru_cache(maxsize=_CACHED_TEXTS)(_split_and_count)
 
 
 def _strings(value: Any) -> Iterator[str]:
