@@ -146,16 +146,19 @@ def _tokens_of(jobs: list[BatchJob]) -> dict[int, tuple[int, int, int]]:
             for start in range(0, len(pks), IDS_PER_QUERY)
             for row in RequestItem.objects.filter(job__in=pks[start : start + IDS_PER_QUERY])
             .order_by()
-            .values_list("job_id", "body")
+            .values_list("job_id", "body", "estimated_tokens")
             .iterator(chunk_size=CHUNK)
         )
-        for job_id, body in bodies:
+        for job_id, body, stored in bodies:
             if not isinstance(body, Mapping):
                 continue
             endpoint = todo[job_id].endpoint
             row = sums[job_id]
             row[0] += 1
-            row[1] += int(estimate(endpoint, body))
+            # The estimate stored when the item was added is the one the enqueued-token
+            # budget reserves: the price shown must count the same tokens. Rows added before
+            # estimates were stored hold 0 and are estimated now.
+            row[1] += stored or int(estimate(endpoint, body))
             row[2] += estimate_max_output_tokens(endpoint, body, default)
         cache.set_many(
             {keys[pk]: tuple(row) for pk, row in sums.items()}, timeout=ESTIMATE_CACHE_SECONDS

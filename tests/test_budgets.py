@@ -109,6 +109,17 @@ def test_the_estimate_uses_the_configured_estimator_and_the_body_limits(alice: U
     assert estimate.cost == Decimal("1.100000")
 
 
+def test_the_price_counts_the_input_tokens_stored_when_items_were_added(alice: User) -> None:
+    # The enqueued-token budget reserves the stored estimates: the price shown must count
+    # the same tokens, not a second estimate by whatever estimator is configured now.
+    job = draft(alice)
+    job.items.update(estimated_tokens=7)
+    assert budgets.estimate_job(job).input_tokens == 70
+    job.items.update(estimated_tokens=0)  # rows from before estimates were stored
+    cache.clear()
+    assert budgets.estimate_job(job).input_tokens == 10_000
+
+
 def test_the_output_default_applies_to_a_request_without_a_limit(
     settings: Any, alice: User
 ) -> None:
