@@ -367,6 +367,7 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "provider_model",
             "counts",
             "usage",
+            "estimated_tokens",
             "cost",
             "provider_errors",
             "last_error",
@@ -434,8 +435,9 @@ class ProviderBatchSerializer(serializers.ModelSerializer):
         choices=JobState.choices,
         read_only=True,
         help_text="Where this batch is on this side, in the job's words: submit_requested "
-        "(planned), submitted (at the provider), finished (results stored), submit_failed, "
-        "cancelled (dropped before it was sent).",
+        "(planned; `waiting_since` set while it waits for enqueued-token quota), submitted "
+        "(at the provider), finished (results stored), submit_failed, cancelled (dropped "
+        "before it was sent).",
     )
     provider_status = ProviderStatusOrEmptyField(
         choices=BatchStatus.choices, allow_blank=True, read_only=True
@@ -465,6 +467,10 @@ class ProviderBatchSerializer(serializers.ModelSerializer):
             "cost",
             "provider_errors",
             "last_error",
+            "estimated_tokens",
+            "reserved_tokens",
+            "waiting_since",
+            "admitted_at",
             "created_at",
             "submitted_at",
             "ingested_at",

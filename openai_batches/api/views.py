@@ -273,8 +273,9 @@ def _is_multipart(request: Request) -> bool:
         summary="Delete a job",
         description=(
             "Deletes the job and its items, in any state except while the provider is or may "
-            "be running its batch: `submit_requested`, `submitting` and `submitted` (until "
-            "its results are stored) answer 409; cancel such a job first. Drafts, failed "
+            "be running its batch: `submit_requested`, `waiting_quota`, `submitting` and "
+            "`submitted` (until its results are stored) answer 409; cancel such a job first. "
+            "Drafts, failed "
             "submissions, cancelled and finished jobs can be deleted (a finished job's "
             "stored results go with it). Needs `delete_batchjob` on another user's job."
         ),
