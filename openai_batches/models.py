@@ -347,9 +347,10 @@ class BatchJob(BatchTotals):
     completion_window = models.CharField(
         _("completion window"),
         max_length=8,
-        choices=CompletionWindow.choices,
+        # No choices: the windows a job may ask for are its provider's (OpenAI and Azure
+        # take "24h", Groq "24h" to "7d"), checked by services.create_job.
         default=CompletionWindow.HOURS_24,
-        help_text=_("How long the provider may take."),
+        help_text=_("How long the provider may take: '24h', or what the account's provider takes."),
     )
     metadata = models.JSONField(
         _("metadata"),

@@ -4,10 +4,13 @@ flavour, the presets' limits and defaults, and Together's upper-case statuses.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
 
 from openai_batches import services
 from openai_batches.client import get_client
@@ -316,3 +319,21 @@ def test_the_default_account_takes_its_provider_from_accounts_default(settings: 
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "ACCOUNTS": {}, "PROVIDER": "groq"}
     assert app_settings.account().provider == "openai"  # not a top-level setting
     assert "PROVIDER" in app_settings.unknown_keys()
+
+
+def test_the_api_takes_the_window_the_accounts_provider_takes(
+    django_user_model: Any,
+) -> None:
+    api = APIClient()
+    api.force_authenticate(django_user_model.objects.create_superuser("root", password="x"))
+    jobs = reverse("openai_batches_api:job-list")
+    with account_on_emulator("groq", groq):
+        body = {"account": "acct", "completion_window": "7d", "items": chat_items(1)}
+        created = api.post(jobs, body, format="json")
+        assert created.status_code == 201, created.json()
+        assert created.json()["completion_window"] == "7d"
+        # The same window on an OpenAI account: a 400 naming the field, nothing saved.
+        refused = api.post(jobs, {**body, "account": "default"}, format="json")
+        assert refused.status_code == 400
+        assert "completion_window" in json.dumps(refused.json())
+        assert BatchJob.objects.count() == 1

@@ -608,8 +608,12 @@ class BatchJobCreateSerializer(FormSerializer):
         default=Endpoint.CHAT_COMPLETIONS.value,
         help_text="The endpoint every request calls.",
     )
-    completion_window = serializers.ChoiceField(
-        choices=CompletionWindow.choices, default=CompletionWindow.HOURS_24.value
+    completion_window = StrictCharField(
+        max_length=8,
+        default=CompletionWindow.HOURS_24.value,
+        help_text="How long the provider may take: `24h` (OpenAI, Azure, Anthropic); a "
+        "provider with other windows takes those (Groq: `24h` to `7d`). A window the "
+        "account's provider does not take is a 400 naming `completion_window`.",
     )
     metadata = MetadataField(required=False, default=dict)
     account = StrictCharField(
