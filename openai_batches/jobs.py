@@ -182,8 +182,12 @@ def submit_job(job_id: int, attempt: int = 0) -> str:
         # Parts at the provider are polled whatever else the job waits for.
         enqueue_poll(job.pk, at=job.next_poll_at)
     if job.state == JobState.SUBMIT_REQUESTED:
-        # Unknown outcome: the next attempt looks the batch up by metadata first.
-        enqueue_submit(job.pk, at=timezone.now() + _retry_delay(attempt), attempt=attempt + 1)
+        # Unknown outcome: the next attempt looks the batch up by metadata first. A provider
+        # that asked for a long wait (``submit_not_before``) is not asked again before it.
+        at = timezone.now() + _retry_delay(attempt)
+        if job.submit_not_before is not None:
+            at = max(at, job.submit_not_before)
+        enqueue_submit(job.pk, at=at, attempt=attempt + 1)
     elif job.state == JobState.WAITING_QUOTA:
         # In line for its model's token budget: a batch that ends moves the line (the poll
         # that sees it end). This later look is the safety net for room that comes from

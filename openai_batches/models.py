@@ -415,6 +415,15 @@ class BatchJob(BatchTotals):
             "When a worker last started uploading/creating; a lease against double submits."
         ),
     )
+    submit_not_before = models.DateTimeField(
+        _("next submission attempt not before"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Set when the provider refused a create and asked to come back later "
+            "(a retry-after too long to wait in the call): no attempt is made before it."
+        ),
+    )
     submitted_at = models.DateTimeField(
         _("submitted"), null=True, blank=True, help_text=_("When the provider accepted the batch.")
     )

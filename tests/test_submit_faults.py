@@ -234,6 +234,37 @@ def test_429_on_create_waits_as_long_as_the_provider_asks(
     assert waits.service == [3.0]
 
 
+def test_a_retry_after_too_long_to_wait_holds_every_attempt_until_it_has_passed(
+    emu: EmulatorHandle, waits: Waits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 asking for an hour is not waited out in the call, and neither the queue,
+    sync_batches nor a direct call asks again before the hour is up."""
+    from openai_batches import jobs
+
+    job = make_job()
+    emu.inject_fault("POST", "/v1/batches", "status", status=429, retry_after=3600)
+    before = timezone.now()
+    job = services.submit(job)
+    assert job.state == JobState.SUBMIT_REQUESTED
+    assert job.submit_not_before is not None
+    assert job.submit_not_before >= before + timedelta(seconds=3600)
+    assert waits.service == []  # not slept on in the call
+    # The fault is spent: any attempt now would create the batch. None is made.
+    assert services.submit(job).submit_attempt_at is None
+    report = services.sync()
+    assert report.errors == [] and report.submitted == []
+    scheduled: list[Any] = []
+    monkeypatch.setattr(jobs, "enqueue_submit", lambda pk, at=None, attempt=0: scheduled.append(at))
+    jobs.submit_job(job.pk)
+    assert scheduled and scheduled[0] >= job.submit_not_before
+    assert batches(emu) == []
+    # Once the hour has passed, the next attempt goes through, once.
+    BatchJob.objects.filter(pk=job.pk).update(submit_not_before=timezone.now())
+    services.submit(job)
+    assert reload(job).submit_not_before is None
+    assert_submitted_once(emu, job)
+
+
 def test_a_refused_create_fails_the_submission_and_deletes_the_upload(
     emu: EmulatorHandle, waits: Waits
 ) -> None:

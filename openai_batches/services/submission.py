@@ -107,6 +107,10 @@ def submit(job: BatchJob | int) -> BatchJob:
             return locked
         if locked.state not in (JobState.SUBMIT_REQUESTED, JobState.SUBMITTING):
             return locked
+        if locked.submit_not_before is not None and now < locked.submit_not_before:
+            # The provider asked us to come back later: an attempt now would be refused
+            # again (and count against the rate limit that refused it).
+            return locked
         recovering = locked.state == JobState.SUBMITTING
         if not locked.batches.planned().exists():
             # Asked to submit before any part was planned (a job left waiting by a version
@@ -115,7 +119,8 @@ def submit(job: BatchJob | int) -> BatchJob:
         old = (locked.state, locked.provider_status)
         locked.state = JobState.SUBMITTING
         locked.submit_attempt_at = now
-        locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+        locked.submit_not_before = None
+        locked.save(update_fields=["state", "submit_attempt_at", "submit_not_before", "updated_at"])
         _status_signal(locked, *old)
     _base._checkpoint("submit.claimed")
     try:
@@ -495,7 +500,11 @@ def _submit_unknown(
         old = (locked.state, locked.provider_status)
         locked.state = JobState.SUBMIT_REQUESTED
         locked.submit_attempt_at = None
-        locked.save(update_fields=["state", "submit_attempt_at", "updated_at"])
+        wait = getattr(err, "retry_after", None)
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            # Told to come back much later: no attempt (queue, sync_batches) before then.
+            locked.submit_not_before = timezone.now() + timedelta(seconds=wait)
+        locked.save(update_fields=["state", "submit_attempt_at", "submit_not_before", "updated_at"])
         if part is not None:
             ProviderBatch.objects.filter(pk=part.pk).update(
                 last_error=f"{type(err).__name__}: {err}"[:4000]

@@ -104,11 +104,17 @@ def _sync(
             # Move the lines first: parts that now fit their token budget are submitted
             # in this same pass.
             quota.admit_waiting()
-        stale = timezone.now() - timedelta(seconds=float(app_settings.SUBMIT_LEASE))
-        to_submit = jobs_qs.filter(
-            Q(state=JobState.SUBMIT_REQUESTED)
-            | Q(state=JobState.SUBMITTING, submit_attempt_at__lt=stale)
-        ).order_by("pk")
+        now = timezone.now()
+        stale = now - timedelta(seconds=float(app_settings.SUBMIT_LEASE))
+        to_submit = (
+            jobs_qs.filter(
+                Q(state=JobState.SUBMIT_REQUESTED)
+                | Q(state=JobState.SUBMITTING, submit_attempt_at__lt=stale)
+            )
+            # Not the jobs the provider asked to come back later: not their time yet.
+            .exclude(submit_not_before__gt=now)
+            .order_by("pk")
+        )
         for job in to_submit:
             if dry_run:
                 report.submitted.append(job.pk)
