@@ -634,7 +634,11 @@ def test_a_429_asking_for_a_long_wait_gives_the_submission_back_at_once(
     assert "429" in job.last_error
     assert waits.service == []  # no ten-minute sleep holding a worker
     assert batches(emu) == []
-    services.submit(job)  # later: the fault is used up, so it goes through
+    services.submit(job)  # not before the ten minutes: nothing is sent
+    assert batches(emu) == []
+    # Ten minutes later: the fault is used up, so it goes through.
+    BatchJob.objects.filter(pk=job.pk).update(submit_not_before=timezone.now())
+    services.submit(job)
     (batch,) = job_batches(emu, job)
     assert reload(job).provider_batch_id == batch["id"]
 
