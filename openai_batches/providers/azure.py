@@ -22,7 +22,9 @@ under ``/openai/``, with Azure's surfaces, authentication, limits and quirks
 - **No expiry**: Azure keeps running a batch past 24 hours. The app applies its own
   deadline (the account's ``DEADLINE``, else the batch's completion window), reported as
   the batch's ``expires_at``: a batch still running past it is cancelled when next
-  polled, with the error ``deadline_exceeded`` on the part. Its finished results are
+  polled, with the error ``deadline_exceeded`` on the part. Only the app's own batches
+  (those carrying its metadata) are held to it: a listing never cancels another
+  program's batch on the same resource. Its finished results are
   kept; the requests that never ran are ``batch_cancelled`` and sent again under the
   ``RETRY`` policy, as after any cancel nobody asked for.
 - **Quota**: ``token_limit_exceeded`` comes as a failed batch (``errors.data[].code``, as
@@ -48,6 +50,7 @@ from django.utils.module_loading import import_string
 from ..client import _HEADER_SAFE, OpenAIClient, _check_batch, _segment
 from ..conf import MAX_EXPIRES_AFTER, Account, Secret
 from ..exceptions import APIError, ConfigurationError, ProviderError
+from ..jsonl import METADATA_JOB_KEY
 from .base import DAY, Adapter, Limits, _where, normalize_openai_shape, window_seconds
 
 logger = logging.getLogger(__name__)
@@ -294,7 +297,12 @@ class AzureProvider(Adapter, OpenAIClient):
 
     def list_batches(self, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         page = super().list_batches(after=after, limit=limit)
-        page["data"] = [self._past_deadline(b) for b in page.get("data") or []]
+        # A resource is shared (other apps, other teams, the portal): only a batch carrying
+        # this app's metadata is held to this app's deadline. Retrieves are of our own ids.
+        page["data"] = [
+            self._past_deadline(b) if METADATA_JOB_KEY in (b.get("metadata") or {}) else b
+            for b in page.get("data") or []
+        ]
         return page
 
     # -- files and batches -------------------------------------------------------------
