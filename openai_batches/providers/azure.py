@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -47,7 +48,14 @@ from typing import Any, ClassVar
 import httpx
 from django.utils.module_loading import import_string
 
-from ..client import _HEADER_SAFE, OpenAIClient, _check_batch, _segment
+from ..client import (
+    _HEADER_SAFE,
+    DeadlineExceeded,
+    OpenAIClient,
+    _bounded,
+    _check_batch,
+    _segment,
+)
 from ..conf import MAX_EXPIRES_AFTER, Account, Secret
 from ..exceptions import APIError, ConfigurationError, ProviderError
 from ..jsonl import METADATA_JOB_KEY
@@ -102,7 +110,7 @@ class _ApiKeyAuth(httpx.Auth):
 
 #: Tokens that said when they expire, per account, shared by every client of the process
 #: (a client lives for one operation): in memory only, dropped shortly before expiry.
-_TOKENS: dict[str, tuple[Secret, float]] = {}
+_TOKENS: dict[tuple[str, str, Any], tuple[Secret, float]] = {}
 
 
 def forget_tokens() -> None:
@@ -114,38 +122,51 @@ class _TokenAuth(httpx.Auth):
     """A bearer token from a token provider, asked for per request unless it said when the
     token expires (then kept, as a Secret in memory only, until shortly before)."""
 
-    def __init__(self, provider: Callable[[], Any], account_name: str) -> None:
+    def __init__(self, provider: Callable[[], Any], account: Account) -> None:
         self._provider = provider
-        self._account = account_name
+        self._account = account.name
+        self._timeout = account.timeout
+        # A token is only ever sent where it was obtained for: the cache is per account,
+        # endpoint and provider, so a settings change never sends an old token elsewhere.
+        self._key = (account.name, account.base_url, provider)
 
     def _fresh(self) -> Secret:
-        try:
-            value = self._provider()
-        except Exception as err:
+        """A new token. The provider runs in a thread of its own so that one that hangs (a
+        metadata endpoint that never answers) costs at most the exchange's deadline; no
+        frame here holds what it returned until it is a Secret (error reports print
+        every frame's locals, and a token refused for a stray newline is still a token)."""
+        wait = _bounded(self._timeout, DeadlineExceeded)
+        box: list[Any] = []
+        thread = threading.Thread(
+            target=_ask, args=(self._provider, box), name="token-provider", daemon=True
+        )
+        thread.start()
+        thread.join(wait)
+        if not box:
+            raise ProviderError(
+                f"The TOKEN_PROVIDER of account {self._account!r} did not answer within {wait:g} s."
+            )
+        (outcome,) = box
+        if isinstance(outcome, BaseException):
             # The provider's own message may describe the credential chain, never a token.
             raise ProviderError(
                 f"The TOKEN_PROVIDER of account {self._account!r} failed: "
-                f"{type(err).__name__}: {err}"
+                f"{type(outcome).__name__}: {outcome}"
             ) from None
-        expires: Any = None
-        if isinstance(value, tuple) and len(value) == 2:
-            value, expires = value
-        elif not isinstance(value, str) and hasattr(value, "token"):
-            value, expires = value.token, getattr(value, "expires_on", None)
-        if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
+        if outcome is None:
             raise ConfigurationError(
                 f"The TOKEN_PROVIDER of account {self._account!r} did not return a token "
                 "(a string of printable ASCII without spaces)."
             )
-        token = Secret(value)
+        token, expires = outcome
         if isinstance(expires, int | float) and not isinstance(expires, bool):
-            _TOKENS[self._account] = (token, float(expires))
+            _TOKENS[self._key] = (token, float(expires))
         else:
-            _TOKENS.pop(self._account, None)
-        return token
+            _TOKENS.pop(self._key, None)
+        return token  # type: ignore[no-any-return]
 
     def _token(self) -> tuple[Secret, bool]:
-        cached = _TOKENS.get(self._account)
+        cached = _TOKENS.get(self._key)
         if cached is not None and time.time() < cached[1] - TOKEN_MARGIN:
             return cached[0], True
         return self._fresh(), False
@@ -156,12 +177,36 @@ class _TokenAuth(httpx.Auth):
         response = yield request
         if response.status_code == 401 and from_cache and _replayable(request):
             # Revoked before its stated expiry: ask for a new one, once.
-            _TOKENS.pop(self._account, None)
+            _TOKENS.pop(self._key, None)
             request.headers["Authorization"] = "Bearer " + self._fresh().reveal()
             yield request
 
     def __repr__(self) -> str:
         return "<_TokenAuth ********>"
+
+
+def _ask(provider: Callable[[], Any], box: list[Any]) -> None:
+    """Call ``provider`` and put in ``box`` ``(Secret, expires_on)``, None for an answer that
+    is not a token, or the exception it raised (run in a thread of its own)."""
+    try:
+        box.append(_as_token(provider()))
+    except Exception as err:
+        err.__traceback__ = None  # its frames' locals are the credential chain's
+        box.append(err)
+
+
+def _as_token(value: Any) -> tuple[Secret, Any] | None:
+    """A token provider's answer as ``(Secret, expires_on)``: a string, an
+    ``AccessToken``-like object (``.token``, ``.expires_on``) or a ``(token, expires_on)``
+    pair; None when it is none of them."""
+    expires: Any = None
+    if isinstance(value, tuple) and len(value) == 2:
+        value, expires = value
+    elif not isinstance(value, str) and hasattr(value, "token"):
+        value, expires = value.token, getattr(value, "expires_on", None)
+    if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
+        return None
+    return Secret(value), expires
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -237,7 +282,7 @@ class AzureProvider(Adapter, OpenAIClient):
 
     def _auth(self) -> httpx.Auth:
         if self.account.token_provider:
-            return _TokenAuth(self._token_provider, self.account.name)
+            return _TokenAuth(self._token_provider, self.account)
         return _ApiKeyAuth(self.account.api_key)
 
     request_id_header = "apim-request-id"
