@@ -21,10 +21,13 @@ import pytest
 from django.test import RequestFactory
 from django.views.debug import ExceptionReporter
 
+from openai_batches.client import get_client
 from openai_batches.conf import Account
-from openai_batches.exceptions import ConfigurationError, OpenAIBatchesError
+from openai_batches.emulator import EmulatorServer
+from openai_batches.exceptions import AuthenticationError, ConfigurationError, OpenAIBatchesError
 from openai_batches.providers import provider_for
 from openai_batches.providers.azure import forget_tokens
+from tests.provider_helpers import account_on_emulator
 
 CANARY = "LEAKCANARY"
 TOKEN = f"eyJ-{CANARY}-token-0123456789"
@@ -138,3 +141,79 @@ def test_a_token_provider_that_hangs_is_given_up_on_within_the_deadline(settings
         assert time.monotonic() - started < 5
     finally:
         release.set()  # let the abandoned call end
+
+
+# -- cached tokens ----------------------------------------------------------------------------
+
+
+class Recorder:
+    """A server accepting the bearer tokens in ``valid``, recording what each host got."""
+
+    def __init__(self, *valid: str) -> None:
+        self.valid = set(valid)
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        # Not read here: reading swaps a streamed body for bytes, replayable as the real
+        # transport's never is.
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        self.seen.append((request.url.host, token))
+        if token not in self.valid:
+            return httpx.Response(401, json={"error": {"code": "401", "message": "Unauthorized"}})
+        if request.url.path.endswith("/files"):
+            file = {"id": "file-1", "object": "file", "bytes": 3, "filename": "in.jsonl"}
+            return httpx.Response(200, json=file)
+        return ok(request)
+
+
+def expiring(*tokens: str) -> Any:
+    """A provider handing out ``tokens`` in turn, each saying it lasts an hour (cached)."""
+    queue = list(tokens)
+    return lambda: (queue.pop(0), time.time() + 3600)
+
+
+def test_a_cached_token_is_never_sent_to_another_endpoint_after_a_settings_change() -> None:
+    server = Recorder("token-a", "token-b")
+    first = azure(expiring("token-a"), "https://a.openai.azure.com")
+    provider_for(first, transport=httpx.MockTransport(server)).list_batches()
+    # The same account name, moved to another resource with another identity.
+    moved = azure(expiring("token-b"), "https://b.openai.azure.com")
+    provider_for(moved, transport=httpx.MockTransport(server)).list_batches()
+    assert server.seen == [("a.openai.azure.com", "token-a"), ("b.openai.azure.com", "token-b")]
+
+
+#: What ``handed_out`` gives next (a test fills it).
+NEXT_TOKENS: list[str] = []
+
+
+def handed_out() -> tuple[str, float]:
+    """A TOKEN_PROVIDER (dotted path) giving the next of NEXT_TOKENS, good for an hour."""
+    return NEXT_TOKENS.pop(0), time.time() + 3600
+
+
+@pytest.mark.django_db
+def test_a_cached_token_revoked_early_is_dropped_even_when_the_call_cannot_be_replayed(
+    tmp_path: Any,
+) -> None:
+    """A 401 on a streamed upload (which cannot be sent twice) still drops the cached token,
+    so the next call asks for a new one instead of failing the same way until it expires.
+    Over real HTTP: a mock transport reads every body first, which makes it replayable."""
+    NEXT_TOKENS[:] = ["token-1", "token-2"]
+
+    def conf(server: EmulatorServer) -> dict[str, Any]:
+        provider = "tests.test_provider_secrets.handed_out"
+        return {"PROVIDER": "azure", "BASE_URL": server.root_url, "TOKEN_PROVIDER": provider}
+
+    with account_on_emulator("azure", conf, api_key=None, tokens=["token-1"]) as (emu, _srv):
+        client = get_client("acct")
+        try:
+            client.list_batches()  # token-1, cached for an hour
+            emu.flavor.tokens = {"token-2"}  # type: ignore[attr-defined]  # revoked early
+            path = tmp_path / "in.jsonl"
+            path.write_text("{}\n")
+            with pytest.raises(AuthenticationError):
+                client.upload_file(path, filename="in.jsonl")
+            assert client.upload_file(path, filename="in.jsonl")["id"].startswith("file-")
+        finally:
+            client.close()
+    assert NEXT_TOKENS == []

@@ -163,7 +163,7 @@ class _TokenAuth(httpx.Auth):
             _TOKENS[self._key] = (token, float(expires))
         else:
             _TOKENS.pop(self._key, None)
-        return token  # type: ignore[no-any-return]
+        return token
 
     def _token(self) -> tuple[Secret, bool]:
         cached = _TOKENS.get(self._key)
@@ -175,9 +175,12 @@ class _TokenAuth(httpx.Auth):
         token, from_cache = self._token()
         request.headers["Authorization"] = "Bearer " + token.reveal()
         response = yield request
-        if response.status_code == 401 and from_cache and _replayable(request):
-            # Revoked before its stated expiry: ask for a new one, once.
+        if response.status_code == 401 and from_cache:
+            # Revoked before its stated expiry: never use it again, and ask for a new one
+            # now when the request can be sent twice (else the caller's next call will).
             _TOKENS.pop(self._key, None)
+            if not _replayable(request):
+                return
             request.headers["Authorization"] = "Bearer " + self._fresh().reveal()
             yield request
 
