@@ -905,29 +905,17 @@ class OpenAIClient:
         """The batches carrying ``lookup.key`` in their metadata (the job's UUID and the
         part's number), oldest first. Batches come newest first, so the scan stops at the
         first page that reaches back before ``lookup.since``."""
-        matches: list[dict[str, Any]] = []
-        after: str | None = None
-        while True:
-            page = self.list_batches(after=after, limit=100)
-            data = page.get("data") or []
-            matches += [
-                dict(b)
-                for b in data
-                if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == lookup.key
-            ]
-            if (
-                not page.get("has_more")
-                or not data
-                or (data[-1].get("created_at") or 0) < lookup.since
-            ):
-                break
-            after = data[-1]["id"]
+        matches = [
+            dict(b)
+            for b in _batches_since(self, lookup.since)
+            if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == lookup.key
+        ]
         matches.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
         return matches
 
 
-def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
-    """Every entry of a cursor-paged list. A provider whose cursor does not advance (a
+def _pages(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """Every page of a cursor-paged list. A provider whose cursor does not advance (a
     page ending on an id already used as the cursor) would make this loop for ever, so
     that is an error, raised before the repeated page is yielded."""
     used: set[str | None] = {None}
@@ -941,11 +929,28 @@ def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[
                 f"{what}: the list cursor does not advance (a page after {after!r} ends on "
                 f"{cursor!r} again); stopped instead of looping"
             )
-        yield from data
+        yield page
         if not page.get("has_more") or not data:
             return
         used.add(cursor)
         after = cursor
+
+
+def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """Every entry of a cursor-paged list (see :func:`_pages`)."""
+    for page in _pages(fetch, what):
+        yield from page.get("data") or []
+
+
+def _batches_since(client: BatchProvider, since: float) -> Iterator[dict[str, Any]]:
+    """The batches listed newest first, back to the first page reaching before ``since``
+    (the lookups of a part's lost batch)."""
+    fetch = lambda after: client.list_batches(after=after, limit=100)  # noqa: E731
+    for page in _pages(fetch, "GET /batches"):
+        data = page.get("data") or []
+        yield from data
+        if data and (data[-1].get("created_at") or 0) < since:
+            return
 
 
 def expiration(seconds: int | float) -> dict[str, Any]:

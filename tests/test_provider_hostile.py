@@ -9,15 +9,20 @@ hostile server the emulator will not be (answers no real provider sends)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from openai_batches import services
-from openai_batches.client import get_client
+from openai_batches.client import BatchLookup, get_client
+from openai_batches.conf import Account
 from openai_batches.emulator import EmulatorServer
+from openai_batches.exceptions import APIConnectionError
 from openai_batches.models import JobState
+from openai_batches.providers import provider_for
 from openai_batches.providers.azure import AzureProvider
 from tests.lifecycle_helpers import chat_items
 from tests.provider_helpers import KEY, account_on_emulator
@@ -73,3 +78,43 @@ def test_listing_an_azure_resource_never_cancels_a_batch_another_program_runs(
         assert listed[theirs["id"]] == "in_progress"
         # The app's own batch is still held to the app's deadline.
         assert emu.get_batch(ours)["status"] in ("cancelling", "cancelled")
+
+
+# -- lists whose cursor does not advance -----------------------------------------------------
+
+
+def _lookup(since: float) -> BatchLookup:
+    return BatchLookup(
+        key="job:1", since=since, count=1, custom_ids=lambda: ["a"], tracked=lambda ids: set()
+    )
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "anthropic"])
+def test_a_lookup_whose_list_cursor_does_not_advance_stops_with_an_error(provider: str) -> None:
+    """The crash-recovery lookup pages back to the part's planning time; a server whose
+    pages never advance (the same page, ``has_more`` for ever) must end in an error, not a
+    worker looping until its lease runs out."""
+    now = int(time.time())
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url)
+        if len(calls) > 50:
+            raise RuntimeError("still looping")
+        if provider == "anthropic":
+            batch = {
+                "id": "msgbatch_1",
+                "type": "message_batch",
+                "processing_status": "in_progress",
+                "request_counts": {"processing": 2},
+                "created_at": "2030-01-01T00:00:00Z",
+            }
+            return httpx.Response(200, json={"data": [batch], "has_more": True})
+        batch = {"id": "batch_1", "object": "batch", "status": "in_progress", "created_at": now}
+        return httpx.Response(200, json={"object": "list", "data": [batch], "has_more": True})
+
+    account = Account("acct", "https://provider.example", KEY, provider=provider)
+    client = provider_for(account, transport=httpx.MockTransport(handler))
+    with pytest.raises(APIConnectionError, match="does not advance"):
+        client.find_batches(_lookup(now - 60))
+    assert len(calls) == 2

@@ -59,6 +59,7 @@ from ..client import (
     BatchLookup,
     OpenAIClient,
     ResponseTooLarge,
+    _batches_since,
     _check_batch,
     _check_page,
     _segment,
@@ -336,24 +337,12 @@ class AnthropicProvider(Adapter, OpenAIClient):
 
     def find_batches(self, lookup: BatchLookup) -> list[dict[str, Any]]:
         """The part's batch, by what Anthropic lets us verify (see the module docstring)."""
-        candidates: list[dict[str, Any]] = []
-        after: str | None = None
-        while True:
-            page = self.list_batches(after=after, limit=100)
-            data = page.get("data") or []
-            candidates += [
-                b
-                for b in data
-                if (b.get("created_at") or 0) >= lookup.since
-                and (b.get("request_counts") or {}).get("total") == lookup.count
-            ]
-            if (
-                not page.get("has_more")
-                or not data
-                or (data[-1].get("created_at") or 0) < lookup.since
-            ):
-                break
-            after = data[-1]["id"]
+        candidates = [
+            b
+            for b in _batches_since(self, lookup.since)
+            if (b.get("created_at") or 0) >= lookup.since
+            and (b.get("request_counts") or {}).get("total") == lookup.count
+        ]
         if candidates:
             taken = lookup.tracked([b["id"] for b in candidates])
             candidates = [b for b in candidates if b["id"] not in taken]
