@@ -967,7 +967,10 @@ def expiration(seconds: int | float) -> dict[str, Any]:
 def _segment(value: str) -> str:
     """An id as one URL path segment: an id holding ``/``, ``?`` or ``..`` (from a broken
     provider or a hand-edited row) must not point the call at another endpoint."""
-    return quote(str(value), safe="")
+    segment = quote(str(value), safe="")
+    # "." and ".." are dot segments, which URL joining removes (``batches/../cancel`` is
+    # ``/cancel``): spelled with %2E they are a plain name, as RFC 3986 reads them.
+    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment
 
 
 def _positive(name: str, kind: type[int] | type[float]) -> Any:

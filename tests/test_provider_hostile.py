@@ -17,13 +17,14 @@ import httpx
 import pytest
 
 from openai_batches import services
-from openai_batches.client import BatchLookup, get_client
+from openai_batches.client import BatchLookup, _check_batch, get_client
 from openai_batches.conf import Account
 from openai_batches.emulator import EmulatorServer
-from openai_batches.exceptions import APIConnectionError
+from openai_batches.exceptions import APIConnectionError, ConfigurationError, ProviderError
 from openai_batches.models import JobState
-from openai_batches.providers import provider_for
+from openai_batches.providers import provider_class, provider_for
 from openai_batches.providers.azure import AzureProvider
+from openai_batches.providers.base import unix_time
 from tests.lifecycle_helpers import chat_items
 from tests.provider_helpers import KEY, account_on_emulator
 
@@ -118,3 +119,150 @@ def test_a_lookup_whose_list_cursor_does_not_advance_stops_with_an_error(provide
     with pytest.raises(APIConnectionError, match="does not advance"):
         client.find_batches(_lookup(now - 60))
     assert len(calls) == 2
+
+
+# -- ids and URLs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "anthropic"])
+@pytest.mark.parametrize("batch_id", ["..", ".", "../files", "x?after=y", "a/../../b"])
+def test_an_id_from_the_provider_stays_one_path_segment(provider: str, batch_id: str) -> None:
+    """An id (from a broken provider's answer, or a hand-edited row) of ``..`` or ``.``
+    must not point a cancel at another endpoint (``batches/../cancel`` is ``/cancel``)."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(404, json={"error": {"message": "no such batch"}})
+
+    account = Account("acct", "https://provider.example", KEY, provider=provider)
+    client = provider_for(account, transport=httpx.MockTransport(handler))
+    client.max_retries = 0
+    with pytest.raises(ProviderError):
+        client.cancel_batch(batch_id)
+    (path,) = seen
+    _stem, _sep, rest = path.partition("batches/")
+    segment, _slash, tail = rest.partition("/")
+    assert tail == "cancel", path  # the cancel of exactly one batch
+    assert segment not in ("", ".", ".."), path
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        # The deployment URL the Azure portal shows, pasted whole.
+        "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01",
+        "https://res.openai.azure.com/#frag",
+        "https://user:password@res.openai.azure.com",
+        "ftp://res.openai.azure.com",
+        "res.openai.azure.com",
+    ],
+)
+@pytest.mark.parametrize("provider", ["azure", "anthropic", "openai-compatible"])
+def test_a_base_url_that_cannot_be_a_root_is_refused_naming_the_setting(
+    provider: str, base_url: str
+) -> None:
+    """Paths are joined onto BASE_URL: with a query, a fragment or credentials in it, the
+    calls would go to another endpoint (or show a password in reprs); refused before any
+    call, by the adapter and by the system check alike."""
+    sent: list[httpx.Request] = []
+    account = Account("acct", base_url, KEY, provider=provider)
+    with pytest.raises(ConfigurationError, match="BASE_URL") as caught:
+        provider_for(account, transport=httpx.MockTransport(sent.append))  # type: ignore[arg-type]
+    assert "password" not in str(caught.value)
+    assert sent == []
+    problems = provider_class(provider).settings_problems(account)
+    assert any("BASE_URL" in message for message, _hint in problems), problems
+
+
+# -- loose shapes: numbers and times out of range ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0001-01-01T00:00:00+00:00", "1969-12-31T23:59:59Z", "9999-12-31T23:59:59-14:00"],
+)
+def test_an_iso_time_out_of_range_is_no_time(value: str) -> None:
+    """As an integer out of range is: a time no column holds is dropped, not allowed to
+    make the whole batch object unusable."""
+    assert unix_time(value) is None
+
+
+def test_an_azure_batch_created_near_year_9999_keeps_a_storable_deadline() -> None:
+    """The app's deadline is added to Azure's ``created_at``: the sum must still be a time
+    the services can store (a hostile server's largest valid time plus a day is not)."""
+    batch = {
+        "id": "batch_1",
+        "object": "batch",
+        "status": "in_progress",
+        "created_at": 253402300000,
+        "completion_window": "24h",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=batch)
+
+    account = Account("acct", "https://res.openai.azure.com", KEY, provider="azure")
+    client = provider_for(account, transport=httpx.MockTransport(handler))
+    _check_batch(client.retrieve_batch("batch_1"))  # raises on a time out of range
+
+
+# -- Anthropic: results never fetched from anywhere but the configured host ----------------------
+
+
+def _anthropic_batch(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": "msgbatch_1",
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {"succeeded": 1},
+        "created_at": "2030-01-01T00:00:00Z",
+        "ended_at": "2030-01-01T00:10:00Z",
+        "results_url": "https://collector.evil.example/v1/messages/batches/msgbatch_1/results",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("redirect", [False, True])
+def test_anthropic_results_are_read_from_the_configured_host_only(redirect: bool) -> None:
+    """A ``results_url`` on another host (or a redirect there) never receives a request,
+    and so never the ``x-api-key``: results are read at the configured host's path."""
+    hosts: list[tuple[str, str | None]] = []
+    line = {
+        "custom_id": "a",
+        "result": {"type": "succeeded", "message": {"id": "msg_1", "content": []}},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append((request.url.host, request.headers.get("x-api-key")))
+        if request.url.path.endswith("/results"):
+            if redirect:
+                return httpx.Response(307, headers={"location": _anthropic_batch()["results_url"]})
+            return httpx.Response(200, content=json.dumps(line).encode() + b"\n")
+        return httpx.Response(200, json=_anthropic_batch())
+
+    account = Account("acct", "https://api.anthropic.com", KEY, provider="anthropic")
+    client = provider_for(account, transport=httpx.MockTransport(handler))
+    batch = client.retrieve_batch("msgbatch_1")
+    if redirect:
+        with pytest.raises(ProviderError):
+            b"".join(client.iter_file_chunks(batch["output_file_id"]))
+    else:
+        (result,) = b"".join(client.iter_file_chunks(batch["output_file_id"])).splitlines()
+        assert json.loads(result)["custom_id"] == "a"
+    assert {host for host, _key in hosts} == {"api.anthropic.com"}
+
+
+def test_an_anthropic_lookup_meeting_results_that_are_not_json_fails_as_a_provider_error() -> None:
+    """Verifying a candidate reads its results: a garbled line makes the lookup fail the
+    way the services expect (a ProviderError: try again later), not with a ValueError."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/results"):
+            return httpx.Response(200, content=b"<html>oops</html>\n")
+        return httpx.Response(200, json={"data": [_anthropic_batch()], "has_more": False})
+
+    account = Account("acct", "https://api.anthropic.com", KEY, provider="anthropic")
+    client = provider_for(account, transport=httpx.MockTransport(handler))
+    with pytest.raises(ProviderError, match="not JSON"):
+        client.find_batches(_lookup(0))

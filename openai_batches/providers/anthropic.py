@@ -158,6 +158,7 @@ class AnthropicProvider(Adapter, OpenAIClient):
 
     def _check_credentials(self) -> None:
         account = self.account
+        self._check_base_url()
         if not account.api_key and not account.is_local:
             raise ConfigurationError(
                 f"No API key for Anthropic account {account.name!r}: set its API_KEY or "
@@ -370,9 +371,24 @@ class AnthropicProvider(Adapter, OpenAIClient):
                 *lines, pending = (pending + chunk).split(b"\n")
                 for raw in lines:
                     if raw.strip():
-                        yield str(json.loads(raw).get("custom_id"))
+                        yield str(_result_line(raw, batch["id"]).get("custom_id"))
 
         return custom_id_fingerprint(custom_ids())
+
+
+def _result_line(raw: bytes, batch_id: str) -> dict[str, Any]:
+    """One translated result line (a dict), or the error that makes a lookup try again
+    later: a candidate whose results cannot be read cannot be verified."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        line = None
+    if not isinstance(line, dict):
+        raise APIConnectionError(
+            f"The results of Anthropic batch {batch_id} hold a line that is not JSON; "
+            "it cannot be verified as this part's batch now."
+        )
+    return line
 
 
 def _translate(raw: bytes) -> bytes:

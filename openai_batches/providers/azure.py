@@ -50,6 +50,7 @@ from django.utils.module_loading import import_string
 
 from ..client import (
     _HEADER_SAFE,
+    _MAX_TIMESTAMP,
     DeadlineExceeded,
     OpenAIClient,
     _bounded,
@@ -253,6 +254,7 @@ class AzureProvider(Adapter, OpenAIClient):
                 f"No BASE_URL for Azure account {account.name!r}: set it to the resource "
                 "endpoint, https://RESOURCE.openai.azure.com."
             )
+        self._check_base_url()
         if not is_v1(account.api_version) and not DATED_VERSION.match(account.api_version or ""):
             raise ConfigurationError(
                 f"The API_VERSION of Azure account {account.name!r} must be None, 'v1' or a "
@@ -302,7 +304,8 @@ class AzureProvider(Adapter, OpenAIClient):
         created = batch.get("created_at")
         if not isinstance(created, int):
             return batch
-        due = created + self._deadline(batch)
+        # Never past a time the services can store (a hostile created_at near year 9999).
+        due = min(created + self._deadline(batch), _MAX_TIMESTAMP)
         batch["expires_at"] = int(due)
         cancelled = batch.get("cancelling_at") or batch.get("cancelled_at")
         by_deadline = isinstance(cancelled, int) and cancelled >= due
