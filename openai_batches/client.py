@@ -486,6 +486,27 @@ def _check_page(item: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[s
     return check
 
 
+#: Request headers that carry a credential (OpenAI's, Azure's, Anthropic's).
+_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
+
+
+def _redacted(raw: bytes, response: httpx.Response) -> bytes:
+    """``raw`` (an error answer) with the credentials its request carried replaced by
+    stars: a server (a debugging proxy, a gateway) may quote the request's headers back,
+    and the message ends up in a job's ``last_error``, the admin and the API."""
+    try:
+        headers = response.request.headers
+    except RuntimeError:  # a response built by hand, without its request
+        return raw
+    for name in _CREDENTIAL_HEADERS:
+        sent = headers.get(name, "")
+        sent = sent.split(" ", 1)[-1] if name == "authorization" else sent
+        if len(sent) >= 8:
+            for form in {sent, json.dumps(sent)[1:-1]}:  # as it is, and JSON-escaped
+                raw = raw.replace(form.encode(), b"********")
+    return raw
+
+
 def _parse(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -668,6 +689,7 @@ class OpenAIClient:
                 raw += chunk
                 if len(raw) >= _MAX_ERROR_BODY:
                     break
+        raw = bytearray(_redacted(bytes(raw), response))
         body: Any
         try:
             body = json.loads(bytes(raw[:_MAX_ERROR_BODY]))

@@ -217,3 +217,76 @@ def test_a_cached_token_revoked_early_is_dropped_even_when_the_call_cannot_be_re
         finally:
             client.close()
     assert NEXT_TOKENS == []
+
+
+# -- api-key, x-api-key and bearer tokens on every failure path ---------------------------------
+
+
+def _token() -> str:
+    return TOKEN
+
+
+ACCOUNTS = {
+    "azure-key": lambda url: Account("acct", url, AZURE_KEY, provider="azure"),
+    "azure-token": lambda url: azure(_token, url),
+    "anthropic": lambda url: Account("acct", url, ANTHROPIC_KEY, provider="anthropic"),
+}
+
+
+def echo(status: int) -> Any:
+    """A server (a debugging proxy, a misconfigured gateway) whose error page quotes the
+    request's headers back, the credential among them, JSON-escaped or not."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = dict(request.headers)
+        text = " ".join(f"{k}: {v}" for k, v in headers.items())
+        return httpx.Response(status, json={"error": {"message": text}, "headers": headers})
+
+    return handler
+
+
+@pytest.fixture
+def every_logger_at_debug(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    import logging
+
+    from tests.test_secrets import _every_logger_at_debug
+
+    levels = _every_logger_at_debug()
+    next(levels)
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+    levels.close()
+
+
+@pytest.mark.parametrize("who", sorted(ACCOUNTS))
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_an_error_answer_quoting_the_credential_never_shows_it(
+    who: str, status: int, every_logger_at_debug: pytest.LogCaptureFixture
+) -> None:
+    """What ends in a job's last_error (the admin, the API) and in the logs is scrubbed
+    of the credential the request carried, whatever the server sends back."""
+    client = provider_for(
+        ACCOUNTS[who]("https://provider.example"), transport=httpx.MockTransport(echo(status))
+    )
+    client.max_retries = 1
+    client._sleep = lambda seconds: None
+    exc_info = caught(client.list_batches, OpenAIBatchesError, str(status))
+    assert_reports_clean(exc_info)
+    assert_no_secret(repr(exc_info[1].body), "the error's body")
+    assert_no_secret(every_logger_at_debug.text, "the logs")
+
+
+@pytest.mark.parametrize("who", sorted(ACCOUNTS))
+def test_a_connection_error_report_never_shows_the_credential(
+    who: str, every_logger_at_debug: pytest.LogCaptureFixture
+) -> None:
+    # Port 9 (discard): nobody listens; httpcore's frames held the raw request headers.
+    client = provider_for(ACCOUNTS[who]("http://127.0.0.1:9"))
+    client.max_retries = 0
+    try:
+        assert_reports_clean(caught(client.list_batches, OpenAIBatchesError, "failed"))
+        for shown in (repr(client), repr(client.account), repr(client._http.auth)):
+            assert_no_secret(shown, "a repr")
+    finally:
+        client.close()
+    assert_no_secret(every_logger_at_debug.text, "the logs")
