@@ -266,3 +266,41 @@ def test_an_anthropic_lookup_meeting_results_that_are_not_json_fails_as_a_provid
     client = provider_for(account, transport=httpx.MockTransport(handler))
     with pytest.raises(ProviderError, match="not JSON"):
         client.find_batches(_lookup(0))
+
+
+def test_syncs_list_refresh_stops_on_a_cursor_that_does_not_advance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sync_batches refreshes many parts of an account through the list call: the same
+    page for ever must end the pass for that account with an error, not loop."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from openai_batches.services import _base, syncing
+
+    now = int(time.time())
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url)
+        if len(calls) > 50:
+            raise RuntimeError("still looping")
+        batch = {"id": "batch_x", "object": "batch", "status": "in_progress", "created_at": now}
+        return httpx.Response(200, json={"object": "list", "data": [batch], "has_more": True})
+
+    account = Account("acct", "https://provider.example", KEY, provider="openai")
+    monkeypatch.setattr(
+        _base,
+        "get_client",
+        lambda name: provider_for(account, transport=httpx.MockTransport(handler)),
+    )
+    created = datetime.fromtimestamp(now - 60, tz=UTC)
+    group = [
+        SimpleNamespace(
+            provider_batch_id=f"batch_{i}", provider_created_at=created, created_at=created
+        )
+        for i in range(syncing.LIST_REFRESH_THRESHOLD + 1)
+    ]
+    with pytest.raises(APIConnectionError, match="does not advance"):
+        syncing._fetch_batches("acct", group, syncing.SyncReport())  # type: ignore[arg-type]
+    assert len(calls) == 2
