@@ -21,6 +21,7 @@ from openai_batches.client import BatchLookup, _check_batch, get_client
 from openai_batches.conf import Account
 from openai_batches.emulator import EmulatorServer
 from openai_batches.exceptions import APIConnectionError, ConfigurationError, ProviderError
+from openai_batches.jsonl import METADATA_JOB_KEY
 from openai_batches.models import JobState
 from openai_batches.providers import provider_class, provider_for
 from openai_batches.providers.azure import AzureProvider
@@ -304,3 +305,50 @@ def test_syncs_list_refresh_stops_on_a_cursor_that_does_not_advance(
     with pytest.raises(APIConnectionError, match="does not advance"):
         syncing._fetch_batches("acct", group, syncing.SyncReport())  # type: ignore[arg-type]
     assert len(calls) == 2
+
+
+# -- a create is never sent twice by the adapter -----------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["azure", "anthropic", "groq"])
+@pytest.mark.parametrize("fault", ["500", "429", "drop", "garbled"])
+def test_a_create_is_sent_once_whatever_the_answer(
+    provider: str, fault: str, tmp_path: Path
+) -> None:
+    """POST /batches (Anthropic: /v1/messages/batches) is not idempotent: after a fault
+    its outcome is unknown and the services look the batch up; the adapter must never
+    send it again itself (a 401 replay with a fresh token is covered elsewhere)."""
+    creates: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("batches"):
+            creates.append(request.url.path)
+            if fault == "drop":
+                raise httpx.RemoteProtocolError("peer closed connection", request=request)
+            if fault == "garbled":
+                return httpx.Response(200, content=b'{"id": "batch_')
+            return httpx.Response(int(fault), json={"error": {"message": "try later"}})
+        file = {"id": "file-1", "object": "file", "bytes": 3, "filename": "in.jsonl"}
+        return httpx.Response(200, json=file)
+
+    account = Account(
+        "acct", "https://provider.example", KEY, provider=provider, staging_dir=str(tmp_path)
+    )
+    client = provider_for(account, transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    }
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    file_id = client.upload_file(path, filename="in.jsonl")["id"]
+    with pytest.raises(ProviderError):
+        client.create_batch(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={METADATA_JOB_KEY: "job:1"},
+        )
+    assert len(creates) == 1, creates
