@@ -159,7 +159,7 @@ def test_an_id_from_the_provider_stays_one_path_segment(provider: str, batch_id:
         "res.openai.azure.com",
     ],
 )
-@pytest.mark.parametrize("provider", ["azure", "anthropic", "openai-compatible"])
+@pytest.mark.parametrize("provider", ["openai", "azure", "anthropic", "groq", "openai-compatible"])
 def test_a_base_url_that_cannot_be_a_root_is_refused_naming_the_setting(
     provider: str, base_url: str
 ) -> None:
