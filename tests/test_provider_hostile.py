@@ -352,3 +352,36 @@ def test_a_create_is_sent_once_whatever_the_answer(
             metadata={METADATA_JOB_KEY: "job:1"},
         )
     assert len(creates) == 1, creates
+
+
+# -- Anthropic: the lookup without metadata never adopts a batch it cannot verify ----------------
+
+
+@pytest.mark.django_db
+def test_an_anthropic_lookup_never_adopts_another_programs_running_batch(tmp_path: Path) -> None:
+    """A create refused with a 500 (nothing created), while another program in the same
+    workspace runs a batch of the same size: that batch cannot be told from ours until
+    its results name their custom_ids, so it is not taken (the part would track, cancel
+    and delete someone else's batch); once it ends, ours is created."""
+    from tests.procs.helpers import expire_submit_leases
+    from tests.test_providers_anthropic import _foreign_batch, conf, items
+
+    with account_on_emulator("anthropic", conf(tmp_path)) as (emu, _server):
+        job = services.create_job(items=items(2), account="acct")
+        services.request_submit(job)
+        emu.stall_request("other-0", times=1)  # it runs until the clock moves a day
+        foreign = _foreign_batch(2, "other-")
+        emu.inject_fault("POST", "/v1/messages/batches", "status", status=500, count=1)
+        job = services.submit(job)
+        assert job.state == JobState.SUBMIT_REQUESTED, job.last_error
+        assert not job.batches.get().provider_batch_id  # the foreign batch was not taken
+        assert emu.get_batch(foreign)["processing_status"] == "in_progress"
+
+        emu.advance(86_401)  # it ends: its results say it is not ours
+        expire_submit_leases()
+        job = services.submit(job)
+        assert job.state == JobState.SUBMITTED, job.last_error
+        ours = job.batches.get().provider_batch_id
+        assert ours and ours != foreign
+        assert emu.get_batch(foreign)["processing_status"] == "ended"
+        assert emu.get_batch(foreign).get("cancel_initiated_at") is None

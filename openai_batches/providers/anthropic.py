@@ -33,11 +33,11 @@ batch (how Anthropic discards results). Results stay for 29 days after creation.
 between create and record) :meth:`AnthropicProvider.find_batches` looks for a batch this
 app does not track yet, created after the part was planned, with exactly the part's
 number of requests. An ended candidate is verified by the ``custom_id`` set of its results
-(an order-free digest, in constant memory); one still running cannot be verified, so it is
-taken only when it is the only candidate, and several candidates make the lookup fail
-(the submission is retried later, when they may have ended). Another program submitting
-batches of the same size in the same workspace at the same minutes could still be
-mistaken for ours while its batch runs: give the app a workspace of its own.
+(an order-free digest, in constant memory) and only a verified batch is taken. One still
+running cannot be verified, so while one runs (and none is verified) the lookup fails and
+the submission is retried later, when it has ended: a batch of another program in the
+same workspace is never taken (the part would track, cancel and delete it), at the price
+of recording a lost create only once its batch ends.
 """
 
 from __future__ import annotations
@@ -350,19 +350,20 @@ class AnthropicProvider(Adapter, OpenAIClient):
         if not candidates:
             return []
         ended = [b for b in candidates if b.get("output_file_id")]
-        running = [b for b in candidates if not b.get("output_file_id")]
+        running = [b for b in candidates if b.get("status") in ("in_progress", "cancelling")]
         ours = custom_id_fingerprint(lookup.custom_ids()) if ended else ""
         verified = [b for b in ended if self._fingerprint(b) == ours]
-        if running and (verified or len(running) > 1):
-            # A running batch cannot be told apart from the verified one or another.
+        if running and not verified:
+            # A running batch cannot be verified, and one that is not ours must never be
+            # taken: the part would track, cancel and (deleting its results) delete it.
             raise ProviderError(
-                f"{len(candidates)} Anthropic batches of {lookup.count} requests were "
-                "created since this part was planned and some are still running; which is "
-                "the part's is decided once they end."
+                f"{len(running)} Anthropic batch(es) of {lookup.count} requests created since "
+                "this part was planned are still running; whether one is the part's is "
+                "decided once they end (their results name their custom_ids)."
             )
-        found = verified or running
-        found.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
-        return found
+        # An ended batch without results (archived) cannot be verified either: not taken.
+        verified.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
+        return verified
 
     def _fingerprint(self, batch: Mapping[str, Any]) -> str:
         def custom_ids() -> Iterator[str]:
