@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +386,36 @@ def test_an_anthropic_lookup_never_adopts_another_programs_running_batch(tmp_pat
         assert ours and ours != foreign
         assert emu.get_batch(foreign)["processing_status"] == "ended"
         assert emu.get_batch(foreign).get("cancel_initiated_at") is None
+
+
+def test_an_anthropic_results_line_without_end_is_refused_not_held_in_memory(
+    settings: Any,
+) -> None:
+    """Results are translated a line at a time: a server sending one endless line (no
+    newline, within MAX_DOWNLOAD_BYTES) must not make the adapter hold it all (or copy
+    it over and over); a line longer than MAX_RESPONSE_BYTES is refused."""
+    import tracemalloc
+
+    from openai_batches.client import ResponseTooLarge
+
+    settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "MAX_RESPONSE_BYTES": 1 << 20}
+    chunk = b"x" * (1 << 16)
+
+    def endless() -> Iterator[bytes]:
+        for _ in range(160):  # 10 MB, one line
+            yield chunk
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    account = Account("acct", "https://api.anthropic.com", KEY, provider="anthropic")
+    client = provider_for(account, transport=httpx.MockTransport(handler))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLarge, match="line"):
+            for _ in client.iter_file_chunks("msgbatch_1/results"):
+                pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak

@@ -275,6 +275,13 @@ class AnthropicProvider(Adapter, OpenAIClient):
                         f"GET /{path} sent more than MAX_DOWNLOAD_BYTES ({cap:,}); stopped"
                     )
                 *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > self.max_response_bytes:
+                    # One result is one JSON answer: past the cap of one, the server is
+                    # broken or hostile (and the line would be held, and copied, whole).
+                    raise ResponseTooLarge(
+                        f"GET /{path} sent a result line longer than MAX_RESPONSE_BYTES "
+                        f"({self.max_response_bytes:,}); stopped"
+                    )
                 out = b"".join(_translate(raw) for raw in lines)
                 if out:
                     yield out
