@@ -419,3 +419,36 @@ def test_an_anthropic_results_line_without_end_is_refused_not_held_in_memory(
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20, peak
+
+
+@pytest.mark.django_db
+def test_an_anthropic_create_that_landed_is_answered_even_if_the_staged_file_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once Anthropic took the requests, the batch is the answer: failing to remove the
+    staged copy (a read-only or full disk) must not turn a created batch into an error,
+    which the services would read as an unknown outcome."""
+    from tests.test_providers_anthropic import conf, items
+
+    with account_on_emulator("anthropic", conf(tmp_path)) as (emu, _server):
+        client = get_client("acct")
+        try:
+            path = tmp_path / "in.jsonl"
+            line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}
+            path.write_text(json.dumps({**line, "body": items(1)[0]["body"]}) + "\n")
+            staged = client.upload_file(path, filename="in.jsonl")["id"]
+
+            def unlink(self: Path, missing_ok: bool = False) -> None:
+                raise PermissionError(13, "Read-only file system", str(self))
+
+            monkeypatch.setattr(Path, "unlink", unlink)
+            batch = client.create_batch(
+                input_file_id=staged,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={},
+            )
+        finally:
+            monkeypatch.undo()
+            client.close()
+        assert [b["id"] for b in emu.list_batches()] == [batch["id"]]

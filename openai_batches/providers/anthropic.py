@@ -43,6 +43,7 @@ of recording a lost create only once its batch ends.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -85,6 +86,8 @@ __all__ = [
     "to_params",
     "to_result_line",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_VERSION = "2023-06-01"
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -327,7 +330,11 @@ class AnthropicProvider(Adapter, OpenAIClient):
             content=_request_body(staged),
             headers={"content-type": "application/json", "content-length": str(size)},
         )
-        self.delete_file(input_file_id)  # the requests are Anthropic's now
+        try:
+            self.delete_file(input_file_id)  # the requests are Anthropic's now
+        except OSError as err:
+            # The batch exists: an error now would read as an unknown outcome.
+            logger.warning("could not remove staged requests %s: %s", input_file_id, err)
         return batch
 
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
