@@ -452,3 +452,101 @@ def test_an_anthropic_create_that_landed_is_answered_even_if_the_staged_file_sta
             monkeypatch.undo()
             client.close()
         assert [b["id"] for b in emu.list_batches()] == [batch["id"]]
+
+
+# -- Azure: any batch object a broken server sends ends in a batch or a ProviderError ------------
+
+_HOSTILE_FIELDS = [
+    ("created_at", 1e308),
+    ("created_at", -5),
+    ("created_at", 10**30),
+    ("created_at", "2024-13-45T00:00:00Z"),
+    ("created_at", "9" * 5000),
+    ("created_at", []),
+    ("created_at", True),
+    ("created_at", "2024-01-01T00:00:00.123456789+00:00"),
+    ("completion_window", 5),
+    ("completion_window", "9999d"),
+    ("completion_window", "24h" * 1000),
+    ("status", None),
+    ("status", 5),
+    ("status", "COMPLETED"),
+    ("request_counts", None),
+    ("request_counts", []),
+    ("request_counts", {"total": 10**40}),
+    ("request_counts", {"total": -1, "completed": None, "failed": "3"}),
+    ("errors", "x"),
+    ("errors", {"data": "x"}),
+    ("output_file_id", 5),
+    ("output_file_id", ""),
+    ("metadata", [METADATA_JOB_KEY]),
+    ("cancelling_at", "2024-01-01T00:00:00Z"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), _HOSTILE_FIELDS)
+@pytest.mark.parametrize("call", ["retrieve", "list"])
+def test_a_broken_azure_batch_object_is_a_batch_or_a_provider_error(
+    field: str, value: Any, call: str
+) -> None:
+    batch = {
+        "id": "batch_1",
+        "object": "batch",
+        "status": "in_progress",
+        "created_at": 1_700_000_000,
+        "completion_window": "24h",
+        "metadata": {METADATA_JOB_KEY: "job:1"},
+        field: value,
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":  # the deadline's cancel
+            return httpx.Response(200, json={**batch, "status": "cancelling"})
+        if call == "list":
+            return httpx.Response(200, json={"object": "list", "data": [batch], "has_more": False})
+        return httpx.Response(200, json=batch)
+
+    account = Account("acct", "https://res.openai.azure.com", KEY, provider="azure")
+    client = provider_for(account, transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    try:
+        answer = (
+            client.retrieve_batch("batch_1")
+            if call == "retrieve"
+            else client.list_batches()["data"][0]
+        )
+    except ProviderError:
+        return
+    _check_batch(answer)  # what the services store is in range
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("processing_status", None),
+        ("processing_status", ["ended"]),
+        ("request_counts", {"succeeded": 10**40}),
+        ("request_counts", {"succeeded": "5", "errored": -3}),
+        ("request_counts", "lots"),
+        ("created_at", "0000-00-00"),
+        ("created_at", 10**30),
+        ("ended_at", {"t": 1}),
+        ("results_url", 5),
+        ("id", 5),
+        ("id", "x" * 300),
+    ],
+)
+def test_a_broken_anthropic_batch_object_is_a_batch_or_a_provider_error(
+    field: str, value: Any
+) -> None:
+    batch = {**_anthropic_batch(), field: value}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=batch)
+
+    account = Account("acct", "https://api.anthropic.com", KEY, provider="anthropic")
+    client = provider_for(account, transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    try:
+        answer = client.retrieve_batch("msgbatch_1")
+    except ProviderError:
+        return
+    _check_batch(answer)
