@@ -38,8 +38,10 @@ write and connect is given at most the time left (:class:`_DeadlineBackend`), an
 is checked again between chunks. No other exception type leaves the client.
 
 The API key lives in a :class:`~.conf.Secret` and is unwrapped only inside
-:class:`_BearerAuth`, as the request goes out: never in a local an error report prints, in
-logs, in error messages or in reprs. The transport errors we wrap lose their traceback
+:class:`_BearerAuth` (or an adapter's own ``httpx.Auth``: Azure's ``api-key`` and tokens,
+Anthropic's ``x-api-key``), as the request goes out: never in a local an error report
+prints, in logs, in error messages or in reprs. An error answer quoting the request's
+credential back (a gateway echoing headers) is kept with stars in its place. The transport errors we wrap lose their traceback
 (``_scrub``): httpcore's frames hold the raw request bytes, headers included, and Django's
 error reports print the locals of every frame of every chained exception.
 """
