@@ -109,7 +109,8 @@ class _ApiKeyAuth(httpx.Auth):
         return "<_ApiKeyAuth ********>"
 
 
-#: Tokens that said when they expire, per account, shared by every client of the process
+#: Tokens that said when they expire, per account, endpoint and token provider, shared by
+#: every client of the process
 #: (a client lives for one operation): in memory only, dropped shortly before expiry.
 _TOKENS: dict[tuple[str, str, Any], tuple[Secret, float]] = {}
 
