@@ -38,8 +38,10 @@ write and connect is given at most the time left (:class:`_DeadlineBackend`), an
 is checked again between chunks. No other exception type leaves the client.
 
 The API key lives in a :class:`~.conf.Secret` and is unwrapped only inside
-:class:`_BearerAuth`, as the request goes out: never in a local an error report prints, in
-logs, in error messages or in reprs. The transport errors we wrap lose their traceback
+:class:`_BearerAuth` (or an adapter's own ``httpx.Auth``: Azure's ``api-key`` and tokens,
+Anthropic's ``x-api-key``), as the request goes out: never in a local an error report
+prints, in logs, in error messages or in reprs. An error answer quoting the request's
+credential back (a gateway echoing headers) is kept with stars in its place. The transport errors we wrap lose their traceback
 (``_scrub``): httpcore's frames hold the raw request bytes, headers included, and Django's
 error reports print the locals of every frame of every chained exception.
 """
@@ -486,6 +488,27 @@ def _check_page(item: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[s
     return check
 
 
+#: Request headers that carry a credential (OpenAI's, Azure's, Anthropic's).
+_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
+
+
+def _redacted(raw: bytes, response: httpx.Response) -> bytes:
+    """``raw`` (an error answer) with the credentials its request carried replaced by
+    stars: a server (a debugging proxy, a gateway) may quote the request's headers back,
+    and the message ends up in a job's ``last_error``, the admin and the API."""
+    try:
+        headers = response.request.headers
+    except RuntimeError:  # a response built by hand, without its request
+        return raw
+    for name in _CREDENTIAL_HEADERS:
+        sent = headers.get(name, "")
+        sent = sent.split(" ", 1)[-1] if name == "authorization" else sent
+        if len(sent) >= 8:
+            for form in {sent, json.dumps(sent)[1:-1]}:  # as it is, and JSON-escaped
+                raw = raw.replace(form.encode(), b"********")
+    return raw
+
+
 def _parse(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -668,6 +691,7 @@ class OpenAIClient:
                 raw += chunk
                 if len(raw) >= _MAX_ERROR_BODY:
                     break
+        raw = bytearray(_redacted(bytes(raw), response))
         body: Any
         try:
             body = json.loads(bytes(raw[:_MAX_ERROR_BODY]))
@@ -905,29 +929,17 @@ class OpenAIClient:
         """The batches carrying ``lookup.key`` in their metadata (the job's UUID and the
         part's number), oldest first. Batches come newest first, so the scan stops at the
         first page that reaches back before ``lookup.since``."""
-        matches: list[dict[str, Any]] = []
-        after: str | None = None
-        while True:
-            page = self.list_batches(after=after, limit=100)
-            data = page.get("data") or []
-            matches += [
-                dict(b)
-                for b in data
-                if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == lookup.key
-            ]
-            if (
-                not page.get("has_more")
-                or not data
-                or (data[-1].get("created_at") or 0) < lookup.since
-            ):
-                break
-            after = data[-1]["id"]
+        matches = [
+            dict(b)
+            for b in _batches_since(self, lookup.since)
+            if (b.get("metadata") or {}).get(METADATA_JOB_KEY) == lookup.key
+        ]
         matches.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
         return matches
 
 
-def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
-    """Every entry of a cursor-paged list. A provider whose cursor does not advance (a
+def _pages(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """Every page of a cursor-paged list. A provider whose cursor does not advance (a
     page ending on an id already used as the cursor) would make this loop for ever, so
     that is an error, raised before the repeated page is yielded."""
     used: set[str | None] = {None}
@@ -941,11 +953,28 @@ def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[
                 f"{what}: the list cursor does not advance (a page after {after!r} ends on "
                 f"{cursor!r} again); stopped instead of looping"
             )
-        yield from data
+        yield page
         if not page.get("has_more") or not data:
             return
         used.add(cursor)
         after = cursor
+
+
+def _walk(fetch: Callable[[str | None], dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """Every entry of a cursor-paged list (see :func:`_pages`)."""
+    for page in _pages(fetch, what):
+        yield from page.get("data") or []
+
+
+def _batches_since(client: BatchProvider, since: float) -> Iterator[dict[str, Any]]:
+    """The batches listed newest first, back to the first page reaching before ``since``
+    (the lookups of a part's lost batch)."""
+    fetch = lambda after: client.list_batches(after=after, limit=100)  # noqa: E731
+    for page in _pages(fetch, "GET /batches"):
+        data = page.get("data") or []
+        yield from data
+        if data and (data[-1].get("created_at") or 0) < since:
+            return
 
 
 def expiration(seconds: int | float) -> dict[str, Any]:
@@ -962,7 +991,10 @@ def expiration(seconds: int | float) -> dict[str, Any]:
 def _segment(value: str) -> str:
     """An id as one URL path segment: an id holding ``/``, ``?`` or ``..`` (from a broken
     provider or a hand-edited row) must not point the call at another endpoint."""
-    return quote(str(value), safe="")
+    segment = quote(str(value), safe="")
+    # "." and ".." are dot segments, which URL joining removes (``batches/../cancel`` is
+    # ``/cancel``): spelled with %2E they are a plain name, as RFC 3986 reads them.
+    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment
 
 
 def _positive(name: str, kind: type[int] | type[float]) -> Any:

@@ -33,16 +33,17 @@ batch (how Anthropic discards results). Results stay for 29 days after creation.
 between create and record) :meth:`AnthropicProvider.find_batches` looks for a batch this
 app does not track yet, created after the part was planned, with exactly the part's
 number of requests. An ended candidate is verified by the ``custom_id`` set of its results
-(an order-free digest, in constant memory); one still running cannot be verified, so it is
-taken only when it is the only candidate, and several candidates make the lookup fail
-(the submission is retried later, when they may have ended). Another program submitting
-batches of the same size in the same workspace at the same minutes could still be
-mistaken for ours while its batch runs: give the app a workspace of its own.
+(an order-free digest, in constant memory) and only a verified batch is taken. One still
+running cannot be verified, so while one runs (and none is verified) the lookup fails and
+the submission is retried later, when it has ended: a batch of another program in the
+same workspace is never taken (the part would track, cancel and delete it), at the price
+of recording a lost create only once its batch ends.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -59,6 +60,7 @@ from ..client import (
     BatchLookup,
     OpenAIClient,
     ResponseTooLarge,
+    _batches_since,
     _check_batch,
     _check_page,
     _segment,
@@ -84,6 +86,8 @@ __all__ = [
     "to_params",
     "to_result_line",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_VERSION = "2023-06-01"
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -157,6 +161,7 @@ class AnthropicProvider(Adapter, OpenAIClient):
 
     def _check_credentials(self) -> None:
         account = self.account
+        self._check_base_url()
         if not account.api_key and not account.is_local:
             raise ConfigurationError(
                 f"No API key for Anthropic account {account.name!r}: set its API_KEY or "
@@ -273,6 +278,13 @@ class AnthropicProvider(Adapter, OpenAIClient):
                         f"GET /{path} sent more than MAX_DOWNLOAD_BYTES ({cap:,}); stopped"
                     )
                 *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > self.max_response_bytes:
+                    # One result is one JSON answer: past the cap of one, the server is
+                    # broken or hostile (and the line would be held, and copied, whole).
+                    raise ResponseTooLarge(
+                        f"GET /{path} sent a result line longer than MAX_RESPONSE_BYTES "
+                        f"({self.max_response_bytes:,}); stopped"
+                    )
                 out = b"".join(_translate(raw) for raw in lines)
                 if out:
                     yield out
@@ -318,7 +330,11 @@ class AnthropicProvider(Adapter, OpenAIClient):
             content=_request_body(staged),
             headers={"content-type": "application/json", "content-length": str(size)},
         )
-        self.delete_file(input_file_id)  # the requests are Anthropic's now
+        try:
+            self.delete_file(input_file_id)  # the requests are Anthropic's now
+        except OSError as err:
+            # The batch exists: an error now would read as an unknown outcome.
+            logger.warning("could not remove staged requests %s: %s", input_file_id, err)
         return batch
 
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
@@ -336,43 +352,32 @@ class AnthropicProvider(Adapter, OpenAIClient):
 
     def find_batches(self, lookup: BatchLookup) -> list[dict[str, Any]]:
         """The part's batch, by what Anthropic lets us verify (see the module docstring)."""
-        candidates: list[dict[str, Any]] = []
-        after: str | None = None
-        while True:
-            page = self.list_batches(after=after, limit=100)
-            data = page.get("data") or []
-            candidates += [
-                b
-                for b in data
-                if (b.get("created_at") or 0) >= lookup.since
-                and (b.get("request_counts") or {}).get("total") == lookup.count
-            ]
-            if (
-                not page.get("has_more")
-                or not data
-                or (data[-1].get("created_at") or 0) < lookup.since
-            ):
-                break
-            after = data[-1]["id"]
+        candidates = [
+            b
+            for b in _batches_since(self, lookup.since)
+            if (b.get("created_at") or 0) >= lookup.since
+            and (b.get("request_counts") or {}).get("total") == lookup.count
+        ]
         if candidates:
             taken = lookup.tracked([b["id"] for b in candidates])
             candidates = [b for b in candidates if b["id"] not in taken]
         if not candidates:
             return []
         ended = [b for b in candidates if b.get("output_file_id")]
-        running = [b for b in candidates if not b.get("output_file_id")]
+        running = [b for b in candidates if b.get("status") in ("in_progress", "cancelling")]
         ours = custom_id_fingerprint(lookup.custom_ids()) if ended else ""
         verified = [b for b in ended if self._fingerprint(b) == ours]
-        if running and (verified or len(running) > 1):
-            # A running batch cannot be told apart from the verified one or another.
+        if running and not verified:
+            # A running batch cannot be verified, and one that is not ours must never be
+            # taken: the part would track, cancel and (deleting its results) delete it.
             raise ProviderError(
-                f"{len(candidates)} Anthropic batches of {lookup.count} requests were "
-                "created since this part was planned and some are still running; which is "
-                "the part's is decided once they end."
+                f"{len(running)} Anthropic batch(es) of {lookup.count} requests created since "
+                "this part was planned are still running; whether one is the part's is "
+                "decided once they end (their results name their custom_ids)."
             )
-        found = verified or running
-        found.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
-        return found
+        # An ended batch without results (archived) cannot be verified either: not taken.
+        verified.sort(key=lambda b: (b.get("created_at") or 0, b["id"]))
+        return verified
 
     def _fingerprint(self, batch: Mapping[str, Any]) -> str:
         def custom_ids() -> Iterator[str]:
@@ -381,9 +386,24 @@ class AnthropicProvider(Adapter, OpenAIClient):
                 *lines, pending = (pending + chunk).split(b"\n")
                 for raw in lines:
                     if raw.strip():
-                        yield str(json.loads(raw).get("custom_id"))
+                        yield str(_result_line(raw, batch["id"]).get("custom_id"))
 
         return custom_id_fingerprint(custom_ids())
+
+
+def _result_line(raw: bytes, batch_id: str) -> dict[str, Any]:
+    """One translated result line (a dict), or the error that makes a lookup try again
+    later: a candidate whose results cannot be read cannot be verified."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        line = None
+    if not isinstance(line, dict):
+        raise APIConnectionError(
+            f"The results of Anthropic batch {batch_id} hold a line that is not JSON; "
+            "it cannot be verified as this part's batch now."
+        )
+    return line
 
 
 def _translate(raw: bytes) -> bytes:

@@ -22,7 +22,9 @@ under ``/openai/``, with Azure's surfaces, authentication, limits and quirks
 - **No expiry**: Azure keeps running a batch past 24 hours. The app applies its own
   deadline (the account's ``DEADLINE``, else the batch's completion window), reported as
   the batch's ``expires_at``: a batch still running past it is cancelled when next
-  polled, with the error ``deadline_exceeded`` on the part. Its finished results are
+  polled, with the error ``deadline_exceeded`` on the part. Only the app's own batches
+  (those carrying its metadata) are held to it: a listing never cancels another
+  program's batch on the same resource. Its finished results are
   kept; the requests that never ran are ``batch_cancelled`` and sent again under the
   ``RETRY`` policy, as after any cancel nobody asked for.
 - **Quota**: ``token_limit_exceeded`` comes as a failed batch (``errors.data[].code``, as
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -45,9 +48,18 @@ from typing import Any, ClassVar
 import httpx
 from django.utils.module_loading import import_string
 
-from ..client import _HEADER_SAFE, OpenAIClient, _check_batch, _segment
+from ..client import (
+    _HEADER_SAFE,
+    _MAX_TIMESTAMP,
+    DeadlineExceeded,
+    OpenAIClient,
+    _bounded,
+    _check_batch,
+    _segment,
+)
 from ..conf import MAX_EXPIRES_AFTER, Account, Secret
 from ..exceptions import APIError, ConfigurationError, ProviderError
+from ..jsonl import METADATA_JOB_KEY
 from .base import DAY, Adapter, Limits, _where, normalize_openai_shape, window_seconds
 
 logger = logging.getLogger(__name__)
@@ -97,9 +109,10 @@ class _ApiKeyAuth(httpx.Auth):
         return "<_ApiKeyAuth ********>"
 
 
-#: Tokens that said when they expire, per account, shared by every client of the process
+#: Tokens that said when they expire, per account, endpoint and token provider, shared by
+#: every client of the process
 #: (a client lives for one operation): in memory only, dropped shortly before expiry.
-_TOKENS: dict[str, tuple[Secret, float]] = {}
+_TOKENS: dict[tuple[str, str, Any], tuple[Secret, float]] = {}
 
 
 def forget_tokens() -> None:
@@ -111,38 +124,51 @@ class _TokenAuth(httpx.Auth):
     """A bearer token from a token provider, asked for per request unless it said when the
     token expires (then kept, as a Secret in memory only, until shortly before)."""
 
-    def __init__(self, provider: Callable[[], Any], account_name: str) -> None:
+    def __init__(self, provider: Callable[[], Any], account: Account) -> None:
         self._provider = provider
-        self._account = account_name
+        self._account = account.name
+        self._timeout = account.timeout
+        # A token is only ever sent where it was obtained for: the cache is per account,
+        # endpoint and provider, so a settings change never sends an old token elsewhere.
+        self._key = (account.name, account.base_url, provider)
 
     def _fresh(self) -> Secret:
-        try:
-            value = self._provider()
-        except Exception as err:
+        """A new token. The provider runs in a thread of its own so that one that hangs (a
+        metadata endpoint that never answers) costs at most the exchange's deadline; no
+        frame here holds what it returned until it is a Secret (error reports print
+        every frame's locals, and a token refused for a stray newline is still a token)."""
+        wait = _bounded(self._timeout, DeadlineExceeded)
+        box: list[Any] = []
+        thread = threading.Thread(
+            target=_ask, args=(self._provider, box), name="token-provider", daemon=True
+        )
+        thread.start()
+        thread.join(wait)
+        if not box:
+            raise ProviderError(
+                f"The TOKEN_PROVIDER of account {self._account!r} did not answer within {wait:g} s."
+            )
+        (outcome,) = box
+        if isinstance(outcome, BaseException):
             # The provider's own message may describe the credential chain, never a token.
             raise ProviderError(
                 f"The TOKEN_PROVIDER of account {self._account!r} failed: "
-                f"{type(err).__name__}: {err}"
+                f"{type(outcome).__name__}: {outcome}"
             ) from None
-        expires: Any = None
-        if isinstance(value, tuple) and len(value) == 2:
-            value, expires = value
-        elif not isinstance(value, str) and hasattr(value, "token"):
-            value, expires = value.token, getattr(value, "expires_on", None)
-        if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
+        if outcome is None:
             raise ConfigurationError(
                 f"The TOKEN_PROVIDER of account {self._account!r} did not return a token "
                 "(a string of printable ASCII without spaces)."
             )
-        token = Secret(value)
+        token, expires = outcome
         if isinstance(expires, int | float) and not isinstance(expires, bool):
-            _TOKENS[self._account] = (token, float(expires))
+            _TOKENS[self._key] = (token, float(expires))
         else:
-            _TOKENS.pop(self._account, None)
+            _TOKENS.pop(self._key, None)
         return token
 
     def _token(self) -> tuple[Secret, bool]:
-        cached = _TOKENS.get(self._account)
+        cached = _TOKENS.get(self._key)
         if cached is not None and time.time() < cached[1] - TOKEN_MARGIN:
             return cached[0], True
         return self._fresh(), False
@@ -151,14 +177,41 @@ class _TokenAuth(httpx.Auth):
         token, from_cache = self._token()
         request.headers["Authorization"] = "Bearer " + token.reveal()
         response = yield request
-        if response.status_code == 401 and from_cache and _replayable(request):
-            # Revoked before its stated expiry: ask for a new one, once.
-            _TOKENS.pop(self._account, None)
+        if response.status_code == 401 and from_cache:
+            # Revoked before its stated expiry: never use it again, and ask for a new one
+            # now when the request can be sent twice (else the caller's next call will).
+            _TOKENS.pop(self._key, None)
+            if not _replayable(request):
+                return
             request.headers["Authorization"] = "Bearer " + self._fresh().reveal()
             yield request
 
     def __repr__(self) -> str:
         return "<_TokenAuth ********>"
+
+
+def _ask(provider: Callable[[], Any], box: list[Any]) -> None:
+    """Call ``provider`` and put in ``box`` ``(Secret, expires_on)``, None for an answer that
+    is not a token, or the exception it raised (run in a thread of its own)."""
+    try:
+        box.append(_as_token(provider()))
+    except Exception as err:
+        err.__traceback__ = None  # its frames' locals are the credential chain's
+        box.append(err)
+
+
+def _as_token(value: Any) -> tuple[Secret, Any] | None:
+    """A token provider's answer as ``(Secret, expires_on)``: a string, an
+    ``AccessToken``-like object (``.token``, ``.expires_on``) or a ``(token, expires_on)``
+    pair; None when it is none of them."""
+    expires: Any = None
+    if isinstance(value, tuple) and len(value) == 2:
+        value, expires = value
+    elif not isinstance(value, str) and hasattr(value, "token"):
+        value, expires = value.token, getattr(value, "expires_on", None)
+    if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
+        return None
+    return Secret(value), expires
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -202,6 +255,7 @@ class AzureProvider(Adapter, OpenAIClient):
                 f"No BASE_URL for Azure account {account.name!r}: set it to the resource "
                 "endpoint, https://RESOURCE.openai.azure.com."
             )
+        self._check_base_url()
         if not is_v1(account.api_version) and not DATED_VERSION.match(account.api_version or ""):
             raise ConfigurationError(
                 f"The API_VERSION of Azure account {account.name!r} must be None, 'v1' or a "
@@ -234,7 +288,7 @@ class AzureProvider(Adapter, OpenAIClient):
 
     def _auth(self) -> httpx.Auth:
         if self.account.token_provider:
-            return _TokenAuth(self._token_provider, self.account.name)
+            return _TokenAuth(self._token_provider, self.account)
         return _ApiKeyAuth(self.account.api_key)
 
     request_id_header = "apim-request-id"
@@ -251,7 +305,8 @@ class AzureProvider(Adapter, OpenAIClient):
         created = batch.get("created_at")
         if not isinstance(created, int):
             return batch
-        due = created + self._deadline(batch)
+        # Never past a time the services can store (a hostile created_at near year 9999).
+        due = min(created + self._deadline(batch), _MAX_TIMESTAMP)
         batch["expires_at"] = int(due)
         cancelled = batch.get("cancelling_at") or batch.get("cancelled_at")
         by_deadline = isinstance(cancelled, int) and cancelled >= due
@@ -294,7 +349,12 @@ class AzureProvider(Adapter, OpenAIClient):
 
     def list_batches(self, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         page = super().list_batches(after=after, limit=limit)
-        page["data"] = [self._past_deadline(b) for b in page.get("data") or []]
+        # A resource is shared (other apps, other teams, the portal): only a batch carrying
+        # this app's metadata is held to this app's deadline. Retrieves are of our own ids.
+        page["data"] = [
+            self._past_deadline(b) if METADATA_JOB_KEY in (b.get("metadata") or {}) else b
+            for b in page.get("data") or []
+        ]
         return page
 
     # -- files and batches -------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from ..conf import (
     PROVIDER_MAX_EMBEDDING_INPUTS,
@@ -27,6 +28,7 @@ from ..conf import (
     PROVIDER_MAX_REQUESTS,
     Account,
 )
+from ..exceptions import ConfigurationError
 
 #: The batch statuses the services know (OpenAI's).
 STATUSES = frozenset(
@@ -129,7 +131,46 @@ class Adapter:
                     f"Set {_where(account, 'BASE_URL')} to the provider's API URL.",
                 )
             )
+        elif reason := base_url_problem(account.base_url):
+            problems.append(
+                (
+                    f"The {account.name!r} account's BASE_URL {reason}.",
+                    f"Set {_where(account, 'BASE_URL')} to the API's root URL only, such as "
+                    f"{cls.default_base_url or 'https://RESOURCE.openai.azure.com'!r}.",
+                )
+            )
         return problems
+
+    def _check_base_url(self) -> None:
+        """Refuse (before any call) a BASE_URL that paths cannot be joined onto."""
+        account: Account = self.account  # type: ignore[attr-defined]
+        if reason := base_url_problem(account.base_url):
+            raise ConfigurationError(
+                f"The BASE_URL of account {account.name!r} ({self.name}) {reason}: set it "
+                "to the API's root URL only."
+            )
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the root every call's path is joined onto (None: it can).
+    A query or a fragment would swallow the paths joined after it (the deployment URL the
+    Azure portal shows is the usual mistake); credentials in it would show in reprs and
+    messages (an account's key goes in API_KEY). Never quotes the URL."""
+    if not url:
+        return None  # the adapter's default applies, or the missing URL is reported
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL"
+    if parts.username is not None or parts.password is not None:
+        return "holds credentials before an '@'; put the key in API_KEY instead"
+    if parts.query or "?" in url:
+        return "holds a query string ('?...'); give the resource's root URL"
+    if parts.fragment or "#" in url:
+        return "holds a fragment ('#...')"
+    return None
 
 
 def with_default_url(account: Account, cls: type[Adapter]) -> Account:
@@ -166,7 +207,8 @@ def unix_time(value: Any) -> int | None:
         return None
     if parsed.tzinfo is None:
         return None  # a time without a zone is not a point in time
-    return int(parsed.timestamp())
+    # The same range as a number's: one no column holds would make the batch unusable.
+    return unix_time(int(parsed.timestamp()))
 
 
 def blank_to_none(value: Any) -> Any:

@@ -31,6 +31,7 @@ class OpenAICompatibleProvider(Adapter, OpenAIClient):
                 f"No BASE_URL for account {self.account.name!r} ({self.name}): set it to the "
                 "host's API URL, including its version path (e.g. https://host/v1)."
             )
+        self._check_base_url()
         super()._check_credentials()
 
     def _headers(self) -> dict[str, str]:

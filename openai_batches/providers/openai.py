@@ -18,3 +18,7 @@ class OpenAIProvider(Adapter, OpenAIClient):
     name = "openai"
     default_base_url = DEFAULT_BASE_URL
     limits: ClassVar[Limits] = Limits(None, None, None)
+
+    def _check_credentials(self) -> None:
+        self._check_base_url()
+        super()._check_credentials()

@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
+from ..client import _pages
 from ..conf import app_settings
 from ..exceptions import (
     ConfigurationError,
@@ -206,21 +207,17 @@ def _fetch_batches(
         wanted = {part.provider_batch_id for part in group}
         if len(group) > LIST_REFRESH_THRESHOLD:
             oldest = min((p.provider_created_at or p.created_at) for p in group).timestamp()
-            after: str | None = None
-            while wanted - set(found):
-                page = client.list_batches(after=after, limit=100)
+            # _pages: a cursor that never advances is an error, not an endless pass.
+            for page in _pages(lambda a: client.list_batches(after=a, limit=100), "GET /batches"):
                 report.api_calls += 1
                 data = page.get("data") or []
                 for batch in data:
                     if batch.get("id") in wanted:
                         found[batch["id"]] = batch
-                if (
-                    not page.get("has_more")
-                    or not data
-                    or (data[-1].get("created_at") or 0) < oldest - 1
+                if not wanted - set(found) or (
+                    data and (data[-1].get("created_at") or 0) < oldest - 1
                 ):
                     break
-                after = data[-1]["id"]
         for batch_id in sorted(wanted - set(found)):
             try:
                 found[batch_id] = client.retrieve_batch(batch_id)
