@@ -419,7 +419,8 @@ def _check_object(obj: Any, kind: str) -> dict[str, Any]:
     return obj
 
 
-_BATCH_TIMESTAMPS = (
+#: The batch object's Unix-time fields (the adapters normalise other hosts' to these).
+BATCH_TIMESTAMPS = (
     "created_at",
     "in_progress_at",
     "expires_at",
@@ -439,7 +440,7 @@ def _check_batch(obj: Any) -> dict[str, Any]:
     for key in ("input_file_id", "output_file_id", "error_file_id", "model", "endpoint"):
         _optional(batch, key, str)
     _optional(batch, "metadata", dict)
-    for key in _BATCH_TIMESTAMPS:
+    for key in BATCH_TIMESTAMPS:
         value = _optional(batch, key, (int, float))
         _need(
             value is None or (not isinstance(value, bool) and 0 <= value <= _MAX_TIMESTAMP),

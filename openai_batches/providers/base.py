@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from ..client import BATCH_TIMESTAMPS
 from ..conf import (
     PROVIDER_MAX_EMBEDDING_INPUTS,
     PROVIDER_MAX_FILE_BYTES,
@@ -42,17 +43,6 @@ STATUSES = frozenset(
         "cancelling",
         "cancelled",
     }
-)
-TIMESTAMPS = (
-    "created_at",
-    "in_progress_at",
-    "expires_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
 )
 _WINDOW = re.compile(r"^([0-9]{1,4})([hd])$")
 DAY = 86_400
@@ -225,7 +215,7 @@ def normalize_openai_shape(obj: Any) -> Any:
     batch = dict(obj)
     if isinstance(batch.get("status"), str):
         batch["status"] = batch["status"].strip().lower()
-    for key in TIMESTAMPS:
+    for key in BATCH_TIMESTAMPS:
         if key in batch:
             batch[key] = unix_time(batch[key])
     for key in ("output_file_id", "error_file_id", "input_file_id", "endpoint", "model"):
