@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from ..conf import app_settings
@@ -27,11 +28,14 @@ from . import _base
 from ._base import _announced_in_pass, _record_error_quietly
 from .announcing import announce_pending
 from .ingestion import ingest
-from .polling import _poll_failed, apply_batch
+from .polling import _poll_failed, apply_batch, unchanged
 from .submission import submit
 
 #: Above this many active batches per account, one list call per 100 beats one GET each.
 LIST_REFRESH_THRESHOLD = 5
+
+#: Jobs whose next poll one statement schedules (see ``_schedule_polls``).
+_SCHEDULE_CHUNK = 500
 
 
 @dataclass
@@ -124,6 +128,7 @@ def _sync(
     by_account: dict[str, list[ProviderBatch]] = {}
     for part in active:
         by_account.setdefault(part.account, []).append(part)
+    quiet: list[BatchJob] = []
     for account, group in by_account.items():
         jobs_in_group: dict[int, list[ProviderBatch]] = {}
         for part in group:
@@ -145,27 +150,76 @@ def _sync(
                     report.errors.append(
                         (job_pk, f"batch {part.provider_batch_id} was not found at the provider")
                     )
-            found = [batches[p.provider_batch_id] for p in parts if p.provider_batch_id in batches]
+            found = [
+                (p, batches[p.provider_batch_id]) for p in parts if p.provider_batch_id in batches
+            ]
             if not found:
+                continue
+            if len(found) == len(parts) and all(unchanged(p, b) for p, b in found):
+                # Nothing new at the provider: no lock, no write, no query for this job;
+                # its next poll is scheduled below with every other such job at once.
+                quiet.append(job)
+                report.refreshed.append(job_pk)
                 continue
             try:
                 _sync_one(job, found, report, progress)
             except Exception as err:
                 _record_error_quietly(job, err)
                 report.errors.append((job_pk, _describe(err)))
+    if quiet:
+        _schedule_polls(quiet)
     if not dry_run:
         announce_pending(None)
 
 
+def _schedule_polls(jobs: list[BatchJob]) -> None:
+    """Back off the next poll of jobs whose batches did not change, as ``apply_batch``
+    does one at a time, in one statement per chunk.
+
+    Rows another process holds are skipped (it is moving that job: a sync pass must not
+    queue behind it), and a row whose poll was recorded since this pass read it is left
+    as it is (the condition on ``last_polled_at``).
+    """
+    now = timezone.now()
+    base = float(app_settings.POLL_INTERVAL)
+    factor, cap = float(app_settings.POLL_BACKOFF), float(app_settings.POLL_MAX_INTERVAL)
+    for start in range(0, len(jobs), _SCHEDULE_CHUNK):
+        chunk = jobs[start : start + _SCHEDULE_CHUNK]
+        intervals, nexts = [], []
+        for job in chunk:
+            interval = min(job.poll_interval * factor, cap) if job.poll_interval else base
+            same = Q(pk=job.pk, last_polled_at=job.last_polled_at)
+            intervals.append(When(same, then=Value(interval)))
+            nexts.append(When(same, then=Value(now + timedelta(seconds=interval))))
+            job.poll_interval, job.last_polled_at = interval, now
+            job.next_poll_at = now + timedelta(seconds=interval)
+        with transaction.atomic():
+            free = list(
+                BatchJob.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=[job.pk for job in chunk])
+                .values_list("pk", flat=True)
+            )
+            BatchJob.objects.filter(pk__in=free).update(
+                poll_interval=Case(*intervals, default=F("poll_interval")),
+                next_poll_at=Case(*nexts, default=F("next_poll_at")),
+                last_polled_at=Case(
+                    *[When(w.condition, then=Value(now)) for w in intervals],
+                    default=F("last_polled_at"),
+                ),
+            )
+
+
 def _sync_one(
     job: BatchJob,
-    batches: list[dict[str, Any]],
+    batches: list[tuple[ProviderBatch, dict[str, Any]]],
     report: SyncReport,
     progress: Callable[[BatchJob, int, int], None] | None,
 ) -> None:
     updated = job
-    for batch in batches:
-        updated = apply_batch(job, batch)
+    for part, batch in batches:
+        applied = apply_batch(job, batch, known=part)
+        if applied is not job:  # ``job`` itself comes back for a part with nothing new
+            updated = applied
     report.refreshed.append(job.pk)
     if updated.batches.filter(
         state=JobState.SUBMITTED, provider_status__in=TERMINAL_STATUSES
