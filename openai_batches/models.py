@@ -473,6 +473,17 @@ class BatchJob(BatchTotals):
             "(see openai_batches.structured); empty for plain answers."
         ),
     )
+    # -- item counts per final state, kept where item states change (lists read them) --
+    succeeded_count = models.PositiveIntegerField(
+        _("succeeded items"),
+        default=0,
+        help_text=_("Items whose stored result succeeded (kept up to date by the services)."),
+    )
+    failed_count = models.PositiveIntegerField(
+        _("failed items"),
+        default=0,
+        help_text=_("Items that ended without an answer: failed, expired, cancelled or missing."),
+    )
 
     objects = BatchJobQuerySet.as_manager()
 
@@ -504,9 +515,12 @@ class BatchJob(BatchTotals):
         describe this part. A job of several parts has the rest in ``job.batches``.
         """
         if "_current_batch" not in self.__dict__:
-            self.__dict__["_current_batch"] = (
-                self.batches.order_by("-part").first() if self.pk else None
-            )
+            prefetched = getattr(self, "_prefetched_objects_cache", {}).get("batches")
+            if prefetched is not None:  # a list page read every row's parts in one query
+                latest = max(prefetched, key=lambda b: b.part, default=None)
+            else:
+                latest = self.batches.order_by("-part").first() if self.pk else None
+            self.__dict__["_current_batch"] = latest
         return self.__dict__["_current_batch"]
 
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
@@ -615,6 +629,20 @@ class ProviderBatch(ProviderBatchFields):
         blank=True,
         default="",
         help_text=_("The last local error about this batch (upload, create, download)."),
+    )
+    # -- item counts per final state, kept where item states change (lists read them) --
+    succeeded_count = models.PositiveIntegerField(
+        _("succeeded items"),
+        default=0,
+        help_text=_("Items whose final result came from this batch and succeeded."),
+    )
+    failed_count = models.PositiveIntegerField(
+        _("failed items"),
+        default=0,
+        help_text=_(
+            "Items whose final result came from this batch and is a failure: failed, "
+            "expired, cancelled or missing."
+        ),
     )
 
     objects = ProviderBatchQuerySet.as_manager()

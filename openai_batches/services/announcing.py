@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from .. import signals
 from ..models import (
@@ -120,23 +120,61 @@ def _announce_job(job_id: int) -> int:
         _count_announced(marked)
         return marked
     job = BatchJob.objects.get(pk=job_id)
-    # The request body is what a receiver almost never reads and the largest JSON to
-    # decode: it stays deferred (one query for the receiver that does read it).
-    claim = pending.defer("body").select_for_update(skip_locked=True).order_by("pk")
     sent = last_pk = 0
     while True:
         with transaction.atomic():
-            chunk = list(claim.filter(pk__gt=last_pk)[:_ANNOUNCE_CHUNK])
+            chunk = _claim(pending.filter(pk__gt=last_pk))
             if not chunk:
                 return sent
             last_pk = chunk[-1].pk
             for item in chunk:
                 item.job = job  # one job object for all, not one query (or join) per item
-            done = _send_chunk(chunk)
+            failed = _send_chunk(chunk)
             _base._checkpoint("announce.chunk_sent")
-            RequestItem.objects.filter(pk__in=done).update(announced=True)
-            sent += len(done)
-            _count_announced(len(done))
+            if failed:
+                RequestItem.objects.filter(pk__in=failed).update(announced=False)
+            sent += len(chunk) - len(failed)
+            _count_announced(len(chunk) - len(failed))
+
+
+def _claim(pending: QuerySet[RequestItem]) -> list[RequestItem]:
+    """Lock the next chunk of ``pending`` (skipping rows another process holds), mark it
+    announced and return its items, in pk order: on PostgreSQL and SQLite >= 3.35 in one
+    statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``.
+
+    The mark is written before the receivers run, in their transaction: it commits with
+    their writes or not at all, and the items whose receivers fail are unmarked before the
+    commit. Re-reading each row to mark it afterwards was a second full write of every
+    result. The request body stays deferred: receivers almost never read it and it is the
+    largest JSON to decode (one query for the receiver that does read it).
+    """
+    ids = pending.select_for_update(skip_locked=True).order_by("pk").values("pk")[:_ANNOUNCE_CHUNK]
+    rows = RequestItem.objects.defer("body")
+    if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
+        chunk = list(rows.filter(pk__in=list(ids.values_list("pk", flat=True))).order_by("pk"))
+        RequestItem.objects.filter(pk__in=[item.pk for item in chunk]).update(announced=True)
+        return chunk
+    compiler = rows.query.get_compiler(using=rows.db)
+    compiler.setup_query()
+    columns = [col for col, _, _ in compiler.select]
+    quote = connection.ops.quote_name
+    sub_sql, params = ids.query.sql_with_params()
+    # Identifiers come from the model's metadata; the values are parameters.
+    sql = (
+        f"UPDATE {quote(RequestItem._meta.db_table)} SET {quote('announced')} = %s "  # noqa: S608
+        f"WHERE {quote('id')} IN ({sub_sql}) "
+        f"RETURNING {', '.join(quote(col.target.column) for col in columns)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *params])
+        fetched: Iterable[Any] = cursor.fetchall()
+    converters = compiler.get_converters(columns)
+    if converters:
+        fetched = compiler.apply_converters(fetched, converters)
+    names = [col.target.attname for col in columns]
+    chunk = [RequestItem.from_db(rows.db, names, row) for row in fetched]
+    chunk.sort(key=lambda item: item.pk)  # RETURNING keeps no order
+    return chunk
 
 
 class _LazySavepoint:
@@ -167,7 +205,7 @@ class _LazySavepoint:
 
 
 def _send_chunk(chunk: list[RequestItem]) -> list[int]:
-    """Send each item's signal once; return the pks whose receivers all succeeded.
+    """Send each item's signal once; return the pks whose receivers failed.
 
     Each item's receivers get their own savepoint (taken lazily, see :class:`_LazySavepoint`),
     so a receiver that raises rolls back that item's writes alone; the items before and
@@ -175,8 +213,7 @@ def _send_chunk(chunk: list[RequestItem]) -> list[int]:
     Savepoints are not released one by one: that would double the round trips, and
     committing the chunk releases them all.
     """
-    done: list[int] = []
-    failure: BaseException | None = None
+    failed: list[int] = []
     for item in chunk:
         guard = _LazySavepoint()
         callbacks = len(connection.run_on_commit)
@@ -194,9 +231,7 @@ def _send_chunk(chunk: list[RequestItem]) -> list[int]:
             # (a rollback to a savepoint drops these too, but there may be no savepoint).
             del connection.run_on_commit[callbacks:]
             logger.exception("a result_received receiver failed for %s", item.custom_id)
-            failure = err
-            continue
-        done.append(item.pk)
-    if failure is not None:
-        _record_error(chunk[0].job, failure)
-    return done
+            if not failed:
+                _record_error(item.job, err)
+            failed.append(item.pk)
+    return failed
