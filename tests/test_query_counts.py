@@ -276,3 +276,25 @@ def test_item_counts_follow_ingest_retry_and_the_retried_results(emu: EmulatorHa
     second = job.batches.get(part=2)
     assert (second.succeeded_count, second.failed_count) == (2, 0)
     assert job.items.filter(state=ItemState.SUCCEEDED).count() == job.succeeded_count
+
+
+def test_announce_on_a_database_without_returning_claims_and_marks_the_same(
+    emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.35 has no UPDATE ... RETURNING: the chunk is read, then marked."""
+    monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+    seen: list[tuple[str, bool]] = []
+
+    def receiver(*, item: RequestItem, custom_id: str, **kwargs: Any) -> None:
+        seen.append((custom_id, item.announced))
+        if custom_id == "req-2":
+            raise RuntimeError("down")
+
+    signals.result_received.connect(receiver)
+    try:
+        job = services.refresh(submitted_job(4))
+    finally:
+        signals.result_received.disconnect(receiver)
+    assert sorted(seen) == [(f"req-{i}", True) for i in range(4)]
+    assert RequestItem.objects.pending_announcement().get().custom_id == "req-2"
+    assert ResultLog.objects.filter(job_id=job.pk).count() == 3  # req-2's rolled back

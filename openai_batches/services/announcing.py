@@ -81,12 +81,13 @@ def announce_pending(job: BatchJob | int | None = None) -> int:
     """Send ``result_received`` for every stored result not yet announced, then
     ``job_finished`` for each job whose results are all out; exactly once each.
 
-    Rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` in pk-ordered chunks (the
-    partial outbox index makes each chunk an index range, not a scan of the job); receivers
-    run in the same transaction that sets ``announced``, so their writes and the mark commit
-    together. A receiver that raises rolls back its own item only (a savepoint), which stays
-    pending, is logged, and is retried on the next call. With no receiver connected the
-    marks are set in one statement.
+    Rows are claimed and marked ``announced`` in pk-ordered chunks, one statement each
+    (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``; the partial
+    outbox index makes each chunk an index range, not a scan of the job); receivers run in
+    that transaction, so their writes and the mark commit together. A receiver that raises
+    rolls back its own item only (a savepoint, taken before its receivers' first query),
+    which is unmarked, stays pending, is logged, and is retried on the next call. With no
+    receiver connected the marks are set in one statement.
     """
     if job is not None:
         job_id = job.pk if isinstance(job, BatchJob) else job
@@ -153,6 +154,8 @@ def _claim(pending: QuerySet[RequestItem]) -> list[RequestItem]:
     if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
         chunk = list(rows.filter(pk__in=list(ids.values_list("pk", flat=True))).order_by("pk"))
         RequestItem.objects.filter(pk__in=[item.pk for item in chunk]).update(announced=True)
+        for item in chunk:
+            item.announced = True  # as RETURNING reports it below
         return chunk
     compiler = rows.query.get_compiler(using=rows.db)
     compiler.setup_query()
