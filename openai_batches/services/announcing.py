@@ -138,6 +138,12 @@ def _announce_job(job_id: int) -> int:
             _count_announced(len(chunk) - len(failed))
 
 
+def _update_returns_rows() -> bool:
+    """Whether the database takes ``UPDATE ... RETURNING``: PostgreSQL, SQLite >= 3.35
+    (the same versions that return columns from an INSERT)."""
+    return bool(connection.features.can_return_columns_from_insert)
+
+
 def _claim(pending: QuerySet[RequestItem]) -> list[RequestItem]:
     """Lock the next chunk of ``pending`` (skipping rows another process holds), mark it
     announced and return its items, in pk order: on PostgreSQL and SQLite >= 3.35 in one
@@ -151,7 +157,7 @@ def _claim(pending: QuerySet[RequestItem]) -> list[RequestItem]:
     """
     ids = pending.select_for_update(skip_locked=True).order_by("pk").values("pk")[:_ANNOUNCE_CHUNK]
     rows = RequestItem.objects.defer("body")
-    if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
+    if not _update_returns_rows():
         chunk = list(rows.filter(pk__in=list(ids.values_list("pk", flat=True))).order_by("pk"))
         RequestItem.objects.filter(pk__in=[item.pk for item in chunk]).update(announced=True)
         for item in chunk:

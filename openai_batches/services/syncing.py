@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from ..conf import app_settings
@@ -34,8 +34,9 @@ from .submission import submit
 #: Above this many active batches per account, one list call per 100 beats one GET each.
 LIST_REFRESH_THRESHOLD = 5
 
-#: Jobs whose next poll one statement schedules (see ``_schedule_polls``).
-_SCHEDULE_CHUNK = 500
+#: The most jobs one statement schedules (see ``_schedule_polls``): their ids are
+#: parameters, and SQLite takes at most 32,766 of them.
+_SCHEDULE_CHUNK = 20_000
 
 
 @dataclass
@@ -122,6 +123,7 @@ def _sync(
                 report.submitted.append(job.pk)
             elif result.state in (JobState.SUBMIT_FAILED, JobState.SUBMIT_REQUESTED):
                 report.errors.append((job.pk, result.last_error))
+    read_at = timezone.now()  # a job polled after this is not backed off by this pass
     active = ProviderBatch.objects.active().select_related("job").order_by("job_id", "part")
     if job_ids is not None:
         active = active.filter(job_id__in=list(job_ids))
@@ -167,46 +169,42 @@ def _sync(
                 _record_error_quietly(job, err)
                 report.errors.append((job_pk, _describe(err)))
     if quiet:
-        _schedule_polls(quiet)
+        _schedule_polls(quiet, read_at)
     if not dry_run:
         announce_pending(None)
 
 
-def _schedule_polls(jobs: list[BatchJob]) -> None:
+def _schedule_polls(jobs: list[BatchJob], read_at: datetime) -> None:
     """Back off the next poll of jobs whose batches did not change, as ``apply_batch``
-    does one at a time, in one statement per chunk.
+    does one at a time: one statement per distinct new interval (a handful between
+    ``POLL_INTERVAL`` and ``POLL_MAX_INTERVAL``), however many jobs.
 
     Rows another process holds are skipped (it is moving that job: a sync pass must not
-    queue behind it), and a row whose poll was recorded since this pass read it is left
-    as it is (the condition on ``last_polled_at``).
+    queue behind it), and so is a job polled since this pass read it (``read_at``).
     """
     now = timezone.now()
     base = float(app_settings.POLL_INTERVAL)
     factor, cap = float(app_settings.POLL_BACKOFF), float(app_settings.POLL_MAX_INTERVAL)
-    for start in range(0, len(jobs), _SCHEDULE_CHUNK):
-        chunk = jobs[start : start + _SCHEDULE_CHUNK]
-        intervals, nexts = [], []
-        for job in chunk:
-            interval = min(job.poll_interval * factor, cap) if job.poll_interval else base
-            same = Q(pk=job.pk, last_polled_at=job.last_polled_at)
-            intervals.append(When(same, then=Value(interval)))
-            nexts.append(When(same, then=Value(now + timedelta(seconds=interval))))
-            job.poll_interval, job.last_polled_at = interval, now
-            job.next_poll_at = now + timedelta(seconds=interval)
-        with transaction.atomic():
-            free = list(
-                BatchJob.objects.select_for_update(skip_locked=True)
-                .filter(pk__in=[job.pk for job in chunk])
-                .values_list("pk", flat=True)
-            )
-            BatchJob.objects.filter(pk__in=free).update(
-                poll_interval=Case(*intervals, default=F("poll_interval")),
-                next_poll_at=Case(*nexts, default=F("next_poll_at")),
-                last_polled_at=Case(
-                    *[When(w.condition, then=Value(now)) for w in intervals],
-                    default=F("last_polled_at"),
-                ),
-            )
+    by_interval: dict[float, list[int]] = {}
+    for job in jobs:
+        interval = min(job.poll_interval * factor, cap) if job.poll_interval else base
+        by_interval.setdefault(interval, []).append(job.pk)
+        job.poll_interval, job.last_polled_at = interval, now
+        job.next_poll_at = now + timedelta(seconds=interval)
+    unpolled = Q(last_polled_at__isnull=True) | Q(last_polled_at__lt=read_at)
+    for interval, ids in by_interval.items():
+        for start in range(0, len(ids), _SCHEDULE_CHUNK):
+            with transaction.atomic():
+                free = (
+                    BatchJob.objects.filter(unpolled, pk__in=ids[start : start + _SCHEDULE_CHUNK])
+                    .select_for_update(skip_locked=True)
+                    .values("pk")
+                )
+                BatchJob.objects.filter(pk__in=free).update(
+                    poll_interval=interval,
+                    last_polled_at=now,
+                    next_poll_at=now + timedelta(seconds=interval),
+                )
 
 
 def _sync_one(
