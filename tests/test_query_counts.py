@@ -160,17 +160,15 @@ def test_api_results_stream_queries_do_not_grow_with_the_job_and_lines_hold_the_
 
 def test_sync_pass_over_unchanged_jobs_runs_the_same_queries_for_3_and_12_jobs() -> None:
     # A clock that never moves: every batch stays "validating", nothing changes.
-    # Jobs polled as often as each other back off alike: one UPDATE schedules them all.
-    same_backoff = {"poll_interval": 60.0}
     with running_emulator(timing="realistic", clock="manual"):
         jobs = [submitted_job(1) for _ in range(3)]
         services.sync()  # the first pass records what the provider says
-        BatchJob.objects.update(**same_backoff)
         few = queries(services.sync)
         jobs += [submitted_job(1) for _ in range(9)]
         services.sync()
-        BatchJob.objects.update(**same_backoff)
-        before = {j.pk: j.last_polled_at for j in BatchJob.objects.all()}
+        # Jobs polled a different number of times back off from different intervals.
+        BatchJob.objects.filter(pk=jobs[5].pk).update(poll_interval=0)
+        before = {j.pk: (j.last_polled_at, j.poll_interval) for j in BatchJob.objects.all()}
         many = queries(services.sync)
         report = services.sync()
     assert len(few) == len(many), (few, many)
@@ -178,7 +176,13 @@ def test_sync_pass_over_unchanged_jobs_runs_the_same_queries_for_3_and_12_jobs()
     writes = [q for q in many if q.startswith(("INSERT", "UPDATE", "DELETE"))]
     assert len(writes) == 1, writes  # the next polls of every job, in one statement
     after = BatchJob.objects.all()
-    assert all(j.last_polled_at > before[j.pk] for j in after)  # polled: backed off
+    assert all(j.last_polled_at > before[j.pk][0] for j in after)  # polled: backed off
+    assert len({interval for _, interval in before.values()}) == 3
+    assert all(j.poll_interval > before[j.pk][1] for j in after)
+    assert all(
+        abs((j.next_poll_at - j.last_polled_at).total_seconds() - j.poll_interval) < 1e-3
+        for j in after
+    )
     assert all(j.state == JobState.SUBMITTED for j in after)
     assert set(ProviderBatch.objects.values_list("provider_status", flat=True)) == {"validating"}
 
