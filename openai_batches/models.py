@@ -491,6 +491,17 @@ class BatchJob(BatchTotals):
         default=0,
         help_text=_("The input-token estimate of all the job's requests (TOKEN_ESTIMATOR)."),
     )
+    # -- item counts per final state, kept where item states change (lists read them) --
+    succeeded_count = models.PositiveIntegerField(
+        _("succeeded items"),
+        default=0,
+        help_text=_("Items whose stored result succeeded (kept up to date by the services)."),
+    )
+    failed_count = models.PositiveIntegerField(
+        _("failed items"),
+        default=0,
+        help_text=_("Items that ended without an answer: failed, expired, cancelled or missing."),
+    )
 
     objects = BatchJobQuerySet.as_manager()
 
@@ -522,9 +533,12 @@ class BatchJob(BatchTotals):
         describe this part. A job of several parts has the rest in ``job.batches``.
         """
         if "_current_batch" not in self.__dict__:
-            self.__dict__["_current_batch"] = (
-                self.batches.order_by("-part").first() if self.pk else None
-            )
+            prefetched = getattr(self, "_prefetched_objects_cache", {}).get("batches")
+            if prefetched is not None:  # a list page read every row's parts in one query
+                latest = max(prefetched, key=lambda b: b.part, default=None)
+            else:
+                latest = self.batches.order_by("-part").first() if self.pk else None
+            self.__dict__["_current_batch"] = latest
         return self.__dict__["_current_batch"]
 
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
@@ -662,6 +676,20 @@ class ProviderBatch(ProviderBatchFields):
         help_text=_(
             "Tokens this part holds in its model's enqueued-token budget; 0 before it is "
             "admitted and once its batch has ended."
+        ),
+    )
+    # -- item counts per final state, kept where item states change (lists read them) --
+    succeeded_count = models.PositiveIntegerField(
+        _("succeeded items"),
+        default=0,
+        help_text=_("Items whose final result came from this batch and succeeded."),
+    )
+    failed_count = models.PositiveIntegerField(
+        _("failed items"),
+        default=0,
+        help_text=_(
+            "Items whose final result came from this batch and is a failure: failed, "
+            "expired, cancelled or missing."
         ),
     )
 

@@ -160,6 +160,10 @@ def test_changelist_progress_after_ingest_counts_items(admin_client: Client) -> 
         ingested_at=timezone.now(),
         request_count_total=3,
         request_count_completed=1,
+        # What the services keep on the job where item states change (see
+        # tests/test_query_counts.py for the services keeping them).
+        succeeded_count=1,
+        failed_count=1,
     )
     html = content(admin_client.get(reverse(CHANGELIST)))
     # Ingested: the items are the truth, and expired ones count as not succeeded.

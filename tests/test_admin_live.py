@@ -111,6 +111,7 @@ def test_a_moving_job_is_seen_to_move_and_then_to_stop(admin_client: Client) -> 
         state=JobState.FINISHED,
         ingested_at=timezone.now(),
         completed_at=timezone.now(),
+        succeeded_count=3,  # what the ingest keeps on the job and the part
     )
     RequestItem.objects.filter(job=job).update(state=ItemState.SUCCEEDED)
     data = live(admin_client, job).json()

@@ -1,8 +1,8 @@
 """Display helpers shared by the admin's job pages, item pages, live updates and dashboard.
 
 Everything here turns stored values into small pieces of escaped HTML or short text; nothing
-queries more than the correlated subqueries :func:`count_items` and :func:`last_batch_end`
-build, and nothing writes.
+queries more than the correlated subquery :func:`last_batch_end` builds, and nothing writes.
+(Item counts are read from the job row, where the services keep them.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-from django.db.models import Count, DateTimeField, IntegerField, OuterRef, Subquery, Value
+from django.db.models import DateTimeField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import formats, timezone
 from django.utils.html import format_html
@@ -23,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 
 from ..exceptions import OpenAIBatchesError
-from ..models import FINAL_ITEM_STATES, BatchJob, ItemState, JobState, ProviderBatch, RequestItem
+from ..models import FINAL_ITEM_STATES, BatchJob, ItemState, JobState, ProviderBatch
 
 logger = logging.getLogger("openai_batches.admin")
 
@@ -67,23 +67,6 @@ def unusable_account(job: BatchJob, err: OpenAIBatchesError) -> Unusable:
         )
         % {"account": job.account}
     )
-
-
-def count_items(**filters: Any) -> Coalesce:
-    """A correlated COUNT of the outer job's items.
-
-    A subquery (rather than ``Count("items")`` with GROUP BY) is evaluated only for the rows
-    of the page on PostgreSQL and uses the ``(job, state)`` index, so a page of 100 jobs
-    stays cheap however many items the table holds.
-    """
-    counted = (
-        RequestItem.objects.filter(job=OuterRef("pk"), **filters)
-        .order_by()
-        .values("job")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
 def last_batch_end() -> Subquery:

@@ -1,8 +1,9 @@
 """The batch job admin: the job list, the job page, and the routes of the live updates and
 the dashboard.
 
-Counts on the list come from queryset annotations (correlated subqueries), so the number of
-queries does not grow with the rows on the page. What an operator can *do* (create, actions,
+Counts on the list are read from the job row (its per-outcome item counts, kept by the
+services) and its parts come in one prefetch, so the number of queries does not grow with
+the rows on the page and the page never counts items. What an operator can *do* (create, actions,
 buttons) is in :mod:`.actions`; the live fragments in :mod:`.live`; the dashboard in
 :mod:`.dashboard`. Nothing here renders account credentials: only the account *name*.
 """
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -21,16 +22,14 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy
 
 from .. import services
-from ..models import BatchJob, ItemState, JobState
+from ..models import BatchJob, JobState, ProviderBatch
 from . import dashboard, live, quota
 from .actions import JobActionsAdmin
 from .display import (
     EMPTY,
-    FAILED_ITEM_STATES,
     MOVING_STATES,
     compact_number,
     compact_time,
-    count_items,
     human_size,
     last_batch_end,
     money,
@@ -141,11 +140,9 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(
-                n_succeeded=count_items(state=ItemState.SUCCEEDED),
-                n_failed=count_items(state__in=FAILED_ITEM_STATES),
-                ended_at=last_batch_end(),
-            )
+            .annotate(ended_at=last_batch_end())
+            # The latest part's fields (job.current_batch) for every row in one query.
+            .prefetch_related(Prefetch("batches", queryset=ProviderBatch.objects.order_by()))
         )
 
     # -- list columns ---------------------------------------------------------------------
@@ -185,15 +182,7 @@ class BatchJobAdmin(JobPageAdmin, JobActionsAdmin):
         total = job.item_count or job.request_count_total
         if job.ingested_at is None and job.provider_status:
             return job.request_count_completed, job.request_count_failed, total
-        ok = getattr(job, "n_succeeded", None)
-        failed = getattr(job, "n_failed", None)
-        if ok is None or failed is None:  # a job not loaded through get_queryset
-            counts = job.items.aggregate(
-                ok=Count("pk", filter=Q(state=ItemState.SUCCEEDED)),
-                failed=Count("pk", filter=Q(state__in=FAILED_ITEM_STATES)),
-            )
-            ok, failed = counts["ok"], counts["failed"]
-        return ok, failed, total
+        return job.succeeded_count, job.failed_count, total
 
     @admin.display(description=gettext_lazy("created / finished"), ordering="created_at")
     def when(self, job: BatchJob) -> SafeString:

@@ -24,6 +24,7 @@ from ..models import (
 )
 from . import _base
 from ._base import _get, _lock, _record_error, _require, _status_signal
+from .ingestion import _store_item_counts
 from .parts import RETRY_KINDS, _plan, _reset_for_retry, _retry_candidates, _settle, _unplan
 from .polling import _provider, apply_batch
 from .submission import _delete_upload, _find_batch, _record_batch, _submit_unknown
@@ -169,6 +170,7 @@ def _drop_planned(job: BatchJob) -> None:
         announced=not signals.result_received.has_listeners(RequestItem),
     )
     planned.update(state=JobState.CANCELLED)
+    _store_item_counts(job)
 
 
 _CANCELLED_BEFORE_SENT = {
@@ -257,6 +259,7 @@ def retry(job: BatchJob | int, which: str) -> BatchJob:
         # Their last attempt is now one that was sent again, like the earlier ones.
         RequestAttempt.objects.filter(item__in=chosen).update(retried=True)
         _reset_for_retry(RequestItem.objects.filter(pk__in=chosen))
+        _store_item_counts(locked)
         _plan(locked, BatchReason.RETRY)
         locked.state = JobState.SUBMIT_REQUESTED
         locked.cancel_requested_at = None

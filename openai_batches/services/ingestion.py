@@ -10,13 +10,14 @@ from datetime import datetime
 from typing import IO, Any
 
 from django.db import connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from .. import signals, structured
 from ..conf import app_settings
 from ..jsonl import iter_jsonl
 from ..models import (
+    FINAL_ITEM_STATES,
     TERMINAL_STATUSES,
     BatchJob,
     BatchReason,
@@ -175,7 +176,10 @@ class _ResultWriter:
         sets = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in _RESULT_COLUMNS)
         # Identifiers come from the model's metadata and a constant column list, never input.
         where = "WHERE job_id = %s AND custom_id = %s AND batch_id = %s AND state IN (%s, %s)"
-        sql = f"UPDATE {self.table} SET {sets}, completed_at = %s, announced = %s {where}"  # noqa: S608
+        sql = (
+            f"UPDATE {self.table} SET {sets}, completed_at = %s, announced = %s, "  # noqa: S608
+            f"attempt_count = attempt_count + 1 {where}"
+        )
         params = [
             (*r[1:], self.now, self.announced, self.job.pk, r[0], self.part.pk, *_OPEN_STATES)
             for r in rows
@@ -209,7 +213,10 @@ class _ResultWriter:
                 "WHERE i.job_id = %s AND i.custom_id = t.custom_id AND i.batch_id = %s "
                 "AND i.state IN (%s, %s)"
             )
-            sql = f"UPDATE {self.table} AS i SET {sets}, completed_at = %s, announced = %s FROM openai_batches_ingest AS t {where}"  # noqa: S608
+            sql = (
+                f"UPDATE {self.table} AS i SET {sets}, completed_at = %s, announced = %s, "  # noqa: S608
+                f"attempt_count = i.attempt_count + 1 FROM openai_batches_ingest AS t {where}"
+            )
             cursor.execute(
                 sql, [self.now, self.announced, self.job.pk, self.part.pk, *_OPEN_STATES]
             )
@@ -328,7 +335,11 @@ def _ingest_locked(
     writer.finish()
     leftover = _leftover(part)
     RequestItem.objects.filter(batch=part, state__in=_OPEN_STATES).update(
-        state=leftover[0], error=leftover[1], completed_at=now, announced=announced
+        state=leftover[0],
+        error=leftover[1],
+        completed_at=now,
+        announced=announced,
+        attempt_count=F("attempt_count") + 1,
     )
     _record_attempts(part, now)
     retried = _retry_transient(job, part)
@@ -338,6 +349,7 @@ def _ingest_locked(
     if announced:
         _count_announced(part.item_count - retried)
     _part_totals(job, part, now)
+    _store_item_counts(job)
     old = (job.state, job.provider_status)
     if retried:
         _plan(job, BatchReason.RETRY)
@@ -357,7 +369,8 @@ def _ingest_locked(
 
 def _record_attempts(part: ProviderBatch, now: datetime) -> None:
     """One attempt row per request the part carried, copied from the items in one
-    statement (INSERT ... SELECT), and each item's attempt count moved on."""
+    statement (INSERT ... SELECT). Each item's attempt count was already moved on by the
+    write that stored its result (a second pass over every row cost as much as that write)."""
     items = connection.ops.quote_name(RequestItem._meta.db_table)
     attempts = connection.ops.quote_name(RequestAttempt._meta.db_table)
     with connection.cursor() as cursor:
@@ -366,13 +379,12 @@ def _record_attempts(part: ProviderBatch, now: datetime) -> None:
         cursor.execute(
             f"INSERT INTO {attempts} (item_id, batch_id, number, state, status_code, error, "  # noqa: S608
             "input_tokens, cached_tokens, output_tokens, reasoning_tokens, retried, created_at) "
-            "SELECT id, batch_id, attempt_count + 1, state, status_code, "
+            "SELECT id, batch_id, attempt_count, state, status_code, "
             "CASE WHEN state = %s THEN NULL ELSE COALESCE(error, response) END, "
             "input_tokens, cached_tokens, output_tokens, reasoning_tokens, %s, %s "
             f"FROM {items} WHERE batch_id = %s",
             [ItemState.SUCCEEDED, False, now, part.pk],
         )
-    RequestItem.objects.filter(batch=part).update(attempt_count=F("attempt_count") + 1)
 
 
 def _retry_transient(job: BatchJob, part: ProviderBatch) -> int:
@@ -428,6 +440,31 @@ def _part_totals(job: BatchJob, part: ProviderBatch, now: datetime) -> None:
     part.state = JobState.FINISHED
     part.ingested_at = now
     part.save()
+
+
+def _store_item_counts(job: BatchJob) -> None:
+    """Count the job's final items per outcome onto the job and each of its parts, in one
+    GROUP BY (the ``(job, state)`` index), so the job lists read two columns instead of
+    counting items for every row. Called, under the job's lock, wherever items become final
+    or stop being final: ingest, retry, cancelling planned parts."""
+    per_part: dict[int | None, list[int]] = {}
+    rows = (
+        RequestItem.objects.filter(job=job, state__in=FINAL_ITEM_STATES)
+        .values_list("batch_id", "state")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for batch_id, state, n in rows:
+        per_part.setdefault(batch_id, [0, 0])[0 if state == ItemState.SUCCEEDED else 1] += n
+    job.succeeded_count = sum(ok for ok, _ in per_part.values())
+    job.failed_count = sum(failed for _, failed in per_part.values())
+    BatchJob.objects.filter(pk=job.pk).update(
+        succeeded_count=job.succeeded_count, failed_count=job.failed_count
+    )
+    for part in job.batches.only("pk", "succeeded_count", "failed_count"):
+        ok, failed = per_part.get(part.pk, (0, 0))
+        if (part.succeeded_count, part.failed_count) != (ok, failed):
+            ProviderBatch.objects.filter(pk=part.pk).update(succeeded_count=ok, failed_count=failed)
 
 
 def _leftover(part: ProviderBatch) -> tuple[str, dict[str, Any]]:

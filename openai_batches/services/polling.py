@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -97,13 +98,41 @@ def _apply_fields(part: ProviderBatch, batch: Mapping[str, Any]) -> bool:
     return before != (part.provider_status, part.request_count_completed, part.request_count_failed)
 
 
-def apply_batch(job: BatchJob | int, batch: Mapping[str, Any]) -> BatchJob:
+def unchanged(part: ProviderBatch, batch: Mapping[str, Any]) -> bool:
+    """Whether applying ``batch`` to ``part`` (as the caller just read it) would change
+    nothing but the poll schedule: the same status, counts, files and usage, the part still
+    running and its job already submitted. Runs no query."""
+    if (
+        part.state != JobState.SUBMITTED
+        or part.is_terminal
+        or batch.get("id") != part.provider_batch_id
+        or batch.get("status") not in STATUS_RANK
+        or part.job.state != JobState.SUBMITTED
+    ):
+        return False
+    probe = copy.copy(part)  # _apply_fields writes onto what it is given
+    _apply_fields(probe, batch)
+    return all(
+        getattr(probe, f.attname) == getattr(part, f.attname) for f in part._meta.concrete_fields
+    )
+
+
+def apply_batch(
+    job: BatchJob | int, batch: Mapping[str, Any], *, known: ProviderBatch | None = None
+) -> BatchJob:
     """Apply one provider batch object to its part and schedule the job's next poll (backoff).
 
     If another process holds the job's row (an ingest writing its results, a submitter
     recording a batch) the job is returned as it is instead of waiting: that process is
     already moving it, and a sync pass must not queue behind one job.
+
+    ``known`` is the part as the caller just read it (``sync`` reads every active part in
+    one query): when the provider reports nothing new about it (see :func:`unchanged`) the
+    job is returned with no query at all, and scheduling its next poll is left to the
+    caller (``sync`` does it for every such job in one statement).
     """
+    if known is not None and isinstance(job, BatchJob) and unchanged(known, batch):
+        return job
     pk = _get(job).pk
     refusal: tuple[ProviderBatch, int, int] | None = None
     with transaction.atomic():
