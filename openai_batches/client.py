@@ -38,10 +38,11 @@ write and connect is given at most the time left (:class:`_DeadlineBackend`), an
 is checked again between chunks. No other exception type leaves the client.
 
 The API key lives in a :class:`~.conf.Secret` and is unwrapped only inside
-:class:`_BearerAuth` (or an adapter's own ``httpx.Auth``: Azure's ``api-key`` and tokens,
-Anthropic's ``x-api-key``), as the request goes out: never in a local an error report
-prints, in logs, in error messages or in reprs. An error answer quoting the request's
-credential back (a gateway echoing headers) is kept with stars in its place. The transport errors we wrap lose their traceback
+:class:`HeaderAuth` (``Authorization: Bearer``, Azure's ``api-key``, Anthropic's
+``x-api-key``; Azure's Entra ID tokens have their own ``httpx.Auth``), as the request goes
+out: never in a local an error report prints, in logs, in error messages or in reprs. An
+error answer quoting the request's credential back (a gateway echoing headers) is kept
+with stars in its place. The transport errors we wrap lose their traceback
 (``_scrub``): httpcore's frames hold the raw request bytes, headers included, and Django's
 error reports print the locals of every frame of every chained exception.
 """
@@ -372,20 +373,29 @@ def _install_deadlines(transport: object) -> bool:
     return True
 
 
-class _BearerAuth(httpx.Auth):
-    """Adds the Authorization header as the request leaves; holds the key as a Secret."""
+class HeaderAuth(httpx.Auth):
+    """Adds the credential header as the request leaves; holds the key as a Secret.
 
-    def __init__(self, key: Secret | None) -> None:
+    OpenAI's ``Authorization: Bearer <key>`` by default; adapters name their own header
+    (Azure's ``api-key``, Anthropic's ``x-api-key``) and no prefix. Without a key (the local
+    emulator) a placeholder is sent.
+    """
+
+    def __init__(
+        self, key: Secret | None, header: str = "Authorization", prefix: str = "Bearer "
+    ) -> None:
         self._key = key
+        self._header = header
+        self._prefix = prefix
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = "Bearer " + (
+        request.headers[self._header] = self._prefix + (
             self._key.reveal() if self._key else "local-emulator"
         )
         yield request
 
     def __repr__(self) -> str:
-        return "<_BearerAuth ********>"
+        return f"<HeaderAuth {self._header} ********>"
 
 
 # -- answer shapes -------------------------------------------------------------------------
@@ -592,7 +602,7 @@ class OpenAIClient:
         return {}
 
     def _auth(self) -> httpx.Auth:
-        return _BearerAuth(self.account.api_key)
+        return HeaderAuth(self.account.api_key)
 
     def _batch(self, obj: Any) -> dict[str, Any]:
         """A batch object from the wire, in OpenAI's shape and checked (adapters translate

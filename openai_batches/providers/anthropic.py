@@ -49,7 +49,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,6 +58,7 @@ import httpx
 from ..client import (
     _HEADER_SAFE,
     BatchLookup,
+    HeaderAuth,
     OpenAIClient,
     ResponseTooLarge,
     _batches_since,
@@ -65,7 +66,7 @@ from ..client import (
     _check_page,
     _segment,
 )
-from ..conf import Account, Secret
+from ..conf import Account
 from ..exceptions import APIConnectionError, ConfigurationError, NotFoundError, ProviderError
 from .anthropic_wire import (
     CHAT,
@@ -96,20 +97,6 @@ _STAGED = "staged-"
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # -- the adapter ----------------------------------------------------------------------------
-
-
-class _KeyAuth(httpx.Auth):
-    """Anthropic's ``x-api-key`` header, added as the request leaves."""
-
-    def __init__(self, key: Secret | None) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["x-api-key"] = self._key.reveal() if self._key else "local-emulator"
-        yield request
-
-    def __repr__(self) -> str:
-        return "<_KeyAuth ********>"
 
 
 class AnthropicProvider(Adapter, OpenAIClient):
@@ -182,7 +169,7 @@ class AnthropicProvider(Adapter, OpenAIClient):
         return {"anthropic-version": self.account.api_version or DEFAULT_VERSION}
 
     def _auth(self) -> httpx.Auth:
-        return _KeyAuth(self.account.api_key)
+        return HeaderAuth(self.account.api_key, "x-api-key", prefix="")
 
     def _batch(self, obj: Any) -> dict[str, Any]:
         return _check_batch(to_openai_batch(obj))

@@ -52,6 +52,7 @@ from ..client import (
     _HEADER_SAFE,
     _MAX_TIMESTAMP,
     DeadlineExceeded,
+    HeaderAuth,
     OpenAIClient,
     _bounded,
     _check_batch,
@@ -93,20 +94,6 @@ def resolve_token_provider(account: Account) -> Callable[[], Any]:
             "token, or its dotted path."
         )
     return provider
-
-
-class _ApiKeyAuth(httpx.Auth):
-    """Azure's ``api-key`` header, added as the request leaves; the key stays a Secret."""
-
-    def __init__(self, key: Secret | None) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["api-key"] = self._key.reveal() if self._key else "local-emulator"
-        yield request
-
-    def __repr__(self) -> str:
-        return "<_ApiKeyAuth ********>"
 
 
 #: Tokens that said when they expire, per account, endpoint and token provider, shared by
@@ -289,7 +276,7 @@ class AzureProvider(Adapter, OpenAIClient):
     def _auth(self) -> httpx.Auth:
         if self.account.token_provider:
             return _TokenAuth(self._token_provider, self.account)
-        return _ApiKeyAuth(self.account.api_key)
+        return HeaderAuth(self.account.api_key, "api-key", prefix="")
 
     request_id_header = "apim-request-id"
 
