@@ -68,3 +68,18 @@ def no_retries(settings: Any) -> None:
     """One send per request (``RETRY["MAX_ATTEMPTS"] = 1``), for tests of what a single
     provider batch's outcome does to a job; retries have their own tests (test_parts.py)."""
     settings.OPENAI_BATCHES = {**settings.OPENAI_BATCHES, "RETRY": {"MAX_ATTEMPTS": 1}}
+
+
+@pytest.fixture(autouse=True)
+def _settings_restored() -> Iterator[None]:
+    """A test that leaves ``OPENAI_BATCHES`` changed fails itself, not a later test.
+
+    A setting changed inside an emulator's override (``running_emulator`` overrides the
+    base URL) is restored by pytest-django to the emulator's value: the next tests would run
+    against a server that is gone, far from the test that caused it.
+    """
+    before = repr(getattr(settings, "OPENAI_BATCHES", None))
+    yield
+    if repr(getattr(settings, "OPENAI_BATCHES", None)) != before:
+        # Not an assert: pytest would print both values, and they hold the test key.
+        pytest.fail("this test left settings.OPENAI_BATCHES changed", pytrace=False)

@@ -351,6 +351,8 @@ def test_the_line_takes_owners_in_turn_oldest_first(
 
 def test_a_create_refused_for_the_token_limit_goes_back_in_line(settings: Any) -> None:
     key = "azure-key-0123456789"
+    # Before the emulator's override, so the test's own restore does not keep its URL.
+    configure(settings, TOKEN_ESTIMATOR=EMULATOR_COUNT, ENQUEUED_TOKEN_LIMITS={MODEL: None})
     with running_emulator(
         flavor="azure",
         api_key=key,
@@ -358,7 +360,6 @@ def test_a_create_refused_for_the_token_limit_goes_back_in_line(settings: Any) -
         timing="realistic",
         clock="manual",
     ) as emu:
-        configure(settings, TOKEN_ESTIMATOR=EMULATOR_COUNT, ENQUEUED_TOKEN_LIMITS={MODEL: None})
         first_items = chat(10, "a-")
         need = sum(
             responses.estimate_input_tokens("/v1/chat/completions", i["body"]) for i in first_items

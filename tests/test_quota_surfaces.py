@@ -240,13 +240,15 @@ def test_the_panel_shows_the_line_the_services_made(settings: Any) -> None:
 
     owner = User.objects.create_user("alice", password="pw")
     first_items, second_items = chat_items(20, prefix="a-"), chat_items(20, prefix="b-")
+    need = services.create_job(items=first_items).estimated_tokens
+    BatchJob.objects.all().delete()
+    # Set before the emulator's own override: pytest-django restores what it saw first, and
+    # inside the block that is the emulator's settings, which would outlive the test.
+    settings.OPENAI_BATCHES = {
+        **settings.OPENAI_BATCHES,
+        "ENQUEUED_TOKEN_LIMITS": {MODEL: need + need // 2},  # one job fits, two do not
+    }
     with running_emulator(timing="realistic", clock="manual") as emu:
-        need = services.create_job(items=first_items).estimated_tokens
-        BatchJob.objects.all().delete()
-        settings.OPENAI_BATCHES = {
-            **settings.OPENAI_BATCHES,
-            "ENQUEUED_TOKEN_LIMITS": {MODEL: need + need // 2},  # one job fits, two do not
-        }
         jobs = []
         for name, batch in (("first", first_items), ("second", second_items)):
             job = services.create_job(name=name, owner=owner, items=batch)
