@@ -50,6 +50,7 @@ ITEM_COLUMNS = (
     "batch_id",
     "attempt_count",
     "nbytes",
+    "estimated_tokens",
 )
 
 
@@ -216,6 +217,7 @@ def build(n_jobs: int, per_job: int, big_job: int = 0) -> Any:
                     part,
                     1 if done else 0,
                     len(body) + 80,
+                    12,  # the input-token estimate stored when items are added
                 )
 
     insert_items(rows())

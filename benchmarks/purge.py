@@ -83,7 +83,7 @@ def build(n: int) -> tuple[list[int], int]:
         "job_id, custom_id, method, url, body, object_id, state, status_code, response, "
         "provider_request_id, result_line_id, input_tokens, cached_tokens, output_tokens, "
         "reasoning_tokens, completed_at, announced, output_schema, parse_error, batch_id, "
-        "attempt_count, nbytes"
+        "attempt_count, nbytes, estimated_tokens"
     )
     jobs: list[int] = []
     sizes = [PER_JOB] * (n // PER_JOB) + ([n % PER_JOB] if n % PER_JOB else [])
@@ -128,6 +128,7 @@ def build(n: int) -> tuple[list[int], int]:
                 part,
                 0 if draft else 1,
                 len(body) + 80,
+                12,
             )
             for i in range(size)
         ]

@@ -102,7 +102,7 @@ def run_floor(data: list[dict[str, Any]], base_url: str, api_key: str) -> float:
     columns = (
         "job_id, custom_id, method, url, body, object_id, state, attempt_count, nbytes, "
         "batch_id, input_tokens, cached_tokens, output_tokens, reasoning_tokens, announced, "
-        "output_schema, parse_error, provider_request_id, result_line_id"
+        "output_schema, parse_error, provider_request_id, result_line_id, estimated_tokens"
     )
     start = time.perf_counter()
     with tempfile.TemporaryFile() as tmp:
@@ -142,6 +142,7 @@ def run_floor(data: list[dict[str, Any]], base_url: str, api_key: str) -> float:
                         "",
                         "",
                         "",
+                        0,  # the app estimates each item's tokens (issue 12); not the floor
                     )
                 )
             raw = connection.cursor().cursor
