@@ -132,7 +132,7 @@ def build(n: int) -> tuple[list[int], int]:
             )
             for i in range(size)
         ]
-        marks = ", ".join(["%s"] * 22)
+        marks = ", ".join(["%s"] * len(values[0]))
         with transaction.atomic(), connection.cursor() as cursor:
             for start in range(0, len(values), 10_000):
                 cursor.executemany(
