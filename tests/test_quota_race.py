@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from openai_batches import jobs, services
 from openai_batches.emulator import responses
 from openai_batches.models import BatchJob, ItemState, JobState, QuotaEvent
 from openai_batches.testing import EmulatorHandle, running_emulator
+from tests.worker_helpers import rq_workers
 
 pytestmark = [
     pytest.mark.postgres,
@@ -84,38 +83,8 @@ def workers(
         "QUOTA_LIMITS": json.dumps(limits),
         "QUOTA_ESTIMATOR": ESTIMATOR,
     }
-    procs = []
-    for n in range(2):
-        log = open(tmp_path / f"worker{n}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "django",
-                    "rqworker",
-                    "openai_batches",
-                    "--with-scheduler",
-                    "--name",
-                    f"quota-{n}-{uuid.uuid4().hex[:8]}",
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    yield procs
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    for n in range(2):
-        text = (tmp_path / f"worker{n}.log").read_text(errors="replace")
-        assert "Traceback" not in text, text[-4000:]
+    with rq_workers(env, tmp_path, "quota") as procs:
+        yield procs
 
 
 def test_two_workers_never_exceed_the_budget(

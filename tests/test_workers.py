@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from openai_batches.models import BatchJob, ItemState, JobState
 from openai_batches.testing import EmulatorHandle, running_emulator
 from tests.lifecycle_helpers import make_job, submitted_job
 from tests.testapp.models import ResultLog
+from tests.worker_helpers import rq_workers
 
 pytestmark = [
     pytest.mark.postgres,
@@ -58,38 +58,8 @@ def _env(emu: EmulatorHandle) -> dict[str, str]:
 @pytest.fixture
 def workers(emu: EmulatorHandle, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = _env(emu)
-    procs = []
-    for n in range(2):
-        log = open(tmp_path / f"worker{n}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "django",
-                    "rqworker",
-                    "openai_batches",
-                    "--with-scheduler",
-                    "--name",
-                    f"test-{n}-{uuid.uuid4().hex[:8]}",
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    yield procs
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    for n in range(2):
-        text = (tmp_path / f"worker{n}.log").read_text(errors="replace")
-        assert "Traceback" not in text, text[-4000:]
+    with rq_workers(env, tmp_path, "test") as procs:
+        yield procs
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 90.0) -> None:
